@@ -1,12 +1,43 @@
-//! execnet-rs: run Python code in other processes, local or remote, with nothing installed there.
+//! execnet-rs: run Python code in other processes, local or remote, with nothing
+//! installed there but a Python interpreter.
 //!
-//! SKELETON: being filled in.
+//! A [`Gateway`] starts a Python process (here: `popen`, a subprocess), ships it a small
+//! worker, and runs source code there with [`Gateway::remote_exec`]. The code and the
+//! host talk over a [`Channel`]: `send` any `Serialize` value, `receive` any
+//! `DeserializeOwned` one; a remote exception comes back as [`Error::Remote`] with the
+//! remote traceback. [`Group`] and [`MultiChannel`] handle many gateways at once.
+//!
+//! ```no_run
+//! # fn main() -> execnet::Result<()> {
+//! let gw = execnet::makegateway("popen")?;
+//! let ch = gw.remote_exec(r#"
+//!     import os
+//!     for name in channel:
+//!         channel.send(os.path.exists(name))
+//! "#)?;
+//! ch.send("/etc/hostname")?;
+//! let exists: bool = ch.receive()?;
+//! ch.close()?;
+//! # Ok(()) }
+//! ```
+//!
+//! The crate is laid out as the architecture: [`wire`] (frames and the object format),
+//! [`transport`] (how bytes reach a worker), [`gateway`] (gateways and channels),
+//! [`worker`] (the Python side and its bootstrap), [`multi`] (groups and multi-channels),
+//! [`xspec`] (gateway specifications).
 
 pub mod error;
 pub mod gateway;
+pub mod multi;
+pub mod transport;
 pub mod wire;
+pub mod worker;
+pub mod xspec;
 
 pub use error::{Error, LostInfo, Result};
-pub use gateway::channel::Channel;
+pub use gateway::channel::{Channel, ChannelReader, ChannelWriter};
+pub use gateway::{Gateway, RInfo, RemoteStatus, Source, WeakGateway, DEFAULT_EXIT_TIMEOUT};
+pub use multi::{default_group, makegateway, Group, MultiChannel, ReceiveQueue};
 pub use wire::value::{Complex, Dict, Int, Value};
 pub use wire::{dumps, loads};
+pub use xspec::{ExecModel, XSpec};

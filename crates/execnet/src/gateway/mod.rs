@@ -1,12 +1,752 @@
-//! Gateways and channels. SKELETON.
+//! Gateways: one connection to one worker process, carrying many channels.
+//!
+//! Each gateway has a reader thread that writes the bootstrap line, waits for the ready
+//! byte, then reads frames and hands them to channels (queue or callback). Writes happen
+//! on the caller's thread, one `write` per frame, under a lock; frames sent before the
+//! worker is ready are kept and written as soon as it is, so `makegateway` returns
+//! without waiting for the interpreter to start. A second thread passes the worker's
+//! stderr on to ours and keeps its tail for error reports.
 
 pub mod channel;
+pub mod source;
 
-use crate::error::{Error, Result};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, BufReader, Read, Write};
+use std::process::{Child, ChildStderr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use self::channel::{ChannelHandle, ChannelState, EndReason};
+pub use self::source::Source;
+use crate::error::{Error, LostInfo, Result};
+use crate::transport::{self, Connection};
+use crate::wire::frame::{self, Code};
+use crate::wire::{self, ser};
+use crate::worker::{WorkerConfig, READY_BYTE};
+use crate::xspec::XSpec;
 use crate::Channel;
 
-/// Turns `(gateway uid, channel id)` from serialized data into a live channel handle.
+/// How long `exit()` and dropping a gateway wait for the worker to end before killing it.
+pub const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How much of the worker's stderr is kept for error reports.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+fn registry() -> MutexGuard<'static, HashMap<u64, Weak<GatewayHandle>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<u64, Weak<GatewayHandle>>>> = OnceLock::new();
+    lock(REGISTRY.get_or_init(Default::default))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Turns `(gateway uid, channel id)` from received data into a live channel handle.
 pub(crate) fn lookup_channel(uid: u64, id: i32) -> Result<Channel> {
-    let _ = (uid, id);
-    Err(Error::data_format("no gateway yet", None))
+    let handle = registry().get(&uid).and_then(Weak::upgrade);
+    match handle {
+        Some(handle) => Ok(Gateway { inner: handle.inner.clone(), handle }.channel_for_id(id)),
+        None => Err(Error::data_format(
+            format!("channel {id} arrived for a gateway that no longer exists"),
+            None,
+        )),
+    }
+}
+
+/// Information about the remote interpreter, from [`Gateway::rinfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct RInfo {
+    /// `sys.executable`.
+    pub executable: String,
+    /// `sys.version_info[:5]`, such as `(3, 11, 7, "final", 0)`.
+    pub version_info: (u32, u32, u32, String, u32),
+    /// `sys.platform`.
+    pub platform: String,
+    /// `os.getcwd()`.
+    pub cwd: String,
+    /// `os.getpid()`.
+    pub pid: u32,
+}
+
+/// The worker's answer to a STATUS request, from [`Gateway::remote_status`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct RemoteStatus {
+    /// Channels open in the worker.
+    pub numchannels: u64,
+    /// Executions running (or queued, with main_thread_only) in the worker.
+    pub numexecuting: u64,
+    /// The worker's execution model.
+    pub execmodel: String,
+}
+
+const RINFO_SOURCE: &str = "\
+import sys, os
+channel.send(dict(
+    executable=sys.executable,
+    version_info=tuple(sys.version_info[:5]),
+    platform=sys.platform,
+    cwd=os.getcwd(),
+    pid=os.getpid(),
+))
+";
+
+/// A connection to one worker process. Cheap to clone; all clones are the same gateway.
+///
+/// When the last `Gateway` handle and the last [`Channel`] of it are dropped, the worker
+/// is asked to exit and its process is reaped (killed after [`DEFAULT_EXIT_TIMEOUT`]).
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) inner: Arc<GatewayInner>,
+    handle: Arc<GatewayHandle>,
+}
+
+/// The part whose drop shuts the gateway down.
+struct GatewayHandle {
+    inner: Arc<GatewayInner>,
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        registry().remove(&self.inner.uid);
+        self.inner.shutdown(DEFAULT_EXIT_TIMEOUT);
+    }
+}
+
+/// A gateway reference that does not keep the gateway alive (used by the default group).
+#[derive(Clone)]
+pub struct WeakGateway(Weak<GatewayHandle>);
+
+impl WeakGateway {
+    /// The gateway, if a handle to it still exists.
+    pub fn upgrade(&self) -> Option<Gateway> {
+        self.0.upgrade().map(|handle| Gateway { inner: handle.inner.clone(), handle })
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<Gateway id={:?} spec={:?}>", self.inner.id, self.inner.spec.as_str())
+    }
+}
+
+impl PartialEq for Gateway {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+impl Eq for Gateway {}
+
+impl Gateway {
+    /// Starts a gateway for `spec` with the given id (see [`crate::makegateway`] for the
+    /// usual entry point, which also picks an id).
+    pub fn start(spec: &XSpec, id: &str) -> Result<Gateway> {
+        let kind = spec.transport()?;
+        if spec.via().is_some() {
+            return Err(spec.invalid("via= is not supported yet"));
+        }
+        let config = WorkerConfig {
+            id: id.to_string(),
+            execmodel: spec.execmodel()?,
+            chdir: spec.chdir().map(str::to_string),
+            nice: spec.nice()?,
+            env: spec.env().clone(),
+        };
+        let conn = match kind {
+            "popen" => transport::popen::spawn(spec, &config)?,
+            other => {
+                return Err(spec.invalid(format!("{other} gateways are not supported yet")));
+            }
+        };
+        Ok(Gateway::from_connection(spec.with_id(id), id, conn))
+    }
+
+    /// A popen gateway on this machine with the default interpreter.
+    pub fn popen() -> Result<Gateway> {
+        crate::makegateway("popen")
+    }
+
+    fn from_connection(spec: XSpec, id: &str, conn: Connection) -> Gateway {
+        let Connection { reader, writer, child, stderr, bootstrap, program } = conn;
+        let inner = Arc::new(GatewayInner {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            id: id.to_string(),
+            spec,
+            program,
+            writer: Mutex::new(Writer { out: writer, ready: false, pending: Vec::new(), closed: false }),
+            table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0 }),
+            lost: OnceLock::new(),
+            exiting: AtomicBool::new(false),
+            peer_terminated: AtomicBool::new(false),
+            child: Mutex::new(child),
+            exit_status: OnceLock::new(),
+            stderr_tail: Arc::new(StderrTail::default()),
+            done: Flag::default(),
+            reader_thread: Mutex::new(None),
+            max_message: frame::DEFAULT_MAX_MESSAGE,
+        });
+        match stderr {
+            Some(err) => spawn_stderr_thread(&inner, err),
+            None => inner.stderr_tail.finish(),
+        }
+        let for_reader = inner.clone();
+        let reader_thread = thread::Builder::new()
+            .name(format!("execnet-{}-reader", inner.id))
+            .stack_size(1 << 20)
+            .spawn(move || reader_main(for_reader, reader, bootstrap))
+            .expect("spawning the gateway reader thread");
+        *lock(&inner.reader_thread) = Some(reader_thread);
+        let handle = Arc::new(GatewayHandle { inner: inner.clone() });
+        registry().insert(inner.uid, Arc::downgrade(&handle));
+        Gateway { inner, handle }
+    }
+
+    /// The gateway id, such as `gw0`.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The spec this gateway was made from (with its `id=`).
+    pub fn spec(&self) -> &XSpec {
+        &self.inner.spec
+    }
+
+    /// A reference that does not keep the gateway alive.
+    pub fn downgrade(&self) -> WeakGateway {
+        WeakGateway(Arc::downgrade(&self.handle))
+    }
+
+    /// Runs `source` in the worker, bound to a new channel, and returns that channel at
+    /// once (without waiting for the code to start). The code sees the other end as the
+    /// global `channel`.
+    pub fn remote_exec(&self, source: impl Into<Source>) -> Result<Channel> {
+        let source = source.into();
+        let channel = self.newchannel()?;
+        let mut payload = Vec::with_capacity(source.code.len() + 64);
+        ser::to_payload(&source.payload_tuple(), &mut payload)?;
+        self.inner.send_frame(Code::ChannelExec, channel.id(), &payload)?;
+        Ok(channel)
+    }
+
+    /// A new channel with no code attached; send it inside data to give it to remote code.
+    pub fn newchannel(&self) -> Result<Channel> {
+        if let Some(info) = self.inner.lost.get() {
+            return Err(Error::GatewayLost(info.clone()));
+        }
+        let mut table = self.inner.table();
+        let id = table.next_id;
+        table.next_id += 2;
+        let state = Arc::new(ChannelState::new(id));
+        let channel = Channel { h: Arc::new(ChannelHandle { state: state.clone(), gateway: self.clone() }) };
+        table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h) });
+        Ok(channel)
+    }
+
+    /// The handle for channel `id`, creating its state when it is new.
+    fn channel_for_id(&self, id: i32) -> Channel {
+        let mut table = self.inner.table();
+        if let Some(entry) = table.map.get(&id) {
+            if let Some(h) = entry.handle.upgrade() {
+                return Channel { h };
+            }
+            let state = entry.state.clone();
+            let channel = Channel { h: Arc::new(ChannelHandle { state, gateway: self.clone() }) };
+            table.map.get_mut(&id).expect("entry").handle = Arc::downgrade(&channel.h);
+            return channel;
+        }
+        let state = Arc::new(ChannelState::new(id));
+        let known_closed = id % 2 != 0 || id <= table.max_peer_id || self.inner.lost.get().is_some();
+        if known_closed {
+            // A channel that was already closed and forgotten here: hand out a closed one.
+            state.end(EndReason::Closed);
+            return Channel { h: Arc::new(ChannelHandle { state, gateway: self.clone() }) };
+        }
+        table.max_peer_id = id;
+        let channel = Channel { h: Arc::new(ChannelHandle { state: state.clone(), gateway: self.clone() }) };
+        table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h) });
+        channel
+    }
+
+    /// Information about the remote interpreter (executable, version, platform, cwd, pid).
+    pub fn rinfo(&self) -> Result<RInfo> {
+        let ch = self.remote_exec(Source { code: RINFO_SOURCE.to_string(), ..Source::code("") })?;
+        let info = ch.receive()?;
+        ch.waitclose(None)?;
+        Ok(info)
+    }
+
+    /// Asks the worker how many channels and executions it has (a STATUS message).
+    pub fn remote_status(&self) -> Result<RemoteStatus> {
+        let channel = self.newchannel()?;
+        self.inner.send_frame(Code::Status, channel.id(), &[])?;
+        channel.receive()
+    }
+
+    /// True until the connection to the worker is gone.
+    pub fn is_alive(&self) -> bool {
+        self.inner.lost.get().is_none()
+    }
+
+    /// Why the gateway was lost, once it is.
+    pub fn lost_info(&self) -> Option<LostInfo> {
+        self.inner.lost.get().cloned()
+    }
+
+    /// The worker process id on this machine (popen and ssh client processes).
+    pub fn local_pid(&self) -> Option<u32> {
+        lock(&self.inner.child).as_ref().map(Child::id)
+    }
+
+    /// Asks the worker to exit, waits up to [`DEFAULT_EXIT_TIMEOUT`], then kills it. Open
+    /// channels end with a gateway-lost error. Calling it again does nothing.
+    pub fn exit(&self) -> Result<()> {
+        self.inner.shutdown(DEFAULT_EXIT_TIMEOUT);
+        Ok(())
+    }
+
+    /// Like [`Gateway::exit`] with your own time limit before the process is killed.
+    pub fn terminate(&self, timeout: Duration) -> Result<()> {
+        self.inner.shutdown(timeout);
+        Ok(())
+    }
+
+    /// Sends GATEWAY_TERMINATE and closes the connection, without waiting (see
+    /// [`crate::Group::terminate`], which ends many gateways in parallel this way).
+    pub(crate) fn begin_exit(&self) {
+        self.inner.begin_exit();
+    }
+
+    /// Waits for the end begun by `begin_exit` until `deadline`, then kills.
+    pub(crate) fn finish_exit(&self, deadline: Instant) {
+        self.inner.finish_exit(deadline);
+    }
+}
+
+/// Where writes go. Until the worker is ready, frames wait in `pending`.
+struct Writer {
+    out: Box<dyn Write + Send>,
+    ready: bool,
+    pending: Vec<u8>,
+    closed: bool,
+}
+
+struct Entry {
+    state: Arc<ChannelState>,
+    handle: Weak<ChannelHandle>,
+}
+
+struct Table {
+    map: HashMap<i32, Entry>,
+    /// The next id for a channel made here (odd).
+    next_id: i32,
+    /// The highest id of a channel the worker made (even); lower unknown ids are closed.
+    max_peer_id: i32,
+}
+
+/// A one-way flag that threads can wait on.
+#[derive(Default)]
+struct Flag {
+    set: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Flag {
+    fn set(&self) {
+        *lock(&self.set) = true;
+        self.cond.notify_all();
+    }
+    /// Waits until the flag is set or the deadline passes; true when set.
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let mut set = lock(&self.set);
+        while !*set {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            set = self.cond.wait_timeout(set, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+}
+
+#[derive(Default)]
+struct StderrTail {
+    tail: Mutex<VecDeque<u8>>,
+    done: Flag,
+}
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        let mut tail = lock(&self.tail);
+        tail.extend(bytes);
+        let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
+        tail.drain(..excess);
+    }
+    fn finish(&self) {
+        self.done.set();
+    }
+    fn text(&self) -> String {
+        let tail = lock(&self.tail);
+        let (a, b) = tail.as_slices();
+        String::from_utf8_lossy(&[a, b].concat()).into_owned()
+    }
+}
+
+fn spawn_stderr_thread(inner: &Arc<GatewayInner>, mut err: ChildStderr) {
+    let tail = inner.stderr_tail.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("execnet-{}-stderr", inner.id))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        tail.push(&buf[..n]);
+                        let _ = io::stderr().write_all(&buf[..n]);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            tail.finish();
+        });
+    if spawned.is_err() {
+        inner.stderr_tail.finish();
+    }
+}
+
+pub(crate) struct GatewayInner {
+    pub(crate) uid: u64,
+    id: String,
+    spec: XSpec,
+    program: String,
+    writer: Mutex<Writer>,
+    table: Mutex<Table>,
+    lost: OnceLock<LostInfo>,
+    exiting: AtomicBool,
+    peer_terminated: AtomicBool,
+    child: Mutex<Option<Child>>,
+    exit_status: OnceLock<String>,
+    stderr_tail: Arc<StderrTail>,
+    done: Flag,
+    reader_thread: Mutex<Option<JoinHandle<()>>>,
+    max_message: usize,
+}
+
+impl GatewayInner {
+    fn table(&self) -> MutexGuard<'_, Table> {
+        lock(&self.table)
+    }
+
+    /// Writes one frame.
+    pub(crate) fn send_frame(&self, code: Code, channel: i32, payload: &[u8]) -> Result<()> {
+        let mut buf = Vec::with_capacity(frame::HEADER_LEN + payload.len());
+        frame::write_frame(&mut buf, code, channel, payload);
+        self.write_raw(buf)
+    }
+
+    /// Writes already-encoded frames.
+    pub(crate) fn write_raw(&self, bytes: Vec<u8>) -> Result<()> {
+        let mut w = lock(&self.writer);
+        if w.closed {
+            drop(w);
+            return Err(self.lost_error("the connection is closed"));
+        }
+        if !w.ready {
+            if w.pending.is_empty() {
+                w.pending = bytes;
+            } else {
+                w.pending.extend_from_slice(&bytes);
+            }
+            return Ok(());
+        }
+        if let Err(e) = w.out.write_all(&bytes).and_then(|_| w.out.flush()) {
+            w.closed = true;
+            drop(w);
+            return Err(self.lost_error(&format!("writing to the worker failed: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The gateway-lost error, waiting briefly for the reader to find out why.
+    fn lost_error(&self, fallback: &str) -> Error {
+        if self.lost.get().is_none() {
+            self.done.wait_until(Instant::now() + Duration::from_secs(1));
+        }
+        match self.lost.get() {
+            Some(info) => Error::GatewayLost(info.clone()),
+            None => Error::GatewayLost(LostInfo {
+                gateway: self.id.clone(),
+                reason: fallback.to_string(),
+                exit_status: None,
+                stderr_tail: self.stderr_tail.text(),
+            }),
+        }
+    }
+
+    /// Removes a channel from the table once it is closed both ways.
+    pub(crate) fn forget_if_done(&self, state: &Arc<ChannelState>) {
+        let mut table = self.table();
+        if let Some(entry) = table.map.get(&state.id) {
+            if Arc::ptr_eq(&entry.state, state) && state.is_done() {
+                table.map.remove(&state.id);
+            }
+        }
+    }
+
+    fn set_ready(&self) -> std::result::Result<(), String> {
+        let mut w = lock(&self.writer);
+        w.ready = true;
+        if w.closed || w.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut w.pending);
+        w.out
+            .write_all(&pending)
+            .and_then(|_| w.out.flush())
+            .map_err(|e| format!("writing to the worker failed: {e}"))
+    }
+
+    /// Handles one frame from the worker.
+    fn dispatch(&self, code: Code, id: i32, payload: Vec<u8>) -> Result<()> {
+        match code {
+            Code::ChannelData => match self.incoming_state(id) {
+                Some(state) => state.deliver(payload),
+                None => tracing::debug!(gateway = %self.id, channel = id, "data for a closed channel dropped"),
+            },
+            Code::ChannelClose => self.peer_end(id, EndReason::Closed),
+            Code::ChannelLastMessage => self.peer_end(id, EndReason::LastMessage),
+            Code::ChannelCloseError => {
+                let text: String = wire::de::from_payload(&payload).map_err(|e| {
+                    Error::data_format(format!("CHANNEL_CLOSE_ERROR for channel {id}: {e}"), None)
+                })?;
+                self.peer_end(id, EndReason::RemoteError(text))
+            }
+            Code::ChannelExec => {
+                let mut text = Vec::new();
+                ser::to_payload(
+                    "execnet-rs hosts do not run code sent by the worker (remote_exec towards the host)",
+                    &mut text,
+                )?;
+                self.send_frame(Code::ChannelCloseError, id, &text)?;
+            }
+            Code::Status => {
+                let status = RemoteStatus {
+                    numchannels: self.table().map.len() as u64,
+                    numexecuting: 0,
+                    execmodel: "thread".into(),
+                };
+                let mut data = Vec::new();
+                ser::to_payload(&status, &mut data)?;
+                self.send_frame(Code::ChannelData, id, &data)?;
+                self.send_frame(Code::ChannelClose, id, &[])?;
+            }
+            Code::Reconfigure => {}
+            Code::GatewayTerminate => self.peer_terminated.store(true, Ordering::Relaxed),
+        }
+        Ok(())
+    }
+
+    /// The state that incoming data for `id` goes to; None for channels closed here.
+    fn incoming_state(&self, id: i32) -> Option<Arc<ChannelState>> {
+        let mut table = self.table();
+        if let Some(entry) = table.map.get(&id) {
+            return Some(entry.state.clone());
+        }
+        // Odd ids are made here; an unknown one was closed and forgotten. Even ids come
+        // from the worker in increasing order, so one we have passed was closed too.
+        if id <= 0 || id % 2 != 0 || id <= table.max_peer_id {
+            return None;
+        }
+        table.max_peer_id = id;
+        let state = Arc::new(ChannelState::new(id));
+        table.map.insert(id, Entry { state: state.clone(), handle: Weak::new() });
+        Some(state)
+    }
+
+    fn peer_end(&self, id: i32, reason: EndReason) {
+        let state = self.table().map.get(&id).map(|e| e.state.clone());
+        let Some(state) = state else {
+            if let EndReason::RemoteError(tb) = reason {
+                tracing::warn!(gateway = %self.id, channel = id, "remote error on a channel closed here:\n{tb}");
+            }
+            return;
+        };
+        state.end(reason);
+        self.forget_if_done(&state);
+    }
+
+    /// The reader has stopped: record why, wake every channel.
+    fn connection_ended(&self, reason: String) {
+        {
+            let mut w = lock(&self.writer);
+            w.closed = true;
+            w.out = Box::new(io::sink()); // end-of-input tells the worker to exit
+        }
+        // The process usually exits right after closing its output; wait a little for
+        // its status and for the rest of its stderr.
+        let deadline = Instant::now() + Duration::from_millis(1000);
+        while self.exit_status.get().is_none() && !self.poll_child() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(2));
+        }
+        self.stderr_tail.done.wait_until(Instant::now() + Duration::from_millis(300));
+        let reason = if self.exiting.load(Ordering::Relaxed) {
+            "the gateway was exited".to_string()
+        } else if self.peer_terminated.load(Ordering::Relaxed) {
+            format!("the worker terminated the gateway ({reason})")
+        } else {
+            reason
+        };
+        let info = LostInfo {
+            gateway: self.id.clone(),
+            reason,
+            exit_status: self.exit_status.get().cloned(),
+            stderr_tail: self.stderr_tail.text(),
+        };
+        let _ = self.lost.set(info.clone());
+        let states: Vec<_> = self.table().map.drain().map(|(_, e)| e.state).collect();
+        for state in states {
+            state.end(EndReason::Lost(info.clone()));
+        }
+        self.done.set();
+    }
+
+    /// Reaps the process if it has exited; true when it has (or there is none).
+    fn poll_child(&self) -> bool {
+        let mut child = lock(&self.child);
+        let Some(c) = child.as_mut() else { return true };
+        match c.try_wait() {
+            Ok(Some(status)) => {
+                let _ = self.exit_status.set(describe_status(status));
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    fn begin_exit(&self) {
+        if self.exiting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut w = lock(&self.writer);
+        if !w.closed {
+            if w.ready {
+                let _ = w.out.write_all(&frame::encode_header(Code::GatewayTerminate, 0, 0));
+                let _ = w.out.flush();
+            }
+            w.closed = true;
+            w.pending = Vec::new();
+            // Dropping the pipe gives the worker end-of-input, which also ends it.
+            w.out = Box::new(io::sink());
+        }
+    }
+
+    fn finish_exit(&self, deadline: Instant) {
+        if !self.done.wait_until(deadline) || !self.poll_child() {
+            let mut child = lock(&self.child);
+            if let Some(c) = child.as_mut() {
+                let _ = c.kill();
+                let status = c.wait();
+                if let Ok(status) = status {
+                    let _ = self.exit_status.set(describe_status(status));
+                }
+            }
+        }
+        let handle = lock(&self.reader_thread).take();
+        if let Some(handle) = handle {
+            if handle.thread().id() != thread::current().id() {
+                let _ = handle.join();
+            } else {
+                // Dropped from a callback on the reader thread itself: it ends on its own.
+                *lock(&self.reader_thread) = Some(handle);
+            }
+        }
+    }
+
+    pub(crate) fn shutdown(&self, timeout: Duration) {
+        self.begin_exit();
+        self.finish_exit(Instant::now() + timeout);
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("signal {sig} ({})", signal_name(sig)),
+        _ => status.to_string(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGINT => "SIGINT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+fn reader_main(inner: Arc<GatewayInner>, reader: Box<dyn Read + Send>, bootstrap: Vec<u8>) {
+    let reason = read_until_end(&inner, reader, bootstrap);
+    tracing::debug!(gateway = %inner.id, "reader ends: {reason}");
+    inner.connection_ended(reason);
+}
+
+/// Writes the bootstrap, waits for the ready byte, dispatches frames; returns why it ended.
+fn read_until_end(inner: &GatewayInner, reader: Box<dyn Read + Send>, bootstrap: Vec<u8>) -> String {
+    {
+        let mut w = lock(&inner.writer);
+        if w.closed {
+            return "the gateway was exited before it started".into();
+        }
+        if let Err(e) = w.out.write_all(&bootstrap).and_then(|_| w.out.flush()) {
+            return format!(
+                "could not send the worker source to {} ({e}); it exited at once: is it a Python 3 interpreter?",
+                inner.program
+            );
+        }
+    }
+    let mut r = BufReader::with_capacity(64 * 1024, reader);
+    let mut first = [0u8; 1];
+    match r.read(&mut first) {
+        Ok(1) if first[0] == READY_BYTE => {}
+        Ok(1) => {
+            let more = String::from_utf8_lossy(r.buffer()).into_owned();
+            return format!(
+                "the worker answered {:?} instead of the ready byte '1': is {} a Python 3 interpreter?",
+                format!("{}{}", first[0] as char, more.chars().take(200).collect::<String>()),
+                inner.program
+            );
+        }
+        Ok(_) => return format!("{} ended before the worker was ready", inner.program),
+        Err(e) => return format!("reading from {} failed: {e}", inner.program),
+    }
+    if let Err(reason) = inner.set_ready() {
+        return reason;
+    }
+    loop {
+        match frame::read_frame(&mut r, inner.max_message) {
+            Ok(Some((header, payload))) => {
+                if let Err(e) = inner.dispatch(header.code, header.channel, payload) {
+                    return format!("bad {} frame from the worker: {e}", header.code.name());
+                }
+            }
+            Ok(None) => return "the worker closed the connection".into(),
+            Err(e) => return format!("bad frame from the worker: {e}"),
+        }
+    }
 }

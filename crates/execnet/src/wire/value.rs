@@ -47,3 +47,28 @@ pub enum Value {
     FrozenSet(Vec<Value>),
     Channel(Channel),
 }
+
+/// TEMPORARY stub until the wire helper's work is merged.
+pub fn to_value<T: serde::Serialize + ?Sized>(_v: &T) -> crate::Result<Value> {
+    todo!()
+}
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+impl Dict {
+    pub fn iter(&self) -> impl Iterator<Item = (&Value, &Value)> {
+        self.entries.iter().map(|(a, b)| (a, b))
+    }
+}
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
+        todo!()
+    }
+}
+impl<'de> serde::Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(_d: D) -> Result<Self, D::Error> {
+        todo!()
+    }
+}

@@ -1,0 +1,48 @@
+//! `popen`: a Python subprocess on this machine, talking over its stdin and stdout.
+
+use std::process::{Command, Stdio};
+
+use super::Connection;
+use crate::error::{Error, Result};
+use crate::worker::{self, WorkerConfig, BOOTSTRAP_ONELINER};
+use crate::xspec::XSpec;
+
+/// The interpreter used when the spec has no `python=`.
+pub const DEFAULT_PYTHON: &str = "python3";
+
+/// Starts `python -u -c BOOTSTRAP` for `spec`.
+pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
+    let python = spec.python().unwrap_or(DEFAULT_PYTHON);
+    let mut cmd = Command::new(python);
+    cmd.arg("-u");
+    if spec.dont_write_bytecode() {
+        cmd.arg("-B");
+    }
+    cmd.arg("-c").arg(BOOTSTRAP_ONELINER);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // The environment applies from the interpreter's start (PYTHONPATH and the like).
+    cmd.envs(spec.env());
+    let mut child = cmd.spawn().map_err(|e| Error::Spawn {
+        spec: spec.to_string(),
+        key: if spec.python().is_some() { "python" } else { "popen" }.into(),
+        program: python.into(),
+        reason: match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "{python:?} was not found on PATH; name an installed interpreter with python=..."
+            ),
+            std::io::ErrorKind::PermissionDenied => format!("{python:?} is not executable"),
+            _ => e.to_string(),
+        },
+    })?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take();
+    Ok(Connection {
+        reader: Box::new(stdout),
+        writer: Box::new(stdin),
+        child: Some(child),
+        stderr,
+        bootstrap: worker::stdio_bootstrap_line(config).into_bytes(),
+        program: python.to_string(),
+    })
+}

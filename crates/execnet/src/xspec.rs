@@ -1,0 +1,303 @@
+//! Gateway specifications: `popen//python=python3//chdir=work`.
+//!
+//! A spec is a list of `key=value` or bare `key` (meaning true) items separated by `//`.
+//! The first key usually names the transport (`popen`, `ssh=HOST`, `socket=HOST:PORT`);
+//! the others configure the worker. `env:NAME=value` items set environment variables of
+//! the remote process. Keys are not checked against a fixed list: unknown keys are kept
+//! and can be read with [`XSpec::get`], so that tools built on top can carry their own.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// How the worker runs remote executions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecModel {
+    /// Every `remote_exec` runs in its own thread (the default).
+    #[default]
+    Thread,
+    /// Executions run one at a time in the worker's main thread (for code that needs it,
+    /// such as GUI toolkits or signal handlers).
+    MainThreadOnly,
+}
+
+impl ExecModel {
+    /// The name used on the wire and in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecModel::Thread => "thread",
+            ExecModel::MainThreadOnly => "main_thread_only",
+        }
+    }
+}
+
+impl FromStr for ExecModel {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "thread" => Ok(ExecModel::Thread),
+            "main_thread_only" => Ok(ExecModel::MainThreadOnly),
+            other => Err(format!(
+                "execmodel {other:?} is not supported: use 'thread' or 'main_thread_only'"
+            )),
+        }
+    }
+}
+
+/// A parsed gateway specification.
+///
+/// ```
+/// let spec: execnet::XSpec = "popen//python=python3//env:LANG=C//id=w1".parse().unwrap();
+/// assert!(spec.is_popen());
+/// assert_eq!(spec.python(), Some("python3"));
+/// assert_eq!(spec.env().get("LANG").map(String::as_str), Some("C"));
+/// assert_eq!(spec.id(), Some("w1"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XSpec {
+    raw: String,
+    /// Items in the order written, without `env:` items. A bare key has the value None.
+    items: Vec<(String, Option<String>)>,
+    env: BTreeMap<String, String>,
+}
+
+impl XSpec {
+    /// Parses a spec string; the same as `s.parse()`.
+    pub fn new(s: &str) -> Result<XSpec> {
+        s.parse()
+    }
+
+    /// The spec string as given.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The value of `key`: the text after `=` for `key=value`, `"true"` for a bare `key`,
+    /// None when the key is absent.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.items
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_deref().unwrap_or("true"))
+    }
+
+    /// True when the key is present (bare or with a value).
+    pub fn has(&self, key: &str) -> bool {
+        self.items.iter().any(|(k, _)| k == key)
+    }
+
+    /// All items in order (bare keys have the value None), without `env:` items.
+    pub fn items(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.items.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
+    }
+
+    /// Environment variables given as `env:NAME=value`.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    pub fn is_popen(&self) -> bool {
+        self.has("popen")
+    }
+    /// The `ssh=` host arguments.
+    pub fn ssh(&self) -> Option<&str> {
+        self.value_of("ssh")
+    }
+    /// The `socket=` address.
+    pub fn socket(&self) -> Option<&str> {
+        self.value_of("socket")
+    }
+    /// The `python=` interpreter.
+    pub fn python(&self) -> Option<&str> {
+        self.value_of("python")
+    }
+    /// The `chdir=` directory.
+    pub fn chdir(&self) -> Option<&str> {
+        self.value_of("chdir")
+    }
+    /// The `id=` gateway id.
+    pub fn id(&self) -> Option<&str> {
+        self.value_of("id")
+    }
+    /// The `via=` gateway id.
+    pub fn via(&self) -> Option<&str> {
+        self.value_of("via")
+    }
+    /// `dont_write_bytecode`: start Python with `-B`.
+    pub fn dont_write_bytecode(&self) -> bool {
+        self.has("dont_write_bytecode")
+    }
+
+    /// The `nice=` level.
+    pub fn nice(&self) -> Result<Option<i32>> {
+        match self.value_of("nice") {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                self.invalid(format!("nice={v:?} is not an integer (for example nice=10)"))
+            }),
+        }
+    }
+
+    /// The `execmodel=` (default: thread).
+    pub fn execmodel(&self) -> Result<ExecModel> {
+        match self.value_of("execmodel") {
+            None => Ok(ExecModel::Thread),
+            Some(v) => v.parse().map_err(|e: String| self.invalid(e)),
+        }
+    }
+
+    /// The kind of transport this spec asks for: "popen", "ssh" or "socket".
+    pub fn transport(&self) -> Result<&'static str> {
+        let kinds: Vec<&'static str> = ["popen", "ssh", "socket"]
+            .into_iter()
+            .filter(|k| self.has(k))
+            .collect();
+        match kinds.as_slice() {
+            [one] => Ok(one),
+            [] => Err(self.invalid(
+                "no transport given: start the spec with popen, ssh=HOST or socket=HOST:PORT",
+            )),
+            many => Err(self.invalid(format!(
+                "more than one transport given ({}): use exactly one",
+                many.join(", ")
+            ))),
+        }
+    }
+
+    fn value_of(&self, key: &str) -> Option<&str> {
+        self.items
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    pub(crate) fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::Spec { spec: self.raw.clone(), reason: reason.into() }
+    }
+
+    /// A copy of this spec with `id=` set (replacing any id).
+    pub(crate) fn with_id(&self, id: &str) -> XSpec {
+        let mut spec = self.clone();
+        match spec.items.iter_mut().find(|(k, _)| k == "id") {
+            Some(item) => item.1 = Some(id.to_string()),
+            None => spec.items.push(("id".into(), Some(id.to_string()))),
+        }
+        spec
+    }
+}
+
+impl FromStr for XSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<XSpec> {
+        let invalid = |reason: String| Error::Spec { spec: s.to_string(), reason };
+        if s.trim().is_empty() {
+            return Err(invalid("the spec is empty: try \"popen\"".into()));
+        }
+        let mut items: Vec<(String, Option<String>)> = Vec::new();
+        let mut env = BTreeMap::new();
+        for part in s.split("//") {
+            let (key, value) = match part.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (part, None),
+            };
+            if key.is_empty() {
+                return Err(invalid(format!(
+                    "empty key in item {part:?}: items are key=value or key, separated by //"
+                )));
+            }
+            if key.starts_with('_') {
+                return Err(invalid(format!("key {key:?} starts with '_', which is reserved")));
+            }
+            if let Some(name) = key.strip_prefix("env:") {
+                if name.is_empty() {
+                    return Err(invalid("env: needs a variable name, as in env:NAME=value".into()));
+                }
+                let Some(value) = value else {
+                    return Err(invalid(format!("{key} needs a value, as in {key}=value")));
+                };
+                if env.insert(name.to_string(), value.to_string()).is_some() {
+                    return Err(invalid(format!("duplicate key {key:?}")));
+                }
+                continue;
+            }
+            if items.iter().any(|(k, _)| k == key) {
+                return Err(invalid(format!("duplicate key {key:?}")));
+            }
+            items.push((key.to_string(), value.map(str::to_string)));
+        }
+        Ok(XSpec { raw: s.to_string(), items, env })
+    }
+}
+
+impl fmt::Display for XSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl TryFrom<&str> for XSpec {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<XSpec> {
+        s.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_values_and_bare_keys() {
+        let spec: XSpec = "ssh=wyvern//python=python2.4//chdir=mycache//custom".parse().unwrap();
+        assert_eq!(spec.ssh(), Some("wyvern"));
+        assert_eq!(spec.python(), Some("python2.4"));
+        assert_eq!(spec.chdir(), Some("mycache"));
+        assert_eq!(spec.get("custom"), Some("true"));
+        assert!(spec.has("custom"));
+        assert_eq!(spec.get("missing"), None);
+        assert_eq!(spec.transport().unwrap(), "ssh");
+        assert_eq!(spec.to_string(), "ssh=wyvern//python=python2.4//chdir=mycache//custom");
+    }
+
+    #[test]
+    fn values_may_contain_equals_and_spaces() {
+        let spec: XSpec = "ssh=-p 2222 user@host//env:OPTS=a=b".parse().unwrap();
+        assert_eq!(spec.ssh(), Some("-p 2222 user@host"));
+        assert_eq!(spec.env()["OPTS"], "a=b");
+    }
+
+    #[test]
+    fn rejects_duplicates_and_private_keys() {
+        let e = "popen//python=a//python=b".parse::<XSpec>().unwrap_err();
+        assert!(e.to_string().contains("duplicate key \"python\""), "{e}");
+        let e = "popen//_secret=1".parse::<XSpec>().unwrap_err();
+        assert!(e.to_string().contains("reserved"), "{e}");
+        let e = "popen//env:A=1//env:A=2".parse::<XSpec>().unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+        assert!("".parse::<XSpec>().is_err());
+        assert!("popen////x".parse::<XSpec>().is_err());
+    }
+
+    #[test]
+    fn typed_accessors_check_values() {
+        let spec: XSpec = "popen//nice=5//execmodel=main_thread_only".parse().unwrap();
+        assert_eq!(spec.nice().unwrap(), Some(5));
+        assert_eq!(spec.execmodel().unwrap(), ExecModel::MainThreadOnly);
+        let spec: XSpec = "popen//nice=high//execmodel=eventlet".parse().unwrap();
+        assert!(spec.nice().unwrap_err().to_string().contains("not an integer"));
+        assert!(spec.execmodel().unwrap_err().to_string().contains("not supported"));
+        assert!("python=x".parse::<XSpec>().unwrap().transport().is_err());
+        assert!("popen//ssh=x".parse::<XSpec>().unwrap().transport().is_err());
+    }
+
+    #[test]
+    fn with_id_replaces_or_adds() {
+        let spec: XSpec = "popen".parse().unwrap();
+        assert_eq!(spec.with_id("gw3").id(), Some("gw3"));
+        let spec: XSpec = "popen//id=a".parse().unwrap();
+        assert_eq!(spec.with_id("b").id(), Some("b"));
+    }
+}
