@@ -38,6 +38,6 @@ pub use error::{Error, LostInfo, Result};
 pub use gateway::channel::{Channel, ChannelReader, ChannelWriter};
 pub use gateway::{Gateway, RInfo, RemoteStatus, Source, WeakGateway, DEFAULT_EXIT_TIMEOUT};
 pub use multi::{default_group, makegateway, Group, MultiChannel, ReceiveQueue};
-pub use wire::value::{Complex, Dict, Int, Value};
+pub use wire::value::{from_value, to_value, Complex, Dict, FrozenSet, Int, Set, Tuple, Value};
 pub use wire::{dumps, loads};
 pub use xspec::{ExecModel, XSpec};

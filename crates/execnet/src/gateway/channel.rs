@@ -212,6 +212,11 @@ impl Channel {
         self.h.state.id
     }
 
+    /// The process-unique number of this channel's gateway.
+    pub(crate) fn gateway_uid(&self) -> u64 {
+        self.h.gateway.inner.uid
+    }
+
     /// The gateway this channel belongs to.
     pub fn gateway(&self) -> &Gateway {
         &self.h.gateway
@@ -224,21 +229,21 @@ impl Channel {
         let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(&[0u8; wire::frame::HEADER_LEN]);
         wire::with_gateway(gw.uid, || wire::ser::to_payload(item, &mut buf))?;
-        // Hold the state lock while checking so that a concurrent close cannot slip in
-        // between the check and the write (the peer would see data after close).
-        let inner = self.h.state.lock();
-        if inner.send_closed {
-            if let Some(EndReason::Lost(info)) = &inner.ended {
-                return Err(Error::GatewayLost(info.clone()));
+        {
+            let inner = self.h.state.lock();
+            if inner.send_closed {
+                if let Some(EndReason::Lost(info)) = &inner.ended {
+                    return Err(Error::GatewayLost(info.clone()));
+                }
+                return Err(Error::ChannelClosed { id: self.id() });
             }
-            return Err(Error::ChannelClosed { id: self.id() });
         }
+        // The state lock is not held while writing: a write can block on a full pipe
+        // while the worker waits for our reader, which needs that lock to deliver.
         let len = buf.len() - wire::frame::HEADER_LEN;
         buf[..wire::frame::HEADER_LEN]
             .copy_from_slice(&wire::frame::encode_header(Code::ChannelData, self.id(), len));
-        gw.write_raw(buf)?;
-        drop(inner);
-        Ok(())
+        gw.write_raw(buf)
     }
 
     /// Receives the next item, blocking until one arrives. After the peer closed the
@@ -324,8 +329,8 @@ impl Channel {
             inner.ended = Some(EndReason::LocalClose);
             state.cond.notify_all();
         }
-        let res = self.h.gateway.inner.send_frame(code, state.id, payload);
         drop(inner);
+        let res = self.h.gateway.inner.send_frame(code, state.id, payload);
         self.h.gateway.inner.forget_if_done(state);
         match res {
             Err(Error::GatewayLost(_)) => Ok(()), // nothing left to close on the other side

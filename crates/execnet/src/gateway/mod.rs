@@ -178,7 +178,7 @@ impl Gateway {
             id: id.to_string(),
             spec,
             program,
-            writer: Mutex::new(Writer { out: writer, ready: false, pending: Vec::new(), closed: false }),
+            writer: Mutex::new(Writer { out: writer, started: false, ready: false, pending: Vec::new(), closed: false }),
             table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0 }),
             lost: OnceLock::new(),
             exiting: AtomicBool::new(false),
@@ -197,7 +197,7 @@ impl Gateway {
         let for_reader = inner.clone();
         let reader_thread = thread::Builder::new()
             .name(format!("execnet-{}-reader", inner.id))
-            .stack_size(1 << 20)
+            .stack_size(4 << 20)
             .spawn(move || reader_main(for_reader, reader, bootstrap))
             .expect("spawning the gateway reader thread");
         *lock(&inner.reader_thread) = Some(reader_thread);
@@ -330,6 +330,8 @@ impl Gateway {
 /// Where writes go. Until the worker is ready, frames wait in `pending`.
 struct Writer {
     out: Box<dyn Write + Send>,
+    /// The bootstrap line has been written.
+    started: bool,
     ready: bool,
     pending: Vec<u8>,
     closed: bool,
@@ -647,6 +649,14 @@ impl GatewayInner {
             // Dropping the pipe gives the worker end-of-input, which also ends it.
             w.out = Box::new(io::sink());
         }
+        if !w.started {
+            // The interpreter never got its program: nothing to end gracefully, and
+            // an empty line would only make it print a SyntaxError.
+            drop(w);
+            if let Some(c) = lock(&self.child).as_mut() {
+                let _ = c.kill();
+            }
+        }
     }
 
     fn finish_exit(&self, deadline: Instant) {
@@ -713,6 +723,7 @@ fn read_until_end(inner: &GatewayInner, reader: Box<dyn Read + Send>, bootstrap:
         if w.closed {
             return "the gateway was exited before it started".into();
         }
+        w.started = true;
         if let Err(e) = w.out.write_all(&bootstrap).and_then(|_| w.out.flush()) {
             return format!(
                 "could not send the worker source to {} ({e}); it exited at once: is it a Python 3 interpreter?",

@@ -19,6 +19,7 @@ pub mod de;
 pub mod frame;
 pub mod pyrepr;
 pub mod ser;
+pub(crate) mod shared;
 pub mod value;
 
 use std::cell::Cell;
@@ -29,6 +30,47 @@ use crate::error::Result;
 
 /// The serde newtype-struct name under which channels travel through serde.
 pub const CHANNEL_TOKEN: &str = "$execnet::private::Channel";
+
+/// The serde newtype-struct name of a Python tuple of any length ([`value::Tuple`]):
+/// the wrapped sequence is written as its items, then BUILDTUPLE.
+pub const TUPLE_TOKEN: &str = "$execnet::private::Tuple";
+
+/// The serde newtype-struct name of a Python set ([`value::Set`]): the wrapped sequence
+/// is written as its items, then SET.
+pub const SET_TOKEN: &str = "$execnet::private::Set";
+
+/// The serde newtype-struct name of a Python frozenset ([`value::FrozenSet`]): the
+/// wrapped sequence is written as its items, then FROZENSET.
+pub const FROZENSET_TOKEN: &str = "$execnet::private::FrozenSet";
+
+/// The serde newtype-struct name of a Python complex ([`value::Complex`]), wrapping the
+/// tuple `(re: f64, im: f64)`.
+pub const COMPLEX_TOKEN: &str = "$execnet::private::Complex";
+
+/// The serde newtype-struct name of an integer too big for the serde data model
+/// ([`value::Int`]), wrapping its decimal text (optional `-`, then digits).
+pub const BIGINT_TOKEN: &str = "$execnet::private::BigInt";
+
+/// Deserializer side only: [`value::Value`] asks for this newtype struct, and the
+/// deserializers of this module then present tuples, sets and frozensets as single-entry
+/// maps keyed by their token, so that `Value` can tell them from lists.
+pub const VALUE_TOKEN: &str = "$execnet::private::Value";
+
+/// Deserializer side only: when a dict is presented through `deserialize_any`, a genuine
+/// dict whose first key is a str starting with `$execnet::private::` is wrapped as
+/// `{DICT_TOKEN: dict}`, so that it is never mistaken for a magic form (a peer cannot
+/// forge a channel reference, for instance).
+pub const DICT_TOKEN: &str = "$execnet::private::Dict";
+
+/// The prefix shared by every magic name.
+pub(crate) const MAGIC_PREFIX: &str = "$execnet::private::";
+
+/// The deepest nesting of containers accepted when loading (and written when dumping),
+/// so that hostile input cannot overflow the stack of the thread that loads it. A debug
+/// build uses about 4 KiB of stack per level to load a [`value::Value`], a release build
+/// much less; execnet itself fails to dump somewhere between 300 and 490 levels (its serializer
+/// recurses).
+pub const MAX_DEPTH: usize = 256;
 
 /// Version byte of the public [`dumps`]/[`loads`] form.
 pub const DUMP_FORMAT_VERSION: u8 = 2;

@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::wire::pyrepr::py_ascii_literal;
+
 use crate::xspec::ExecModel;
 
 /// The source of our worker (PROTOCOL.md sections 1 to 4).
@@ -73,43 +75,9 @@ pub fn stdio_bootstrap_line(config: &WorkerConfig) -> String {
     bootstrap_line(WORKER_SOURCE, &format!("serve_stdio({})", config.python_kwargs()))
 }
 
-/// A Python string literal for `s` that uses only printable ASCII (like Python's
-/// `ascii()`), so that it survives any stdin encoding and stays on one line.
-pub fn py_ascii_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            ' '..='~' => out.push(c),
-            c if (c as u32) < 0x100 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if (c as u32) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", c as u32);
-            }
-        }
-    }
-    out.push('\'');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ascii_literal_escapes_everything_unusual() {
-        assert_eq!(py_ascii_literal("a'b\\c\n"), r"'a\'b\\c\n'");
-        assert_eq!(py_ascii_literal("\u{1}é€😀"), r"'\x01\xe9\u20ac\U0001f600'");
-    }
 
     #[test]
     fn bootstrap_line_is_one_ascii_line() {

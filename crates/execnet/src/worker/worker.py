@@ -1,0 +1,1439 @@
+"""The remote half of execnet-rs: a worker that serves one host over a byte stream.
+
+The Rust host ships this file, unchanged, to a bare Python interpreter (3.8 or
+newer, CPython or PyPy; standard library only).  The interpreter was started as
+
+    PYTHON -u -c "import sys;exec(eval(sys.stdin.readline()))"
+
+and the host sends one line: repr(<this source> + "\\n" + <invocation> + "\\n"),
+where <invocation> is one of
+
+    serve_stdio(id='gw0', execmodel='thread', chdir=None, nice=None, env=None)
+    serve_socket(clientsock, id='gw0', execmodel='thread', chdir=None, nice=None, env=None)
+
+so executing this file must only define things; the invocation starts serving.
+The worker then writes the ready byte b"1" and speaks the frames of
+PROTOCOL.md until the host sends GATEWAY_TERMINATE or its input ends.  The
+host must send nothing after the line until it has read the ready byte: bytes
+that arrive early may be swallowed by the buffered sys.stdin of the one-liner.
+
+Reading guide, top to bottom:
+
+ 1. wire constants and tracing (EXECNET_DEBUG)
+ 2. the serializer: dumps() and loads() for the object format of PROTOCOL.md 3
+ 3. Channel, the object user code sees as `channel`, and its file wrappers
+ 4. the two execution models (a thread per execution, or the main thread only)
+ 5. WorkerGateway: the channel table, the frame reader and remote execution
+ 6. serve_stdio() and serve_socket(), the entry points
+
+Threads: one thread reads frames and handles them in order (in execmodel
+"thread" the main thread, in "main_thread_only" a background thread, leaving
+the main thread to run the executions).  Executions, user threads and the
+reader all send; a lock keeps each frame in one piece on the output.  One
+re-entrant lock, WorkerGateway._lock, guards the channel table and every
+channel's state; channel callbacks run while it is held, so they see items in
+order and never race with a close.
+"""
+
+import builtins
+import io
+import os
+import queue
+import select
+import struct
+import sys
+import threading
+import time
+import traceback
+
+
+# --------------------------------------------------------------------------
+# 1. Wire constants and tracing
+# --------------------------------------------------------------------------
+
+# Message codes (PROTOCOL.md section 2).
+STATUS = 0
+RECONFIGURE = 1
+GATEWAY_TERMINATE = 2
+CHANNEL_EXEC = 3
+CHANNEL_DATA = 4
+CHANNEL_CLOSE = 5
+CHANNEL_CLOSE_ERROR = 6
+CHANNEL_LAST_MESSAGE = 7
+
+_MESSAGE_NAMES = {
+    STATUS: "STATUS",
+    RECONFIGURE: "RECONFIGURE",
+    GATEWAY_TERMINATE: "GATEWAY_TERMINATE",
+    CHANNEL_EXEC: "CHANNEL_EXEC",
+    CHANNEL_DATA: "CHANNEL_DATA",
+    CHANNEL_CLOSE: "CHANNEL_CLOSE",
+    CHANNEL_CLOSE_ERROR: "CHANNEL_CLOSE_ERROR",
+    CHANNEL_LAST_MESSAGE: "CHANNEL_LAST_MESSAGE",
+}
+
+# Frame header: code (i8), channel id (i32), payload length (i32), big-endian.
+_HEADER = struct.Struct("!bii")
+_HEADER_SIZE = _HEADER.size
+
+_I32_MIN = -(2 ** 31)
+_I32_MAX = 2 ** 31 - 1
+
+# How long running executions may still finish once the host has gone.
+_SHUTDOWN_GRACE_SECONDS = 0.5
+# When the shutdown is finished regardless (should it get stuck, say on a
+# lock a blocked user callback holds), so the worker never outlives its host.
+_SHUTDOWN_DEADLINE_SECONDS = 0.8
+
+# Idle execution threads kept for reuse (execmodel "thread").
+_IDLE_THREADS_KEPT = 8
+
+# Buffer size for reading frames.
+_READ_BUFFER_SIZE = 64 * 1024
+
+
+def _message_name(code):
+    return _MESSAGE_NAMES.get(code, "UNKNOWN(%d)" % code)
+
+
+def _make_tracer(gateway_id):
+    """Return a function writing one trace line to stderr, or None when tracing is off.
+
+    Tracing is on when the environment variable EXECNET_DEBUG is set to a
+    non-empty value (read after the host's env= settings were applied).  When
+    it is off, the frame paths are not wrapped at all, so they cost nothing.
+    """
+    if not os.environ.get("EXECNET_DEBUG"):
+        return None
+    prefix = "[execnet worker %s pid=%d] " % (gateway_id, os.getpid())
+    lock = threading.Lock()
+
+    def trace(*parts):
+        line = prefix + " ".join(str(part) for part in parts) + "\n"
+        with lock:
+            try:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+    return trace
+
+
+def _no_trace(*parts):
+    """Stand-in tracer for rare events when tracing is off."""
+
+
+# --------------------------------------------------------------------------
+# 2. The serializer (PROTOCOL.md section 3)
+# --------------------------------------------------------------------------
+#
+# Payloads inside frames start directly with the first opcode and end with
+# STOP ("Q"); the public execnet form adds a leading version byte 0x02, which
+# never travels in frames.  dumps() dispatches on the exact type of each
+# object (a dict lookup), so subclasses of the supported types are refused
+# just like any other type.  loads() interprets the stack machine over a
+# bytes object with a moving offset, and checks every length against the
+# data actually present before using it.
+
+
+class DataFormatError(Exception):
+    """Base class of the serialization errors."""
+
+
+class DumpError(DataFormatError):
+    """An object (or something inside it) cannot be serialized."""
+
+
+class LoadError(DataFormatError):
+    """A payload is not a well-formed serialized object."""
+
+
+# An opcode byte followed by one operand.
+_OP_I32 = struct.Struct("!Bi")
+_OP_F64 = struct.Struct("!Bd")
+_OP_F64_F64 = struct.Struct("!Bdd")
+# Operands read by loads().
+_I32 = struct.Struct("!i")
+_F64 = struct.Struct("!d")
+_F64_F64 = struct.Struct("!dd")
+
+_STOP = b"Q"
+_SETITEM = b"P"
+
+
+def dumps(obj):
+    """Serialize obj to an internal payload (no version byte), ending with STOP."""
+    out = []
+    _dump_payload(out, obj)
+    return b"".join(out)
+
+
+def _dump_payload(out, obj):
+    """Append the serialized obj and STOP to the list of byte strings out."""
+    try:
+        _dump(out, obj)
+    except RecursionError:
+        raise DumpError("can't serialize: object is nested too deeply (or contains itself)") from None
+    out.append(_STOP)
+
+
+def _dump(out, obj):
+    dumper = _DUMPERS.get(type(obj))
+    if dumper is None:
+        raise DumpError("can't serialize %s" % type(obj))
+    dumper(out, obj)
+
+
+def _dump_sized(out, opcode, data):
+    """An opcode, the i32 length of data, then data."""
+    if len(data) > _I32_MAX:
+        raise DumpError("can't serialize: %d bytes is too long" % len(data))
+    out.append(_OP_I32.pack(opcode, len(data)))
+    out.append(data)
+
+
+def _dump_count(opcode, count):
+    """An opcode with an element count operand."""
+    if count > _I32_MAX:
+        raise DumpError("can't serialize: %d elements is too many" % count)
+    return _OP_I32.pack(opcode, count)
+
+
+def _dump_none(out, obj):
+    out.append(b"L")
+
+
+def _dump_bool(out, obj):
+    out.append(b"R" if obj else b"C")
+
+
+def _dump_int(out, obj):
+    if _I32_MIN <= obj <= _I32_MAX:
+        out.append(_OP_I32.pack(0x46, obj))  # F: fits 32 bits
+        return
+    try:
+        digits = str(obj).encode("ascii")
+    except ValueError as exc:  # more digits than int/str conversion allows
+        raise DumpError("can't serialize int: %s" % exc) from None
+    _dump_sized(out, 0x48, digits)  # H: decimal text
+
+
+def _dump_float(out, obj):
+    out.append(_OP_F64.pack(0x44, obj))  # D
+
+
+def _dump_complex(out, obj):
+    out.append(_OP_F64_F64.pack(0x54, obj.real, obj.imag))  # T
+
+
+def _dump_str(out, obj):
+    try:
+        data = obj.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DumpError("can't serialize str: not UTF-8 encodable (%s)" % exc) from None
+    _dump_sized(out, 0x4E, data)  # N
+
+
+def _dump_bytes(out, obj):
+    _dump_sized(out, 0x41, obj)  # A
+
+
+def _dump_list(out, obj):
+    # K n, then for each element: INT index, element, SETITEM.
+    out.append(_dump_count(0x4B, len(obj)))
+    pack = _OP_I32.pack
+    for index, item in enumerate(obj):
+        out.append(pack(0x46, index))
+        _dump(out, item)
+        out.append(_SETITEM)
+
+
+def _dump_dict(out, obj):
+    # J, then for each entry: key, value, SETITEM.
+    out.append(b"J")
+    for key, value in obj.items():
+        _dump(out, key)
+        _dump(out, value)
+        out.append(_SETITEM)
+
+
+def _dump_tuple(out, obj):
+    for item in obj:
+        _dump(out, item)
+    out.append(_dump_count(0x40, len(obj)))  # @
+
+
+def _dump_set(out, obj):
+    for item in obj:
+        _dump(out, item)
+    out.append(_dump_count(0x4F, len(obj)))  # O
+
+
+def _dump_frozenset(out, obj):
+    for item in obj:
+        _dump(out, item)
+    out.append(_dump_count(0x45, len(obj)))  # E
+
+
+def _dump_channel(out, obj):
+    out.append(_OP_I32.pack(0x42, obj.id))  # B
+
+
+# Exact type -> dumper; Channel is added once the class exists.
+_DUMPERS = {
+    type(None): _dump_none,
+    bool: _dump_bool,
+    int: _dump_int,
+    float: _dump_float,
+    complex: _dump_complex,
+    str: _dump_str,
+    bytes: _dump_bytes,
+    list: _dump_list,
+    dict: _dump_dict,
+    tuple: _dump_tuple,
+    set: _dump_set,
+    frozenset: _dump_frozenset,
+}
+
+
+def loads(data, gateway=None):
+    """Rebuild the object of an internal payload (bytes, no version byte).
+
+    Channels (opcode B) are looked up on, or created by, gateway; without a
+    gateway a channel in the data is an error.  Every malformation raises
+    LoadError.
+    """
+    stack = []
+    pos = 0
+    end = len(data)
+    try:
+        while pos < end:
+            opcode = data[pos]
+            pos += 1
+            if opcode == 0x51:  # Q: STOP
+                if len(stack) != 1:
+                    raise LoadError("STOP with %d objects on the stack, expected 1" % len(stack))
+                if pos != end:
+                    raise LoadError("%d stray bytes after STOP" % (end - pos))
+                return stack[0]
+            loader = _LOADERS.get(opcode)
+            if loader is None:
+                raise LoadError("unknown opcode 0x%02x at offset %d" % (opcode, pos - 1))
+            pos = loader(data, pos, stack, gateway)
+    except struct.error:
+        raise LoadError("truncated data: an operand runs past the end") from None
+    except (TypeError, ValueError) as exc:  # unhashable keys, bad UTF-8, bad digits
+        raise LoadError("malformed data: %s" % exc) from None
+    raise LoadError("truncated data: no STOP opcode")
+
+
+# Each loader takes (data, pos, stack, gateway) with pos just after its
+# opcode, pushes what it builds onto stack and returns the new position.
+
+
+def _read_sized(data, pos):
+    """The length-prefixed byte string at pos, and the position after it."""
+    size = _I32.unpack_from(data, pos)[0]
+    pos += 4
+    if size < 0:
+        raise LoadError("negative length %d" % size)
+    if pos + size > len(data):
+        raise LoadError("truncated data: length %d runs past the end" % size)
+    return data[pos:pos + size], pos + size
+
+
+def _load_none(data, pos, stack, gateway):
+    stack.append(None)
+    return pos
+
+
+def _load_true(data, pos, stack, gateway):
+    stack.append(True)
+    return pos
+
+
+def _load_false(data, pos, stack, gateway):
+    stack.append(False)
+    return pos
+
+
+def _load_int(data, pos, stack, gateway):
+    stack.append(_I32.unpack_from(data, pos)[0])
+    return pos + 4
+
+
+def _load_longint(data, pos, stack, gateway):
+    digits, pos = _read_sized(data, pos)
+    unsigned = digits[1:] if digits[:1] == b"-" else digits
+    if not unsigned.isdigit():  # bytes.isdigit(): ASCII digits only
+        raise LoadError("bad integer text %r" % digits[:40])
+    stack.append(int(digits))
+    return pos
+
+
+def _load_float(data, pos, stack, gateway):
+    stack.append(_F64.unpack_from(data, pos)[0])
+    return pos + 8
+
+
+def _load_complex(data, pos, stack, gateway):
+    real, imag = _F64_F64.unpack_from(data, pos)
+    stack.append(complex(real, imag))
+    return pos + 16
+
+
+def _load_str(data, pos, stack, gateway):
+    raw, pos = _read_sized(data, pos)
+    stack.append(raw.decode("utf-8"))
+    return pos
+
+
+def _load_py2str(data, pos, stack, gateway):
+    raw, pos = _read_sized(data, pos)
+    stack.append(raw.decode("latin-1"))
+    return pos
+
+
+def _load_bytes(data, pos, stack, gateway):
+    raw, pos = _read_sized(data, pos)
+    stack.append(bytes(raw))
+    return pos
+
+
+def _load_newlist(data, pos, stack, gateway):
+    size = _I32.unpack_from(data, pos)[0]
+    pos += 4
+    # Every element needs several bytes of data, so the rest of the payload
+    # bounds a truthful length; anything larger is refused before allocating.
+    if size < 0 or size > len(data) - pos:
+        raise LoadError("bad list length %d" % size)
+    stack.append([None] * size)
+    return pos
+
+
+def _load_newdict(data, pos, stack, gateway):
+    stack.append({})
+    return pos
+
+
+def _load_setitem(data, pos, stack, gateway):
+    if len(stack) < 3:
+        raise LoadError("SETITEM needs a container, a key and a value on the stack")
+    value = stack.pop()
+    key = stack.pop()
+    target = stack[-1]
+    if type(target) is list:
+        if type(key) is not int or not 0 <= key < len(target):
+            raise LoadError("bad list index %r for a list of %d" % (key, len(target)))
+    elif type(target) is not dict:
+        raise LoadError("SETITEM into a %s" % type(target).__name__)
+    target[key] = value
+    return pos
+
+
+def _collection_loader(kind):
+    def load_collection(data, pos, stack, gateway):
+        count = _I32.unpack_from(data, pos)[0]
+        if count < 0 or count > len(stack):
+            raise LoadError("%s of %d items, but %d on the stack" % (kind.__name__, count, len(stack)))
+        start = len(stack) - count
+        items = kind(stack[start:])
+        del stack[start:]
+        stack.append(items)
+        return pos + 4
+
+    return load_collection
+
+
+def _load_channel(data, pos, stack, gateway):
+    channel_id = _I32.unpack_from(data, pos)[0]
+    if gateway is None:
+        raise LoadError("a channel in the data, but no gateway to attach it to")
+    stack.append(gateway._channel_from_data(channel_id))
+    return pos + 4
+
+
+# Opcode byte -> loader.  G, I, M and S are legacy (Python 2 era) opcodes.
+_LOADERS = {
+    0x40: _collection_loader(tuple),  # @ BUILDTUPLE
+    0x41: _load_bytes,  # A BYTES
+    0x42: _load_channel,  # B CHANNEL
+    0x43: _load_false,  # C FALSE
+    0x44: _load_float,  # D FLOAT
+    0x45: _collection_loader(frozenset),  # E FROZENSET
+    0x46: _load_int,  # F INT
+    0x47: _load_int,  # G LONG (legacy)
+    0x48: _load_longint,  # H LONGINT
+    0x49: _load_longint,  # I LONGLONG (legacy)
+    0x4A: _load_newdict,  # J NEWDICT
+    0x4B: _load_newlist,  # K NEWLIST
+    0x4C: _load_none,  # L NONE
+    0x4D: _load_py2str,  # M PY2STRING (legacy, latin-1)
+    0x4E: _load_str,  # N PY3STRING
+    0x4F: _collection_loader(set),  # O SET
+    0x50: _load_setitem,  # P SETITEM
+    0x52: _load_true,  # R TRUE
+    0x53: _load_str,  # S UNICODE (legacy)
+    0x54: _load_complex,  # T COMPLEX
+}
+
+
+# --------------------------------------------------------------------------
+# 3. Channels
+# --------------------------------------------------------------------------
+
+
+class RemoteError(Exception):
+    """The peer closed the channel with an error; str() is its text (a traceback)."""
+
+    def __init__(self, formatted):
+        super().__init__(formatted)
+        self.formatted = formatted
+
+    def __str__(self):
+        return self.formatted
+
+    def __repr__(self):
+        return "%s: %s" % (type(self).__name__, self.formatted)
+
+
+class TimeoutError(builtins.TimeoutError):
+    """receive() or waitclose() gave up after its timeout.
+
+    A subclass of the built-in TimeoutError (and so of OSError/IOError), so
+    user code may catch either channel.TimeoutError or TimeoutError.
+    """
+
+
+# Queued after a channel's last item: receivers that reach it stop.
+_END = object()
+# Default of setcallback(): no end marker wanted.
+_NO_ENDMARKER = object()
+
+
+class Channel:
+    """One end of a channel between host and worker, as user code sees it.
+
+    State, all changed by the gateway under its lock:
+
+      _closed          this side may send no more (it closed, sent LAST_MESSAGE,
+                       or the peer closed)
+      _owes_close      the peer still expects CLOSE or CLOSE_ERROR from this
+                       side (false once sent, or once the peer closed)
+      _receive_closed  event: no more items will arrive (the peer closed or
+                       sent LAST_MESSAGE, this side closed, or the gateway ended)
+      _items           queue of received items, ended by _END; None while a
+                       callback takes the items instead
+      _callback        (function, endmarker) or None
+      _error           exception raised to receivers once the items are drained
+    """
+
+    RemoteError = RemoteError
+    TimeoutError = TimeoutError
+
+    def __init__(self, gateway, id):
+        self.gateway = gateway
+        self.id = id
+        self._closed = False
+        self._owes_close = True
+        self._receive_closed = threading.Event()
+        self._items = queue.SimpleQueue()
+        self._callback = None
+        self._error = None
+
+    def __repr__(self):
+        return "<Channel id=%d %s>" % (self.id, "closed" if self._closed else "open")
+
+    def isclosed(self):
+        """True once this side may send no more (items may still be queued)."""
+        return self._closed
+
+    def send(self, item):
+        """Send item to the other side; it must be made of serializable types."""
+        if self._closed:
+            raise OSError("cannot send to %r: the channel is closed" % self)
+        self.gateway._send_object(CHANNEL_DATA, self.id, item)
+
+    def receive(self, timeout=None):
+        """Return the next item, waiting at most timeout seconds (None: forever).
+
+        Raises channel.TimeoutError on timeout, and once the channel is closed
+        and drained EOFError, or channel.RemoteError when the peer closed it
+        with an error.
+        """
+        items = self._items
+        if items is None:
+            raise OSError("cannot receive() on %r: a callback takes its items" % self)
+        try:
+            item = items.get(timeout=timeout)
+        except queue.Empty:
+            raise self.TimeoutError("no item after %r seconds" % timeout) from None
+        if item is _END:
+            items.put(_END)  # for the next receiver
+            self._raise_end()
+        return item
+
+    def _raise_end(self):
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+        raise EOFError("%r is closed" % self)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        """Iteration receives items until the channel is closed."""
+        try:
+            return self.receive()
+        except EOFError:
+            raise StopIteration from None
+
+    next = __next__
+
+    def waitclose(self, timeout=None):
+        """Wait until no more items can arrive; raise RemoteError if the peer failed."""
+        if not self._receive_closed.wait(timeout):
+            raise self.TimeoutError("%r still open after %r seconds" % (self, timeout))
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+
+    def close(self, error=None):
+        """Close the channel; with error (a text), the peer sees a RemoteError.
+
+        Local receivers see EOFError once they drained the queued items.
+        Closing an already closed channel does nothing.
+        """
+        self.gateway._close_channel(self, error)
+
+    def setcallback(self, callback, endmarker=_NO_ENDMARKER):
+        """Hand every received item to callback(item) instead of queueing it.
+
+        Items already queued are delivered first, right here.  Later items
+        are delivered in the thread that reads frames; a callback that raises
+        closes the channel with the traceback.  If endmarker is given,
+        callback(endmarker) is called once the channel closes.
+        """
+        gateway = self.gateway
+        with gateway._lock:
+            items = self._items
+            if items is None:
+                raise OSError("%r has a callback already" % self)
+            self._items = None
+            while True:
+                try:
+                    item = items.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _END:
+                    break
+                callback(item)
+            if self._receive_closed.is_set():
+                if endmarker is not _NO_ENDMARKER:
+                    callback(endmarker)
+            else:
+                self._callback = (callback, endmarker)
+
+    def makefile(self, mode="w", proxyclose=False):
+        """A file-like view: "w" sends what is written, "r" reads str/bytes items.
+
+        With proxyclose, closing the file closes the channel.
+        """
+        if mode == "w":
+            return ChannelFileWriter(self, proxyclose)
+        if mode == "r":
+            return ChannelFileReader(self, proxyclose)
+        raise ValueError("makefile() mode must be 'r' or 'w', not %r" % (mode,))
+
+    def reconfigure(self, py2str_as_py3str=True, py3str_as_py2str=False):
+        """Accepted for execnet compatibility; strings are always str here."""
+
+
+_DUMPERS[Channel] = _dump_channel
+
+
+class _ChannelFile:
+    def __init__(self, channel, proxyclose):
+        self.channel = channel
+        self._proxyclose = proxyclose
+
+    def isatty(self):
+        return False
+
+    def close(self):
+        if self._proxyclose:
+            self.channel.close()
+
+    def __repr__(self):
+        state = "closed" if self.channel.isclosed() else "open"
+        return "<%s channel=%d %s>" % (type(self).__name__, self.channel.id, state)
+
+
+class ChannelFileWriter(_ChannelFile):
+    """makefile("w"): each write() sends its data (str or bytes) as one item."""
+
+    def write(self, data):
+        self.channel.send(data)
+        return len(data)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        pass
+
+
+class ChannelFileReader(_ChannelFile):
+    """makefile("r"): reads the str or bytes items received, as one stream."""
+
+    def __init__(self, channel, proxyclose):
+        super().__init__(channel, proxyclose)
+        self._buffer = None  # str or bytes, after the first item
+        self._at_end = False
+
+    def _receive_more(self):
+        """Append the next item to the buffer; False once the channel ended."""
+        if self._at_end:
+            return False
+        try:
+            item = self.channel.receive()
+        except EOFError:
+            self._at_end = True
+            return False
+        self._buffer = item if self._buffer is None else self._buffer + item
+        return True
+
+    def _take(self, size):
+        buffer = self._buffer
+        if buffer is None:
+            return ""
+        self._buffer = buffer[size:]
+        return buffer[:size]
+
+    def read(self, size=-1):
+        """Up to size characters/bytes (all until the channel closes if size < 0)."""
+        if size is None or size < 0:
+            while self._receive_more():
+                pass
+            return self._take(len(self._buffer or ""))
+        while (self._buffer is None or len(self._buffer) < size) and self._receive_more():
+            pass
+        return self._take(size)
+
+    def readline(self):
+        """The next line including its newline; the rest at the end; empty after."""
+        searched = 0
+        while True:
+            buffer = self._buffer
+            if buffer is not None:
+                index = buffer.find("\n" if isinstance(buffer, str) else b"\n", searched)
+                if index >= 0:
+                    return self._take(index + 1)
+                searched = len(buffer)
+            if not self._receive_more():
+                return self._take(len(self._buffer or ""))
+
+    def __iter__(self):
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
+# --------------------------------------------------------------------------
+# 4. Execution models
+# --------------------------------------------------------------------------
+
+
+class ExecModel:
+    """What user code sees as channel.gateway.execmodel: just the backend name."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def __repr__(self):
+        return "<ExecModel %s>" % self.backend
+
+
+_EXECMODELS = ("thread", "main_thread_only")
+
+
+class _ThreadPool:
+    """execmodel "thread": each call runs in a thread of its own.
+
+    A thread that finished a call waits for the next one, up to
+    _IDLE_THREADS_KEPT idle threads, so a stream of executions does not pay
+    for a new thread each time.  Threads are daemons: they never keep the
+    process alive.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting on self._calls, minus calls queued there
+        self._calls = queue.SimpleQueue()
+
+    def submit(self, function, *args):
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._calls.put((function, args))
+                return
+        thread = threading.Thread(target=self._work, args=(function, args), name="execnet-exec", daemon=True)
+        thread.start()
+
+    def _work(self, function, args):
+        while True:
+            function(*args)
+            function = args = None  # hold no references while idle
+            with self._lock:
+                if self._idle >= _IDLE_THREADS_KEPT:
+                    return
+                self._idle += 1
+            function, args = self._calls.get()
+
+    def stop(self):
+        pass
+
+
+class _MainThreadQueue:
+    """execmodel "main_thread_only": the main thread runs the calls one at a time, in order."""
+
+    def __init__(self):
+        self._calls = queue.SimpleQueue()
+
+    def submit(self, function, *args):
+        self._calls.put((function, args))
+
+    def stop(self):
+        self._calls.put(None)
+
+    def run(self):
+        """Run submitted calls until stop(); called by the main thread."""
+        while True:
+            try:
+                call = self._calls.get()
+            except KeyboardInterrupt:
+                continue  # the host decides when the worker ends
+            if call is None:
+                return
+            function, args = call
+            function(*args)
+
+
+def _format_exception(exc):
+    """The traceback text of exc, without the worker's own outermost frame."""
+    tb = exc.__traceback__
+    tb = tb.tb_next if tb is not None else None
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _execute(channel, source, file_name, call_name, kwargs):
+    """Run one CHANNEL_EXEC task; return None, or the error text to close with.
+
+    An EOFError escaping the code (typically a receive() on a channel the
+    host closed) ends the execution quietly, like a normal return.
+    """
+    try:
+        code = compile(source + "\n", file_name or "<remote exec>", "exec", dont_inherit=True)
+        namespace = {"channel": channel, "__name__": "__channelexec__"}
+        exec(code, namespace)
+        if call_name:
+            function = namespace.get(call_name)
+            if function is None:
+                raise NameError("remote_exec: the source defines no %r to call" % call_name)
+            function(channel, **kwargs)
+    except EOFError:
+        return None
+    except BaseException as exc:  # report everything, SystemExit included
+        return _format_exception(exc)
+    return None
+
+
+# --------------------------------------------------------------------------
+# 5. The gateway
+# --------------------------------------------------------------------------
+
+
+class WorkerGateway:
+    """The worker's end of the connection, what user code sees as channel.gateway.
+
+    Channel ids: the host numbers its channels 1, 3, 5, ...; this side
+    numbers its own 2, 4, 6, ....  A frame for an id not seen before creates
+    the channel.  A channel that is closed in both directions is retired:
+    frames for a retired id are dropped, so data for a channel this side
+    closed never resurrects it.  Retired odd ids are remembered in a set;
+    retired even ids are simply the ones below the next id to hand out.
+    """
+
+    def __init__(self, id, execmodel, read, write):
+        self.id = id
+        self.execmodel = ExecModel(execmodel)
+        self._read = read  # read(n) -> up to n bytes, fewer only at end of input
+        self._write = write  # write(data): writes all of data
+        self._write_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._exec_done = threading.Condition(self._lock)
+        self._channels = {}  # id -> live Channel
+        self._retired = set()  # retired odd (host) ids
+        self._next_id = 2
+        self._executing = 0  # executions submitted and not yet finished
+        self._finished = False  # set once frames are no longer read
+        if execmodel == "main_thread_only":
+            self._executor = self._main_queue = _MainThreadQueue()
+        else:
+            self._executor = _ThreadPool()
+            self._main_queue = None
+        self._handlers = {
+            STATUS: self._on_status,
+            RECONFIGURE: self._on_reconfigure,
+            GATEWAY_TERMINATE: self._on_terminate,
+            CHANNEL_EXEC: self._on_exec,
+            CHANNEL_DATA: self._on_data,
+            CHANNEL_CLOSE: self._on_close,
+            CHANNEL_CLOSE_ERROR: self._on_close_error,
+            CHANNEL_LAST_MESSAGE: self._on_last_message,
+        }
+        tracer = _make_tracer(id)
+        self._trace = tracer or _no_trace
+        if tracer is not None:
+            self._install_tracing(tracer)
+
+    def __repr__(self):
+        return "<WorkerGateway id=%s execmodel=%s>" % (self.id, self.execmodel.backend)
+
+    # -- public API for user code ----------------------------------------
+
+    def newchannel(self):
+        """A new channel of this side (even id), to be passed to the host inside data."""
+        with self._lock:
+            if self._finished:
+                raise OSError("cannot create a channel: the gateway is shut down")
+            channel_id = self._next_id
+            self._next_id += 2
+            return self._register(channel_id)
+
+    def remote_exec(self, source):
+        """Ask the host to execute source; returns the channel bound to that execution.
+
+        Hosts may refuse (the Rust host does): the refusal arrives as a close
+        with error, so receive() or waitclose() raises RemoteError.
+        """
+        if not isinstance(source, str):
+            raise TypeError("remote_exec() on the worker takes source text, not %s" % type(source).__name__)
+        channel = self.newchannel()
+        self._send_object(CHANNEL_EXEC, channel.id, (source, None, None, {}))
+        return channel
+
+    # -- sending ------------------------------------------------------------
+
+    def _write_frame(self, frame):
+        """Write a whole frame; the lock keeps frames of different threads apart."""
+        with self._write_lock:
+            try:
+                self._write(frame)
+            except (OSError, ValueError) as exc:
+                raise OSError("cannot send to the host: %s" % exc) from exc
+
+    def _send_frame(self, code, channel_id, payload=b""):
+        self._write_frame(_HEADER.pack(code, channel_id, len(payload)) + payload)
+
+    def _send_object(self, code, channel_id, obj):
+        """Send a frame whose payload is obj serialized, building it in one piece."""
+        out = [b""]  # slot for the header, packed once the payload length is known
+        _dump_payload(out, obj)
+        size = sum(map(len, out))
+        if size > _I32_MAX:
+            raise DumpError("can't serialize: payload of %d bytes is too large" % size)
+        out[0] = _HEADER.pack(code, channel_id, size)
+        self._write_frame(b"".join(out))
+
+    # -- the channel table (callers hold self._lock) ----------------------
+
+    def _register(self, channel_id):
+        channel = self._channels[channel_id] = Channel(self, channel_id)
+        if channel_id % 2 == 0 and channel_id >= self._next_id:
+            self._next_id = channel_id + 2  # an even id the host made up: never hand it out
+        return channel
+
+    def _is_retired(self, channel_id):
+        if channel_id % 2 == 0:
+            return channel_id < self._next_id
+        return channel_id in self._retired
+
+    def _channel_for_frame(self, channel_id):
+        """The live channel with that id, created if new; None if the id is retired."""
+        channel = self._channels.get(channel_id)
+        if channel is None and not self._is_retired(channel_id):
+            channel = self._register(channel_id)
+        return channel
+
+    def _channel_from_data(self, channel_id):
+        """A channel that arrived inside data (opcode B)."""
+        with self._lock:
+            channel = self._channel_for_frame(channel_id)
+            if channel is None:  # retired: a channel object that is closed both ways
+                channel = Channel(self, channel_id)
+                channel._closed = True
+                channel._owes_close = False
+                self._end_receiving(channel)
+            return channel
+
+    def _retire(self, channel):
+        if self._channels.get(channel.id) is channel:
+            del self._channels[channel.id]
+            if channel.id % 2:
+                self._retired.add(channel.id)
+
+    def _end_receiving(self, channel, error=None):
+        """No more items will arrive: wake the receivers, give the callback its end marker."""
+        if channel._receive_closed.is_set():
+            return
+        if error is not None:
+            channel._error = error
+        if channel._items is not None:
+            channel._items.put(_END)
+        channel._receive_closed.set()
+        callback = channel._callback
+        if callback is not None:
+            channel._callback = None
+            function, endmarker = callback
+            if endmarker is not _NO_ENDMARKER:
+                try:
+                    function(endmarker)
+                except Exception:
+                    self._report("channel %d: callback failed on its end marker" % channel.id)
+
+    def _close_channel(self, channel, error_text=None, local_error=None):
+        """Close channel from this side: tell the peer (unless it knows), end receiving, retire."""
+        with self._lock:
+            channel._closed = True
+            try:
+                if channel._owes_close:
+                    channel._owes_close = False
+                    if error_text is None:
+                        self._send_frame(CHANNEL_CLOSE, channel.id)
+                    else:
+                        self._send_object(CHANNEL_CLOSE_ERROR, channel.id, str(error_text))
+            finally:
+                self._end_receiving(channel, local_error)
+                self._retire(channel)
+
+    # -- frame handlers: run by the reading thread; True ends reading --------
+
+    def _on_status(self, channel_id, payload):
+        with self._lock:
+            status = {
+                "numchannels": len(self._channels),
+                "numexecuting": self._executing,
+                "execmodel": self.execmodel.backend,
+            }
+        self._send_object(CHANNEL_DATA, channel_id, status)
+        self._send_frame(CHANNEL_CLOSE, channel_id)
+
+    def _on_reconfigure(self, channel_id, payload):
+        pass  # string coercion settings only matter to Python 2 peers
+
+    def _on_terminate(self, channel_id, payload):
+        return True
+
+    def _on_exec(self, channel_id, payload):
+        with self._lock:
+            channel = self._channel_for_frame(channel_id)
+            if channel is None:
+                return
+            try:
+                task = _parse_exec_task(loads(payload, self))
+            except (LoadError, ValueError) as exc:
+                self._close_channel(channel, "%s: bad CHANNEL_EXEC payload: %s" % (type(exc).__name__, exc))
+                return
+            self._executing += 1
+        self._executor.submit(self._run_exec, channel, *task)
+
+    def _on_data(self, channel_id, payload):
+        with self._lock:
+            channel = self._channel_for_frame(channel_id)
+            if channel is None or channel._receive_closed.is_set():
+                return  # the channel ended: drop the data
+            try:
+                item = loads(payload, self)
+            except LoadError as exc:
+                text = "LoadError: cannot load data for channel %d: %s" % (channel_id, exc)
+                self._close_channel(channel, text, local_error=exc)
+                return
+            callback = channel._callback
+            if callback is None:
+                channel._items.put(item)
+                return
+            try:
+                callback[0](item)
+            except Exception as exc:
+                self._close_channel(channel, _format_exception(exc))
+
+    def _on_close(self, channel_id, payload, error=None):
+        with self._lock:
+            channel = self._channel_for_frame(channel_id)
+            if channel is None:
+                return
+            channel._closed = True
+            channel._owes_close = False
+            self._end_receiving(channel, error)
+            self._retire(channel)
+
+    def _on_close_error(self, channel_id, payload):
+        try:
+            text = loads(payload)
+        except LoadError as exc:
+            text = "(undecodable CHANNEL_CLOSE_ERROR payload: %s)" % exc
+        if not isinstance(text, str):
+            text = repr(text)
+        self._on_close(channel_id, payload, RemoteError(text))
+
+    def _on_last_message(self, channel_id, payload):
+        with self._lock:
+            channel = self._channel_for_frame(channel_id)
+            if channel is None:
+                return
+            self._end_receiving(channel)
+            if channel._closed:
+                self._retire(channel)
+
+    # -- executions -----------------------------------------------------------
+
+    def _run_exec(self, channel, source, file_name, call_name, kwargs):
+        """Run one execution (in the thread the execmodel chose) and close its channel."""
+        try:
+            if self._finished:  # queued, but the gateway shut down before it could start
+                self._finish_exec(channel, "execution cancelled: the worker shut down before it started")
+                return
+            self._trace("exec starts on channel", channel.id)
+            error_text = _execute(channel, source, file_name, call_name, kwargs)
+            self._trace("exec ends on channel", channel.id, "with an error" if error_text else "")
+            self._finish_exec(channel, error_text)
+        finally:
+            with self._lock:
+                self._executing -= 1
+                self._exec_done.notify_all()
+
+    def _finish_exec(self, channel, error_text):
+        """CLOSE (or CLOSE_ERROR) the execution's channel, unless it is closed already.
+
+        With a callback set, send LAST_MESSAGE instead: the host may go on
+        sending to the callback.
+        """
+        try:
+            with self._lock:
+                if channel._closed:
+                    return
+                if error_text is None and channel._callback is not None:
+                    channel._closed = True
+                    self._send_frame(CHANNEL_LAST_MESSAGE, channel.id)
+                else:
+                    self._close_channel(channel, error_text)
+        except OSError:
+            pass  # the host is gone; nobody is left to tell
+
+    # -- serving ----------------------------------------------------------------
+
+    def serve(self, on_finished):
+        """Serve frames until GATEWAY_TERMINATE or end of input.
+
+        on_finished() runs after the shutdown (or, should that get stuck, at
+        its deadline); the stdio entry point exits the process there, so it
+        must be safe to call twice.  Returns after the shutdown (in
+        "main_thread_only", once the main thread is free).
+        """
+        if self._main_queue is None:
+            self._receive_and_finish(on_finished)
+        else:
+            reader = threading.Thread(
+                target=self._receive_and_finish, args=(on_finished,), name="execnet-receiver", daemon=True
+            )
+            reader.start()
+            self._main_queue.run()
+
+    def _receive_and_finish(self, on_finished):
+        try:
+            reason = self._receive_frames()
+        except BaseException as exc:  # a broken connection, or an interrupt
+            reason = "reading stopped: %r" % (exc,)
+        watchdog = threading.Timer(_SHUTDOWN_DEADLINE_SECONDS, on_finished)
+        watchdog.daemon = True
+        watchdog.start()
+        self._shutdown(reason)
+        watchdog.cancel()
+        on_finished()
+
+    def _receive_frames(self):
+        """Read and handle frames; return why reading stopped."""
+        read = self._read
+        handlers = self._handlers
+        unpack_header = _HEADER.unpack
+        while True:
+            header = read(_HEADER_SIZE)
+            if len(header) < _HEADER_SIZE:
+                return "end of input"
+            code, channel_id, size = unpack_header(header)
+            if size < 0:
+                self._report("protocol error: frame with negative length %d, giving up" % size, with_traceback=False)
+                return "protocol error"
+            payload = read(size) if size else b""
+            if len(payload) < size:
+                return "end of input inside a frame"
+            handler = handlers.get(code)
+            if handler is None:
+                self._trace("ignoring a frame with unknown code", code, "channel", channel_id)
+                continue
+            try:
+                if handler(channel_id, payload):
+                    return "GATEWAY_TERMINATE"
+            except OSError as exc:  # replying failed: nobody is listening any more
+                return str(exc)
+            except Exception:
+                self._report("failed to handle %s for channel %d" % (_message_name(code), channel_id))
+
+    def _shutdown(self, reason):
+        """Wake every receiver with EOFError, then give executions a short grace."""
+        self._trace("shutting down:", reason)
+        with self._lock:
+            self._finished = True
+            for channel in list(self._channels.values()):
+                self._end_receiving(channel)
+        self._executor.stop()
+        with self._lock:
+            self._exec_done.wait_for(lambda: self._executing == 0, _SHUTDOWN_GRACE_SECONDS)
+
+    def _report(self, message, with_traceback=True):
+        """A problem of the worker itself: tell stderr (frames are not the place)."""
+        try:
+            sys.stderr.write("execnet worker %s: %s\n" % (self.id, message))
+            if with_traceback:
+                traceback.print_exc()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _install_tracing(self, trace):
+        """Wrap the frame handlers and the writer so that each frame is traced."""
+
+        def traced(code, handler):
+            name = _message_name(code)
+
+            def handle(channel_id, payload):
+                trace("received", name, "channel", channel_id, "length", len(payload))
+                return handler(channel_id, payload)
+
+            return handle
+
+        self._handlers = {code: traced(code, handler) for code, handler in self._handlers.items()}
+        write = self._write
+
+        def traced_write(frame):
+            code, channel_id, size = _HEADER.unpack_from(frame)
+            trace("sending", _message_name(code), "channel", channel_id, "length", size)
+            write(frame)
+
+        self._write = traced_write
+
+
+def _parse_exec_task(task):
+    """(source, file_name, call_name, kwargs) from a CHANNEL_EXEC payload, checked."""
+    if type(task) is not tuple or len(task) != 4:
+        raise ValueError("expected a tuple (source, file_name, call_name, kwargs), got %s" % type(task).__name__)
+    source, file_name, call_name, kwargs = task
+    if not isinstance(source, str):
+        raise ValueError("source must be str, not %s" % type(source).__name__)
+    for name, value in (("file_name", file_name), ("call_name", call_name)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError("%s must be str or None, not %s" % (name, type(value).__name__))
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise ValueError("kwargs must be a dict, not %s" % type(kwargs).__name__)
+    return source, file_name, call_name, kwargs
+
+
+# --------------------------------------------------------------------------
+# 6. Entry points
+# --------------------------------------------------------------------------
+
+
+def serve_stdio(id="gw0", execmodel="thread", chdir=None, nice=None, env=None, **ignored):
+    """Serve the host over the pipes of stdin/stdout; never returns.
+
+    The frame stream moves to duplicates of fds 0 and 1, and fds 0 and 1 are
+    pointed at /dev/null, as are sys.stdin and sys.stdout: whatever user
+    code prints (or writes to fd 1) is discarded and can never corrupt a
+    frame.  sys.stderr (fd 2) is left alone and reaches the host's stderr.
+    Unknown keyword arguments are ignored, for hosts newer than this file.
+
+    If the configuration cannot be applied (say, chdir is impossible), a
+    message and the traceback go to stderr and the process exits with
+    status 1 without writing the ready byte.  Otherwise it writes b"1",
+    serves, and exits with status 0 when the host terminates or goes away.
+    """
+    try:
+        _check_execmodel(execmodel)
+        read_fd, write_fd = _take_over_stdio()
+        _apply_config(chdir, nice, env)
+    except Exception as exc:
+        _report_startup_failure(id, exc)
+        _exit_now(1)
+    reader = io.open(read_fd, "rb", buffering=_READ_BUFFER_SIZE)
+    write = _fd_writer(write_fd)
+    try:
+        write(b"1")
+    except OSError:
+        _exit_now(0)  # the host is gone already
+    _exit_after_hangup(read_fd)
+    gateway = WorkerGateway(id, execmodel, reader.read, write)
+    gateway.serve(on_finished=lambda: _exit_now(0))
+    _exit_now(0)
+
+
+def serve_socket(clientsock, id="gw0", execmodel="thread", chdir=None, nice=None, env=None, **ignored):
+    """Serve the host over a connected socket; returns when the host is done.
+
+    For socket servers that exec the bootstrap line with the connection bound
+    to `clientsock`.  File descriptors and sys.stdout stay as they are (they
+    belong to the server), and the process is not exited: once the host
+    terminates or disconnects, the socket is shut down and this returns,
+    leaving the server free to accept the next connection.  (Executions
+    that are still running then cannot be stopped; they are daemon threads.)
+    On a configuration failure the message goes to stderr, the socket is
+    closed and this returns without writing the ready byte.
+    """
+    try:
+        _check_execmodel(execmodel)
+        _apply_config(chdir, nice, env)
+        clientsock.settimeout(None)
+        _set_nodelay(clientsock)
+    except Exception as exc:
+        _report_startup_failure(id, exc)
+        clientsock.close()
+        return
+    reader = clientsock.makefile("rb", buffering=_READ_BUFFER_SIZE)
+    try:
+        clientsock.sendall(b"1")
+        gateway = WorkerGateway(id, execmodel, reader.read, clientsock.sendall)
+        gateway.serve(on_finished=lambda: _shutdown_socket(clientsock))
+    except OSError:
+        pass  # the host is gone
+    finally:
+        reader.close()
+        clientsock.close()
+
+
+def _check_execmodel(execmodel):
+    if execmodel not in _EXECMODELS:
+        raise ValueError("unsupported execmodel %r (supported: %s)" % (execmodel, ", ".join(_EXECMODELS)))
+
+
+def _take_over_stdio():
+    """Move the frame stream off fds 0/1 and point them at /dev/null.
+
+    Returns (read_fd, write_fd) for the frames.  The duplicates are
+    non-inheritable, so processes that user code starts do not hold the
+    host's pipes open.
+    """
+    read_fd = os.dup(0)
+    write_fd = os.dup(1)
+    null_fd = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null_fd, 0)
+    os.dup2(null_fd, 1)
+    if null_fd > 1:
+        os.close(null_fd)
+    # Fresh objects: the old sys.stdin may hold bytes it read ahead.
+    sys.stdin = open(0, "r", closefd=False)
+    sys.stdout = open(1, "w", closefd=False)
+    return read_fd, write_fd
+
+
+def _apply_config(chdir, nice, env):
+    """Apply the host's settings: working directory (created if missing), nice, environment."""
+    if chdir:
+        try:
+            os.makedirs(chdir, exist_ok=True)
+            os.chdir(chdir)
+        except OSError as exc:
+            raise OSError("cannot change into directory %r: %s" % (chdir, exc)) from exc
+    if nice and hasattr(os, "nice"):
+        os.nice(int(nice))
+    if env:
+        for name, value in env.items():
+            os.environ[name] = value
+
+
+def _exit_after_hangup(fd):
+    """Exit shortly after the host closes its end of the input pipe, whatever else happens.
+
+    The reading thread notices the end of input by itself and exits within
+    the grace period; this watcher matters only when it cannot, say while it
+    runs a channel callback that never returns.  It polls for POLLHUP alone
+    (no events requested), which a pipe reports as soon as its writer is
+    gone, even with data still unread.
+    """
+    if not hasattr(select, "poll"):
+        return
+    poller = select.poll()
+    poller.register(fd, 0)
+
+    def watch():
+        while not poller.poll():
+            pass
+        time.sleep(_SHUTDOWN_DEADLINE_SECONDS)
+        _exit_now(0)
+
+    threading.Thread(target=watch, name="execnet-hangup-watch", daemon=True).start()
+
+
+def _fd_writer(fd):
+    """A function writing all of its data to fd, looping on partial writes."""
+    write = os.write
+
+    def write_all(data):
+        written = write(fd, data)
+        if written < len(data):
+            view = memoryview(data)
+            while written < len(data):
+                written += write(fd, view[written:])
+
+    return write_all
+
+
+def _set_nodelay(sock):
+    import socket
+
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not TCP (a Unix socket, say): nothing to tune
+
+
+def _shutdown_socket(sock):
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _report_startup_failure(gateway_id, exc):
+    try:
+        sys.stderr.write("execnet worker %s: cannot start: %s\n" % (gateway_id, exc))
+        traceback.print_exc()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _exit_now(status):
+    """Exit the process at once, whatever other threads are doing."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(status)

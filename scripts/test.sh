@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The test command of execnet-rs (the README names it; CI runs it through .ci/run).
+#
+#   bash scripts/test.sh
+#
+# 1. installs the Debian packages the tests need, when they are missing;
+# 2. makes the private virtual environment .venv with the reference execnet and pytest;
+# 3. runs every Rust test (unit, integration, examples built, doc tests);
+# 4. runs the Python worker's tests (tests/python), when that folder exists.
+#
+# It stops at the first failing stage and says which one failed. Nothing is installed
+# that is already there, so on a developer machine it changes nothing it need not.
+# Network use: apt, pip and cargo registries only.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+
+# ---- what the tests need ----------------------------------------------------------------
+
+# Debian packages, each as "package=what shows it is installed": a command name, or a
+# path that exists. Add new needs here.
+DEBIAN_NEEDS=(
+    "python3=python3"                   # popen gateways run python3 by default
+    "pypy3=pypy3"                       # the tests also drive a PyPy worker
+    "gcc=cc"                            # the linker that cargo uses...
+    "libc6-dev=/usr/include/stdio.h"    # ...and the C library it links against
+)
+
+# Python packages for .venv, pinned. The Rust tests run the real execnet from here.
+EXECNET_VERSION=2.1.2
+PYTEST_VERSION=8.4.2
+PIP_PINS=("execnet==$EXECNET_VERSION" "pytest==$PYTEST_VERSION")
+
+VENV="$ROOT/.venv"
+
+# ---- reporting --------------------------------------------------------------------------
+
+STAGE="start"
+
+stage() {
+    STAGE=$1
+    printf '\n==> %s\n' "$STAGE"
+}
+
+on_exit() {
+    local status=$?
+    if [ "$status" -ne 0 ]; then
+        printf '\nscripts/test.sh: FAILED at stage "%s" (exit status %d)\n' "$STAGE" "$status" >&2
+    fi
+}
+trap on_exit EXIT
+
+die() {
+    printf 'scripts/test.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+# ---- 1. Debian packages -----------------------------------------------------------------
+
+stage "system packages"
+
+missing=()
+for need in "${DEBIAN_NEEDS[@]}"; do
+    package=${need%%=*}
+    probe=${need#*=}
+    if [[ $probe == */* ]]; then
+        [ -e "$probe" ] || missing+=("$package")
+    else
+        command -v "$probe" >/dev/null 2>&1 || missing+=("$package")
+    fi
+done
+# Debian splits venv support (ensurepip) out of python3 into python3-venv.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        missing+=(python3-venv)
+    fi
+fi
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "all present"
+else
+    echo "missing: ${missing[*]}"
+    command -v apt-get >/dev/null 2>&1 \
+        || die "apt-get not found: install these by hand: ${missing[*]}"
+    SUDO=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 \
+            || die "not root and no sudo: install these by hand: ${missing[*]}"
+        SUDO=(sudo)
+    fi
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
+
+# ---- 2. the private Python environment ----------------------------------------------------
+
+stage "python environment (.venv)"
+
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    echo "creating $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+fi
+
+# True when every pin is installed in .venv at exactly its version.
+pins_installed() {
+    "$VENV/bin/python" - "${PIP_PINS[@]}" <<'PY'
+import sys
+from importlib import metadata
+
+for pin in sys.argv[1:]:
+    name, wanted = pin.split("==")
+    try:
+        if metadata.version(name) != wanted:
+            sys.exit(1)
+    except metadata.PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+
+if pins_installed; then
+    echo "present: ${PIP_PINS[*]}"
+else
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "${PIP_PINS[@]}"
+    pins_installed || die "pip did not install ${PIP_PINS[*]}"
+    echo "installed: ${PIP_PINS[*]}"
+fi
+
+# The Rust tests read these: the Python that has the real execnet, and a PyPy.
+export EXECNET_PYTHON="$VENV/bin/python"
+EXECNET_TEST_PYPY=$(command -v pypy3) || die "pypy3 not found after installing it"
+export EXECNET_TEST_PYPY
+
+echo "EXECNET_PYTHON=$EXECNET_PYTHON ($("$EXECNET_PYTHON" --version 2>&1))"
+echo "EXECNET_TEST_PYPY=$EXECNET_TEST_PYPY"
+echo "$(cargo --version), $(python3 --version 2>&1)"
+
+# ---- 3. Rust tests ------------------------------------------------------------------------
+
+# Cargo.lock is committed: --locked makes a stale lock file an error instead of a change.
+LOCKED=()
+if [ -f Cargo.lock ]; then
+    LOCKED=(--locked)
+fi
+
+# --all-targets builds and runs lib, bins, tests, examples and benches in test mode, but
+# leaves out doc tests, which get their own run.
+stage "cargo test (all targets)"
+cargo test --workspace --all-targets "${LOCKED[@]}"
+
+stage "cargo test (doc tests)"
+cargo test --workspace --doc "${LOCKED[@]}"
+
+# ---- 4. Python tests of the worker ----------------------------------------------------------
+
+stage "pytest tests/python"
+if [ -d tests/python ]; then
+    status=0
+    "$EXECNET_PYTHON" -m pytest tests/python -q || status=$?
+    if [ "$status" -eq 5 ]; then
+        echo "note: tests/python holds no tests yet (pytest exit status 5)"
+    elif [ "$status" -ne 0 ]; then
+        exit "$status"
+    fi
+else
+    echo "skipped: there is no tests/python folder yet"
+fi
+
+STAGE="done"
+printf '\nscripts/test.sh: all stages passed\n'

@@ -1,0 +1,733 @@
+"""The worker over its frame stream, under CPython and PyPy: channels and executions."""
+
+import math
+import os
+import struct
+import textwrap
+
+import pytest
+from conftest import (
+    CHANNEL_CLOSE,
+    CHANNEL_CLOSE_ERROR,
+    CHANNEL_DATA,
+    CHANNEL_EXEC,
+    CHANNEL_LAST_MESSAGE,
+    RECONFIGURE,
+    STATUS,
+    Channel,
+    dumps,
+    wait_until,
+)
+
+ECHO = "for item in channel:\n    channel.send(item)"
+
+
+def src(text):
+    return textwrap.dedent(text).strip("\n")
+
+
+# -- start-up and plumbing -------------------------------------------------------
+
+
+def test_ready_byte_then_frames(worker):
+    assert worker.ready
+    assert worker.run("channel.send(42)") == [42]
+
+
+def test_print_and_fd1_writes_do_not_corrupt_frames(worker):
+    items = worker.run(
+        src(
+            """
+            import os, sys
+            print("hello from print")
+            sys.stdout.write("x" * 100000)
+            sys.stdout.flush()
+            os.write(1, b"\\x04\\x00\\x00\\x00\\x01garbage on fd 1")
+            sys.__stdout__.write("old stdout object")
+            sys.__stdout__.flush()
+            channel.send(sys.stdin.read())
+            channel.send("after")
+            """
+        )
+    )
+    assert items == ["", "after"]
+    assert worker.all_frames[-3:][0].code == CHANNEL_DATA
+
+
+def test_stderr_reaches_the_host(worker):
+    worker.allow_stderr = True
+    worker.run("import sys; sys.stderr.write('note on stderr\\n'); sys.stderr.flush()")
+    assert wait_until(lambda: "note on stderr" in worker.stderr)
+
+
+def test_rinfo(worker):
+    (info,) = worker.run(
+        src(
+            """
+            import os, sys
+            channel.send(dict(
+                executable=sys.executable,
+                version_info=sys.version_info[:5],
+                platform=sys.platform,
+                cwd=os.getcwd(),
+                pid=os.getpid(),
+            ))
+            """
+        )
+    )
+    assert info["pid"] == worker.proc.pid
+    assert info["cwd"] == os.getcwd()
+    assert info["platform"] == "linux"
+    assert os.path.realpath(info["executable"]) == os.path.realpath(worker.python)
+    assert isinstance(info["version_info"], tuple) and len(info["version_info"]) == 5
+
+
+ECHO_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**31 - 1,
+    -(2**31),
+    2**31,
+    -(2**31) - 1,
+    2**100,
+    -(2**100),
+    1.25,
+    -0.0,
+    float("inf"),
+    3 - 4j,
+    "",
+    "text \u00e4\u20ac\U0001f600",
+    b"",
+    bytes(range(256)),
+    [],
+    [1, [2, [3, "x"]]],
+    (),
+    (1, ("a", b"b")),
+    {},
+    {"k": [1, 2], 3: (4,), (5, 6): {"n": None}, frozenset([7]): 8.5},
+    {1},
+    frozenset(["only"]),
+]
+
+
+def test_echo_every_type_byte_for_byte(worker):
+    channel = worker.exec_(ECHO)
+    for value in ECHO_VALUES:
+        payload = dumps(value)
+        worker.send(CHANNEL_DATA, channel, payload)
+        frame = worker.next_frame(channel)
+        assert frame.code == CHANNEL_DATA
+        assert frame.obj == value and type(frame.obj) is type(value)
+        assert frame.payload == payload, value  # the worker's dumps == execnet's
+    worker.send(CHANNEL_CLOSE, channel)
+
+
+def test_echo_sets_and_nan(worker):
+    channel = worker.exec_(ECHO)
+    for value in [{1, 2, 3, "four", (5,)}, frozenset(range(50))]:
+        worker.send_data(channel, value)
+        assert worker.receive(channel) == value
+    worker.send_data(channel, float("nan"))
+    assert math.isnan(worker.receive(channel))
+    worker.send(CHANNEL_CLOSE, channel)
+
+
+def test_large_bytes_round_trip(worker):
+    channel = worker.exec_(ECHO)
+    blob = os.urandom(1 << 20)
+    worker.send_data(channel, blob)
+    assert worker.receive(channel) == blob
+    worker.send(CHANNEL_CLOSE, channel)
+
+
+def test_worker_serializer_matches_execnet_for_values_made_remotely(worker):
+    items = worker.run(
+        src(
+            """
+            channel.send(-2**40)
+            channel.send([-2**31 - 1, 2**64, 0.1, u"\\u20ac", (True, None)])
+            """
+        )
+    )
+    assert items == [-(2**40), [-(2**31) - 1, 2**64, 0.1, "\u20ac", (True, None)]]
+    payloads = [f.payload for f in worker.all_frames if f.code == CHANNEL_DATA]
+    assert payloads[-1] == dumps(items[-1])
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"G" + struct.pack("!i", -5) + b"Q", -5),
+        (b"I" + struct.pack("!i", 2) + b"77Q", 77),
+        (b"M" + struct.pack("!i", 1) + b"\xe9Q", "\u00e9"),
+        (b"S" + struct.pack("!i", 2) + b"\xc3\xa9Q", "\u00e9"),
+    ],
+    ids=["G", "I", "M", "S"],
+)
+def test_legacy_opcodes_over_the_wire(worker, payload, expected):
+    channel = worker.exec_(ECHO)
+    worker.send(CHANNEL_DATA, channel, payload)
+    assert worker.receive(channel) == expected
+    worker.send(CHANNEL_CLOSE, channel)
+
+
+def test_bad_data_payload_closes_that_channel_only(worker):
+    worker.allow_stderr = True
+    channel = worker.exec_(
+        src(
+            """
+            try:
+                channel.receive()
+            except Exception as exc:
+                import sys
+                sys.stderr.write("remote saw %s\\n" % type(exc).__name__)
+            """
+        )
+    )
+    worker.send(CHANNEL_DATA, channel, b"K\x7f\xff\xff\xffQ")  # a list of 2**31-1 items
+    text = worker.expect_close_error(channel)
+    assert "LoadError" in text and "bad list length" in text
+    assert wait_until(lambda: "remote saw LoadError" in worker.stderr)
+    assert worker.run("channel.send('still serving')") == ["still serving"]
+
+
+def test_loader_robustness_under_this_interpreter(worker):
+    # The same checks as test_serializer.py, run by the remote interpreter.
+    (results,) = worker.run(
+        src(
+            """
+            import __main__
+            bad = [b"", b"Z", b"LLQ", b"N\\xff\\xff\\xff\\xffQ", b"A\\x00\\x00\\x10\\x00abcQ",
+                   b"K\\x7f\\xff\\xff\\xffQ", b"L@\\x00\\x00\\x00\\x02Q", b"JLPQ",
+                   b"JK\\x00\\x00\\x00\\x00LPQ", b"N\\x00\\x00\\x00\\x01\\xffQ", b"F\\x00Q"]
+            results = []
+            for payload in bad:
+                try:
+                    __main__.loads(payload)
+                except __main__.LoadError as exc:
+                    results.append(str(exc))
+                else:
+                    results.append(None)
+            channel.send(results)
+            """
+        )
+    )
+    assert None not in results and all(results)
+
+
+# -- executions ------------------------------------------------------------------
+
+
+def test_remote_traceback_in_close_error(worker):
+    channel = worker.exec_(
+        src(
+            """
+            def inner():
+                raise ValueError("boom")
+            inner()
+            """
+        )
+    )
+    text = worker.expect_close_error(channel)
+    assert text.startswith("Traceback (most recent call last):")
+    assert 'File "<remote exec>", line 2, in inner' in text
+    assert text.rstrip().endswith("ValueError: boom")
+    assert "_execute" not in text  # the worker's own frame is left out
+
+
+def test_file_name_is_used(worker):
+    channel = worker.exec_("1/0", file_name="my_module.py")
+    text = worker.expect_close_error(channel)
+    assert 'File "my_module.py", line 1' in text and "ZeroDivisionError" in text
+
+
+def test_syntax_error_reported(worker):
+    text = worker.expect_close_error(worker.exec_("def broken(:\n    pass"))
+    assert "SyntaxError" in text
+
+
+def test_call_name_with_kwargs(worker):
+    source = src(
+        """
+        def compute(channel, x, y=0):
+            channel.send(x * 10 + y)
+        """
+    )
+    channel = worker.exec_(source, call_name="compute", kwargs={"x": 4, "y": 2})
+    assert worker.receive(channel) == 42
+    worker.expect_close(channel)
+
+
+def test_call_name_missing(worker):
+    channel = worker.exec_("x = 1", call_name="nothere")
+    text = worker.expect_close_error(channel)
+    assert "NameError" in text and "nothere" in text
+
+
+def test_namespace_is_fresh(worker):
+    items = worker.run("channel.send(sorted(k for k in globals() if k != '__builtins__'))")
+    assert items == [["__name__", "channel"]]
+    assert worker.run("channel.send(__name__)") == ["__channelexec__"]
+
+
+def test_bad_exec_payload(worker):
+    channel = worker.new_id()
+    worker.send_obj(CHANNEL_EXEC, channel, ["not", "a", "tuple", {}])
+    assert "bad CHANNEL_EXEC payload" in worker.expect_close_error(channel)
+    channel = worker.new_id()
+    worker.send(CHANNEL_EXEC, channel, b"garbage")
+    assert "LoadError" in worker.expect_close_error(channel)
+    assert worker.run("channel.send(1)") == [1]
+
+
+def test_system_exit_in_exec_is_reported_not_fatal(worker):
+    text = worker.expect_close_error(worker.exec_("import sys; sys.exit(3)"))
+    assert "SystemExit: 3" in text
+    assert worker.run("channel.send('alive')") == ["alive"]
+
+
+def test_many_executions_in_a_row(worker):
+    channels = [worker.exec_("channel.send(channel.receive() + 1)") for _ in range(60)]
+    for number, channel in enumerate(channels):
+        worker.send_data(channel, number)
+    for number, channel in enumerate(channels):
+        assert worker.receive(channel) == number + 1
+        worker.expect_close(channel)
+    assert wait_until(lambda: worker.status()["numexecuting"] == 0)
+
+
+def test_executions_run_concurrently_in_thread_model(worker):
+    first = worker.exec_("channel.send(channel.receive())")
+    second = worker.exec_("channel.send('second done')")
+    assert worker.receive(second) == "second done"
+    worker.send_data(first, "first done")
+    assert worker.receive(first) == "first done"
+    (is_main,) = worker.run("import threading; channel.send(threading.current_thread() is threading.main_thread())")
+    assert is_main is False
+
+
+# -- closing -----------------------------------------------------------------------
+
+
+def test_eof_error_ends_execution_quietly(worker):
+    # The host closes while the code receives: EOFError, no error reported.
+    channel = worker.exec_("channel.receive()")
+    assert wait_until(lambda: worker.status()["numexecuting"] == 1)
+    worker.send(CHANNEL_CLOSE, channel)
+    assert wait_until(lambda: worker.status()["numexecuting"] == 0)
+    worker.no_frame(channel)  # the host closed it: nothing more to say
+
+
+def test_eof_after_last_message_gives_plain_close(worker):
+    channel = worker.exec_("channel.send(channel.receive())\nchannel.receive()")
+    worker.send_data(channel, "one")
+    assert worker.receive(channel) == "one"
+    worker.send(CHANNEL_LAST_MESSAGE, channel)
+    worker.expect_close(channel)
+
+
+def test_iteration_until_last_message_then_send(worker):
+    channel = worker.exec_("channel.send(sum(channel))")
+    for number in range(10):
+        worker.send_data(channel, number)
+    worker.send(CHANNEL_LAST_MESSAGE, channel)
+    assert worker.receive(channel) == 45
+    worker.expect_close(channel)
+
+
+def test_receive_timeout(worker):
+    (result,) = worker.run(
+        src(
+            """
+            import time
+            start = time.time()
+            try:
+                channel.receive(timeout=0.2)
+            except channel.TimeoutError as exc:
+                channel.send((str(exc), isinstance(exc, TimeoutError), isinstance(exc, IOError),
+                              time.time() - start >= 0.19))
+            """
+        )
+    )
+    message, is_builtin_timeout, is_ioerror, waited = result
+    assert "0.2" in message and is_builtin_timeout and is_ioerror and waited
+
+
+def test_receive_after_host_close_error_raises_remote_error(worker):
+    channel = worker.exec_(
+        src(
+            """
+            other = channel.gateway.newchannel()
+            channel.send(other)
+            try:
+                other.receive()
+            except channel.RemoteError as exc:
+                channel.send(("RemoteError", str(exc)))
+            try:
+                other.waitclose(1)
+            except channel.RemoteError as exc:
+                channel.send(("again", str(exc)))
+            """
+        )
+    )
+    other = worker.receive(channel)
+    worker.send_obj(CHANNEL_CLOSE_ERROR, other.id, "host side failed")
+    assert worker.receive(channel) == ("RemoteError", "host side failed")
+    assert worker.receive(channel) == ("again", "host side failed")
+    worker.expect_close(channel)
+
+
+def test_send_on_closed_channel_raises(worker):
+    (message,) = worker.run(
+        src(
+            """
+            other = channel.gateway.newchannel()
+            other.close()
+            other.close()  # a second close does nothing
+            try:
+                other.send(1)
+            except IOError as exc:
+                channel.send(str(exc))
+            """
+        )
+    )
+    assert "closed" in message and "id=2" in message
+
+
+def test_close_with_error_from_remote_code(worker):
+    channel = worker.exec_(
+        src(
+            """
+            other = channel.gateway.newchannel()
+            channel.send(other)
+            other.close("custom failure")
+            channel.send(other.isclosed())
+            """
+        )
+    )
+    other = worker.receive(channel)
+    assert worker.expect_close_error(other.id) == "custom failure"
+    assert worker.receive(channel) is True
+    worker.expect_close(channel)
+
+
+def test_explicit_close_of_own_channel(worker):
+    channel = worker.exec_("channel.send(1)\nchannel.close()\nimport time; time.sleep(0.1)")
+    assert worker.receive(channel) == 1
+    worker.expect_close(channel)
+    worker.no_frame(channel)  # no second CLOSE at the end of the execution
+
+
+def test_data_after_close_is_dropped(worker):
+    channel = worker.exec_(
+        src(
+            """
+            other = channel.gateway.newchannel()
+            channel.send(other)
+            other.close()
+            channel.close()
+            import time
+            time.sleep(0.5)
+            """
+        )
+    )
+    other = worker.receive(channel)
+    worker.expect_close(other.id)
+    worker.expect_close(channel)
+    # data for both closed channels: dropped, not a new channel
+    worker.send_data(channel, "late")
+    worker.send_data(other.id, "late")
+    worker.send(CHANNEL_CLOSE, other.id)
+    status = worker.status()
+    assert status["numchannels"] == 0, status
+    assert worker.run("channel.send('fine')") == ["fine"]
+
+
+def test_unsupported_type_gives_clear_error_and_channel_stays_usable(worker):
+    items = worker.run(
+        src(
+            """
+            try:
+                channel.send(object())
+            except Exception as exc:
+                channel.send("%s: %s" % (type(exc).__name__, exc))
+            channel.send("still usable")
+            """
+        )
+    )
+    assert items == ["DumpError: can't serialize <class 'object'>", "still usable"]
+    text = worker.expect_close_error(worker.exec_("channel.send({1: object()})"))
+    assert "DumpError: can't serialize <class 'object'>" in text
+
+
+def test_waitclose(worker):
+    channel = worker.exec_(
+        src(
+            """
+            other = channel.gateway.newchannel()
+            channel.send(other)
+            try:
+                other.waitclose(0.1)
+            except channel.TimeoutError:
+                channel.send("timed out")
+            other.waitclose(10)
+            channel.send(("closed", other.isclosed()))
+            """
+        )
+    )
+    other = worker.receive(channel)
+    assert worker.receive(channel) == "timed out"
+    worker.send(CHANNEL_CLOSE, other.id)
+    assert worker.receive(channel) == ("closed", True)
+    worker.expect_close(channel)
+
+
+# -- channels made by either side ---------------------------------------------
+
+
+def test_worker_created_channels_have_even_ids(worker):
+    channel = worker.exec_(
+        src(
+            """
+            first = channel.gateway.newchannel()
+            second = channel.gateway.newchannel()
+            channel.send([first, {"again": first, "second": second}, (second,)])
+            first.send("on first")
+            second.send("on second")
+            first.close()
+            second.close()
+            """
+        )
+    )
+    first, mapping, (second,) = worker.receive(channel)
+    assert (first.id, second.id) == (2, 4)
+    assert mapping == {"again": first, "second": second}
+    assert worker.receive(2) == "on first"
+    assert worker.receive(4) == "on second"
+    worker.expect_close(2)
+    worker.expect_close(4)
+    worker.expect_close(channel)
+
+
+def test_host_channel_inside_data(worker):
+    host_channel = worker.new_id()
+    worker.send_data(host_channel, "queued before it was passed")  # creates it remotely
+    channel = worker.exec_(
+        src(
+            """
+            ch = channel.receive()
+            ch.send(("got", ch.id, ch.receive(), ch.receive()))
+            channel.send(ch.id)
+            """
+        )
+    )
+    worker.send_data(channel, Channel(host_channel))
+    worker.send_data(host_channel, "after")
+    assert worker.receive(host_channel) == ("got", host_channel, "queued before it was passed", "after")
+    assert worker.receive(channel) == host_channel
+    worker.expect_close(channel)
+
+
+def test_channels_in_exec_kwargs(worker):
+    host_channel = worker.new_id()
+    source = "def run(channel, out):\n    out.send(channel.id)"
+    channel = worker.exec_(source, call_name="run", kwargs={"out": Channel(host_channel)})
+    assert worker.receive(host_channel) == channel
+    worker.expect_close(channel)
+
+
+def test_remote_exec_from_worker_refused_by_host(worker):
+    channel = worker.exec_(
+        src(
+            """
+            sub = channel.gateway.remote_exec("channel.send(1)")
+            channel.send(sub.id)
+            try:
+                sub.receive()
+            except channel.RemoteError as exc:
+                channel.send("refused: " + str(exc))
+            """
+        )
+    )
+    sub_id = worker.receive(channel)
+    assert sub_id % 2 == 0
+    frame = worker.next_frame(sub_id)
+    assert frame.code == CHANNEL_EXEC and frame.obj == ("channel.send(1)", None, None, {})
+    worker.send_obj(CHANNEL_CLOSE_ERROR, sub_id, "hosts do not run worker code")
+    assert worker.receive(channel) == "refused: hosts do not run worker code"
+    worker.expect_close(channel)
+
+
+def test_gateway_attributes(worker):
+    (result,) = worker.run(
+        "g = channel.gateway\nchannel.send((g.id, g.execmodel.backend, channel.id, repr(channel)))"
+    )
+    gateway_id, backend, channel_id, text = result
+    assert (gateway_id, backend) == ("gw-test", "thread")
+    assert text == "<Channel id=%d open>" % channel_id
+
+
+# -- callbacks and files ----------------------------------------------------------
+
+
+def test_setcallback_delivers_queued_items_then_new_ones_then_endmarker(worker):
+    channel = worker.exec_(
+        src(
+            """
+            import time
+            out = channel.gateway.newchannel()
+            channel.send(out)
+            assert channel.receive() == "start"
+            time.sleep(0.3)  # items 1 and 2 arrive meanwhile and are queued
+            channel.setcallback(out.send, endmarker="END")
+            channel.send("callback set")
+            """
+        )
+    )
+    out = worker.receive(channel)
+    for item in ["start", 1, 2]:
+        worker.send_data(channel, item)
+    assert worker.receive(channel) == "callback set"
+    # the execution ended with a callback set: LAST_MESSAGE, not CLOSE
+    assert worker.next_frame(channel).code == CHANNEL_LAST_MESSAGE
+    worker.send_data(channel, 3)
+    worker.send(CHANNEL_CLOSE, channel)
+    assert [worker.receive(out.id) for _ in range(4)] == [1, 2, 3, "END"]
+
+
+def test_setcallback_after_close_gets_items_and_endmarker(worker):
+    channel = worker.exec_(
+        src(
+            """
+            other = channel.gateway.newchannel()
+            channel.send(other)
+            other.waitclose(10)
+            seen = []
+            other.setcallback(seen.append, endmarker=None)
+            channel.send(seen)
+            """
+        )
+    )
+    other = worker.receive(channel)
+    worker.send_data(other.id, "a")
+    worker.send_data(other.id, "b")
+    worker.send(CHANNEL_CLOSE, other.id)
+    assert worker.receive(channel) == ["a", "b", None]
+
+
+def test_callback_error_closes_channel_with_traceback(worker):
+    channel = worker.exec_(
+        src(
+            """
+            def callback(item):
+                raise KeyError(item)
+            channel.setcallback(callback)
+            """
+        )
+    )
+    assert worker.next_frame(channel).code == CHANNEL_LAST_MESSAGE
+    worker.send_data(channel, "bad item")
+    text = worker.expect_close_error(channel)
+    assert "KeyError: 'bad item'" in text and "in callback" in text
+
+
+def test_receive_with_callback_set_raises(worker):
+    (message,) = worker.run(
+        src(
+            """
+            other = channel.gateway.newchannel()
+            other.setcallback(lambda item: None)
+            try:
+                other.receive()
+            except IOError as exc:
+                channel.send(str(exc))
+            other.close()
+            """
+        )
+    )
+    assert "callback" in message
+
+
+def test_makefile_write(worker):
+    channel = worker.exec_(
+        src(
+            """
+            f = channel.makefile("w")
+            f.write("hello\\n")
+            f.write(b"raw bytes")
+            f.writelines(["a", "b"])
+            f.flush()
+            f.close()
+            channel.send(f.isatty())
+            """
+        )
+    )
+    assert [worker.receive(channel) for _ in range(5)] == ["hello\n", b"raw bytes", "a", "b", False]
+    worker.expect_close(channel)
+
+
+@pytest.mark.parametrize("kind", [str, bytes])
+def test_makefile_read(worker, kind):
+    channel = worker.exec_(
+        src(
+            """
+            f = channel.makefile("r")
+            result = [f.readline(), f.read(3), f.readline(), f.read(100), f.readline(), f.read()]
+            channel.send(result)
+            """
+        )
+    )
+    for chunk in ["line one\nab", "cdef\nsecond", " part\nrest", "!"]:
+        worker.send_data(channel, kind(chunk, "ascii") if kind is bytes else chunk)
+    worker.send(CHANNEL_LAST_MESSAGE, channel)
+    expected = ["line one\n", "abc", "def\n", "second part\nrest!", "", ""]
+    if kind is bytes:
+        expected = [item.encode() for item in expected]  # empty results keep the type
+    assert worker.receive(channel) == expected
+    worker.expect_close(channel)
+
+
+# -- control messages ---------------------------------------------------------------
+
+
+def test_status(worker):
+    status = worker.status()
+    assert status == {"numchannels": 0, "numexecuting": 0, "execmodel": "thread"}
+    channel = worker.exec_("channel.receive()")
+    assert wait_until(lambda: worker.status() == {"numchannels": 1, "numexecuting": 1, "execmodel": "thread"})
+    worker.send_data(channel, None)
+    worker.expect_close(channel)
+    assert wait_until(lambda: worker.status()["numexecuting"] == 0)
+
+
+def test_reconfigure_is_accepted_and_ignored(worker):
+    worker.send_obj(RECONFIGURE, 0, (True, False))
+    worker.send_obj(RECONFIGURE, 7, (False, True))
+    assert worker.run("channel.send('fine')") == ["fine"]
+    assert worker.status()["numchannels"] == 0
+
+
+def test_unknown_message_codes_are_skipped(worker):
+    worker.send(42, 9, b"some payload the worker does not understand")
+    worker.send(-3, 0, b"")
+    assert worker.run("channel.send('fine')") == ["fine"]
+
+
+@pytest.mark.parametrize("how", ["process environment", "env keyword"])
+def test_tracing_with_execnet_debug(spawn, how):
+    if how == "env keyword":
+        worker = spawn(env={"EXECNET_DEBUG": "1"})
+    else:
+        worker = spawn(proc_env={"EXECNET_DEBUG": "1"})
+    worker.allow_stderr = True
+    assert worker.run("channel.send(1)") == [1]
+    assert wait_until(lambda: "sending CHANNEL_CLOSE channel 1" in worker.stderr)
+    assert "received CHANNEL_EXEC channel 1" in worker.stderr
+
+
+def test_no_tracing_by_default(worker):
+    assert worker.run("channel.send(1)") == [1]
+    assert worker.stderr == ""
