@@ -21,10 +21,12 @@ fn main() -> execnet::Result<()> {
         // `get()` waits as long as it takes; `get_timeout` gives up with Error::Timeout.
         match queue.get_timeout(Duration::from_secs(30))? {
             (channel, Some(result)) => {
-                println!("channel {} sent {result}", channel.id());
+                println!("{}: channel {} sent {result}", channel.gateway().id(), channel.id());
                 results.push((channel, result));
             }
-            (channel, None) => println!("channel {} closed", channel.id()),
+            (channel, None) => {
+                println!("{}: channel {} closed", channel.gateway().id(), channel.id())
+            }
         }
     }
     let (chan1, res1) = &results[0];

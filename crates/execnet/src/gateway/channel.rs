@@ -195,7 +195,7 @@ impl fmt::Debug for Channel {
 
 impl PartialEq for Channel {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.h.state, &other.h.state)
+        self.gateway_uid() == other.gateway_uid() && self.id() == other.id()
     }
 }
 impl Eq for Channel {}

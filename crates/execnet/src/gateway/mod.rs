@@ -59,6 +59,21 @@ pub(crate) fn lookup_channel(uid: u64, id: i32) -> Result<Channel> {
     }
 }
 
+/// A channel of a gateway with no worker behind it, for unit tests of the wire format.
+#[cfg(test)]
+pub(crate) fn detached_channel(id: i32) -> Channel {
+    let conn = Connection {
+        reader: Box::new(io::empty()),
+        writer: Box::new(io::sink()),
+        child: None,
+        stderr: None,
+        bootstrap: Vec::new(),
+        program: "nothing".into(),
+    };
+    let spec: XSpec = "popen".parse().expect("spec");
+    Gateway::from_connection(spec, "detached", conn).channel_for_id(id)
+}
+
 /// Information about the remote interpreter, from [`Gateway::rinfo`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct RInfo {

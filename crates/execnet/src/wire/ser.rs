@@ -832,11 +832,12 @@ mod tests {
 
     #[test]
     fn channels_need_their_gateway() {
-        let ch = crate::Channel { uid: 7, id: 3, _inner: std::sync::Arc::new(()) };
+        let ch = crate::gateway::detached_channel(3);
+        let uid = ch.gateway_uid();
         assert!(err(&ch).contains("outside a gateway"), "{}", err(&ch));
-        let e = crate::wire::with_gateway(8, || err(&ch));
+        let e = crate::wire::with_gateway(uid + 1000, || err(&ch));
         assert!(e.contains("channel 3 belongs to another gateway"), "{e}");
-        let h = crate::wire::with_gateway(7, || hex(&vec![ch.clone()]));
+        let h = crate::wire::with_gateway(uid, || hex(&vec![ch.clone()]));
         assert_eq!(h, "4b00000001460000000042000000035051");
     }
 }
