@@ -19,14 +19,14 @@ fn main() -> execnet::Result<()> {
     let mut results = Vec::new();
     while results.len() < 2 {
         // `get()` waits as long as it takes; `get_timeout` gives up with Error::Timeout.
-        match queue.get_timeout(Duration::from_secs(30))? {
-            (channel, Some(result)) => {
-                println!("{}: channel {} sent {result}", channel.gateway().id(), channel.id());
+        let (channel, item) = queue.get_timeout(Duration::from_secs(30))?;
+        let from = format!("{} channel {}", channel.gateway().id(), channel.id());
+        match item {
+            Some(result) => {
+                println!("{from}: sent {result}");
                 results.push((channel, result));
             }
-            (channel, None) => {
-                println!("{}: channel {} closed", channel.gateway().id(), channel.id())
-            }
+            None => println!("{from}: closed"),
         }
     }
     let (chan1, res1) = &results[0];

@@ -154,8 +154,8 @@ fn python_not_found_is_a_spawn_error() {
 #[test]
 fn not_a_python_is_reported_as_lost_with_details() {
     let gw = execnet::makegateway("popen//python=/bin/false").unwrap();
-    let ch = gw.remote_exec("channel.send(1)").unwrap();
-    let err = ch.receive::<i32>().unwrap_err();
+    // /bin/false may be gone before remote_exec or only before the receive
+    let err = gw.remote_exec("channel.send(1)").and_then(|ch| ch.receive::<i32>()).unwrap_err();
     match err {
         Error::GatewayLost(info) => {
             assert_eq!(info.exit_status.as_deref(), Some("exit status 1"), "{info}");
@@ -694,4 +694,57 @@ fn multichannel_waitclose_reports_first_error() {
     let mch = group.remote_exec("import os\nif os.getpid() % 1 == 0 and channel.gateway.id == 'gw1': raise RuntimeError('only on gw1')").unwrap();
     let err = mch.waitclose(Some(LONG)).unwrap_err();
     assert!(err.to_string().contains("only on gw1"), "{err}");
+}
+
+// ---- sources: functions with kwargs, files --------------------------------------------
+
+#[test]
+fn function_call_with_kwargs() {
+    #[derive(serde::Serialize)]
+    struct Args {
+        factor: i64,
+        label: String,
+    }
+    let gw = gw();
+    let src = execnet::Source::call(
+        r#"
+        def work(channel, factor, label):
+            channel.send((label, [x * factor for x in channel.receive()]))
+        "#,
+        "work",
+        Args { factor: 3, label: "tripled".into() },
+    )
+    .unwrap();
+    let ch = gw.remote_exec(src).unwrap();
+    ch.send(&vec![1, 2, 3]).unwrap();
+    let (label, items): (String, Vec<i64>) = ch.receive().unwrap();
+    assert_eq!((label.as_str(), items), ("tripled", vec![3, 6, 9]));
+    // kwargs must be a map with string keys
+    assert!(execnet::Source::call("", "f", vec![1, 2]).is_err());
+    assert!(execnet::Source::call("def f(channel): channel.send(1)", "f", ()).is_ok());
+}
+
+#[test]
+fn source_file_names_the_file_in_tracebacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.py");
+    std::fs::write(&path, "x = 1\nchannel.send(x)\nraise RuntimeError('from a file')\n").unwrap();
+    let gw = gw();
+    let ch = gw.remote_exec(execnet::Source::file(&path).unwrap()).unwrap();
+    assert_eq!(ch.receive::<i32>().unwrap(), 1);
+    let tb = ch.waitclose(Some(LONG)).unwrap_err().to_string();
+    assert!(tb.contains("job.py") && tb.contains("line 3"), "{tb}");
+    let err = execnet::Source::file(dir.path().join("missing.py")).unwrap_err();
+    assert!(err.to_string().contains("missing.py"), "{err}");
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<execnet::Channel>();
+    check::<execnet::Gateway>();
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<execnet::Group>();
+    send_sync::<execnet::MultiChannel>();
+    send_sync::<execnet::Error>();
 }
