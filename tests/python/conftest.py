@@ -7,8 +7,9 @@ Objects are encoded and decoded with the real execnet package's internal
 serializer, so every test also checks that the worker is byte-compatible with
 execnet 2.x.
 
-Interpreters: every worker test runs under CPython (python3) and PyPy
-(/usr/bin/pypy3).  A missing PyPy skips its tests with a loud reason, or fails
+Interpreters: every worker test runs under CPython and PyPy, found as
+$EXECNET_TEST_CPYTHON or python3 on PATH, and $EXECNET_TEST_PYPY (scripts/test.sh
+sets it) or pypy3 on PATH or /usr/bin/pypy3.  A missing PyPy skips its tests with a loud reason, or fails
 them when the environment has CI=true.
 """
 
@@ -114,9 +115,21 @@ def _real_executable(name):
     return out.stdout.strip() or path
 
 
+def _interpreter(variable, name, fallback=None):
+    """The interpreter named by $variable if set (missing if that path does not
+    exist), else name on PATH, else fallback."""
+    if variable in os.environ:
+        path = os.environ[variable]
+        return path if os.path.exists(path) else None
+    found = _real_executable(name)
+    if found is None and fallback and os.path.exists(fallback):
+        found = fallback
+    return found
+
+
 INTERPRETERS = {
-    "cpython": _real_executable("python3"),
-    "pypy": "/usr/bin/pypy3" if os.path.exists("/usr/bin/pypy3") else None,
+    "cpython": _interpreter("EXECNET_TEST_CPYTHON", "python3"),
+    "pypy": _interpreter("EXECNET_TEST_PYPY", "pypy3", "/usr/bin/pypy3"),
 }
 
 
@@ -298,7 +311,8 @@ class WorkerProcess(Host):
             env=env,
         )
         self._stderr_chunks = []
-        threading.Thread(target=self._collect_stderr, daemon=True).start()
+        self._stderr_thread = threading.Thread(target=self._collect_stderr, daemon=True)
+        self._stderr_thread.start()
         super().__init__(self._write_stdin, self.proc.stdout.read)
         self._start_session(invocation(**kwargs))
 
@@ -315,7 +329,10 @@ class WorkerProcess(Host):
         return b"".join(self._stderr_chunks).decode("utf-8", "replace")
 
     def wait(self, timeout=TIMEOUT):
-        return self.proc.wait(timeout)
+        """The exit status, once the process ended and all its stderr is collected."""
+        status = self.proc.wait(timeout)
+        self._stderr_thread.join(timeout)
+        return status
 
     def close_input(self):
         self.proc.stdin.close()
@@ -394,3 +411,12 @@ def wait_until(predicate, timeout=TIMEOUT, interval=0.01):
             return True
         time.sleep(interval)
     return predicate()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say loudly, at the end of the run, which interpreters were not tested."""
+    missing = sorted(name for name, path in INTERPRETERS.items() if path is None)
+    if missing:
+        terminalreporter.write_sep(
+            "!", "worker tests NOT run for missing interpreter(s): %s" % ", ".join(missing), red=True, bold=True
+        )

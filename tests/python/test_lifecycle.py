@@ -253,7 +253,8 @@ def test_child_processes_do_not_hold_the_frame_pipe(spawn):
     worker = spawn()
     (pid,) = worker.run(
         "import subprocess, sys\n"
-        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'],\n"
+        "                     stderr=subprocess.DEVNULL)\n"
         "channel.send(p.pid)"
     )
     try:

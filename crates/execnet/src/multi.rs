@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::gateway::{Gateway, Source, WeakGateway, DEFAULT_EXIT_TIMEOUT};
-use crate::xspec::XSpec;
+use crate::xspec::ToXSpec;
 use crate::Channel;
 
 enum Member {
@@ -59,13 +59,9 @@ impl Group {
     }
 
     /// Starts a gateway for `spec` (a string such as `"popen//python=python3"`, or an
-    /// [`XSpec`]) and adds it to the group.
-    pub fn makegateway<S>(&self, spec: S) -> Result<Gateway>
-    where
-        S: TryInto<XSpec>,
-        Error: From<S::Error>,
-    {
-        let spec: XSpec = spec.try_into()?;
+    /// [`crate::XSpec`]) and adds it to the group.
+    pub fn makegateway(&self, spec: impl ToXSpec) -> Result<Gateway> {
+        let spec = spec.to_xspec()?;
         let id = {
             let mut m = self.lock();
             m.list.retain(|member| member.gateway().is_some());
@@ -203,7 +199,7 @@ pub fn default_group() -> &'static Group {
 /// assert_eq!(ch.receive::<i64>()?, 42);
 /// # Ok(()) }
 /// ```
-pub fn makegateway(spec: &str) -> Result<Gateway> {
+pub fn makegateway(spec: impl ToXSpec) -> Result<Gateway> {
     default_group().makegateway(spec)
 }
 

@@ -238,10 +238,30 @@ impl fmt::Display for XSpec {
     }
 }
 
-impl TryFrom<&str> for XSpec {
-    type Error = Error;
-    fn try_from(s: &str) -> Result<XSpec> {
-        s.parse()
+/// Anything that names a gateway spec: `&str`, `String`, or an [`XSpec`].
+pub trait ToXSpec {
+    /// The parsed spec.
+    fn to_xspec(&self) -> Result<XSpec>;
+}
+
+impl ToXSpec for str {
+    fn to_xspec(&self) -> Result<XSpec> {
+        self.parse()
+    }
+}
+impl ToXSpec for String {
+    fn to_xspec(&self) -> Result<XSpec> {
+        self.parse()
+    }
+}
+impl ToXSpec for XSpec {
+    fn to_xspec(&self) -> Result<XSpec> {
+        Ok(self.clone())
+    }
+}
+impl<T: ToXSpec + ?Sized> ToXSpec for &T {
+    fn to_xspec(&self) -> Result<XSpec> {
+        (**self).to_xspec()
     }
 }
 

@@ -748,3 +748,29 @@ fn handles_are_send_and_sync() {
     send_sync::<execnet::MultiChannel>();
     send_sync::<execnet::Error>();
 }
+
+#[test]
+fn remote_made_channel_closed_before_we_receive_it_keeps_its_items() {
+    let gw = gw();
+    for _ in 0..30 {
+        let ch = gw
+            .remote_exec("c = channel.gateway.newchannel()\nchannel.send(c)\nc.send(1)\nc.send(2)\nc.close()")
+            .unwrap();
+        ch.waitclose(Some(LONG)).unwrap();
+        // by now the worker has closed c; its items must still be here
+        std::thread::sleep(Duration::from_millis(5));
+        let c: execnet::Channel = ch.receive().unwrap();
+        let items: Vec<i64> = c.iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(items, vec![1, 2]);
+    }
+}
+
+#[test]
+fn specs_can_be_strings_or_parsed() {
+    let spec: execnet::XSpec = popen("id=parsed").parse().unwrap();
+    let group = Group::new();
+    let a = group.makegateway(&spec).unwrap();
+    let b = group.makegateway(popen("id=owned")).unwrap();
+    assert_eq!((a.id(), b.id()), ("parsed", "owned"));
+    assert_eq!(a.spec().python(), Some(common::python().as_str()));
+}

@@ -258,7 +258,7 @@ impl Gateway {
         table.next_id += 2;
         let state = Arc::new(ChannelState::new(id));
         let channel = Channel { h: Arc::new(ChannelHandle { state: state.clone(), gateway: self.clone() }) };
-        table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h) });
+        table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h), claimed: true });
         Ok(channel)
     }
 
@@ -271,7 +271,9 @@ impl Gateway {
             }
             let state = entry.state.clone();
             let channel = Channel { h: Arc::new(ChannelHandle { state, gateway: self.clone() }) };
-            table.map.get_mut(&id).expect("entry").handle = Arc::downgrade(&channel.h);
+            let entry = table.map.get_mut(&id).expect("entry");
+            entry.handle = Arc::downgrade(&channel.h);
+            entry.claimed = true;
             return channel;
         }
         let state = Arc::new(ChannelState::new(id));
@@ -283,7 +285,7 @@ impl Gateway {
         }
         table.max_peer_id = id;
         let channel = Channel { h: Arc::new(ChannelHandle { state: state.clone(), gateway: self.clone() }) };
-        table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h) });
+        table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h), claimed: true });
         channel
     }
 
@@ -355,6 +357,9 @@ struct Writer {
 struct Entry {
     state: Arc<ChannelState>,
     handle: Weak<ChannelHandle>,
+    /// A handle was ever made. A channel the worker made may be closed by it before
+    /// the item that carries it is received here; it must stay findable until then.
+    claimed: bool,
 }
 
 struct Table {
@@ -512,7 +517,7 @@ impl GatewayInner {
     pub(crate) fn forget_if_done(&self, state: &Arc<ChannelState>) {
         let mut table = self.table();
         if let Some(entry) = table.map.get(&state.id) {
-            if Arc::ptr_eq(&entry.state, state) && state.is_done() {
+            if entry.claimed && Arc::ptr_eq(&entry.state, state) && state.is_done() {
                 table.map.remove(&state.id);
             }
         }
@@ -584,7 +589,7 @@ impl GatewayInner {
         }
         table.max_peer_id = id;
         let state = Arc::new(ChannelState::new(id));
-        table.map.insert(id, Entry { state: state.clone(), handle: Weak::new() });
+        table.map.insert(id, Entry { state: state.clone(), handle: Weak::new(), claimed: false });
         Some(state)
     }
 

@@ -5,8 +5,8 @@ newer, CPython or PyPy; standard library only).  The interpreter was started as
 
     PYTHON -u -c "import sys;exec(eval(sys.stdin.readline()))"
 
-and the host sends one line: repr(<this source> + "\\n" + <invocation> + "\\n"),
-where <invocation> is one of
+and the host sends one line: a string literal (as repr() or ascii() write it)
+of <this source> + "\\n" + <invocation> + "\\n", where <invocation> is one of
 
     serve_stdio(id='gw0', execmodel='thread', chdir=None, nice=None, env=None)
     serve_socket(clientsock, id='gw0', execmodel='thread', chdir=None, nice=None, env=None)
@@ -1103,36 +1103,37 @@ class WorkerGateway:
 
     def _run_exec(self, channel, source, file_name, call_name, kwargs):
         """Run one execution (in the thread the execmodel chose) and close its channel."""
-        try:
-            if self._finished:  # queued, but the gateway shut down before it could start
-                self._finish_exec(channel, "execution cancelled: the worker shut down before it started")
-                return
+        if self._finished:  # queued, but the gateway shut down before it could start
+            error_text = "execution cancelled: the worker shut down before it started"
+        else:
             self._trace("exec starts on channel", channel.id)
             error_text = _execute(channel, source, file_name, call_name, kwargs)
             self._trace("exec ends on channel", channel.id, "with an error" if error_text else "")
-            self._finish_exec(channel, error_text)
-        finally:
-            with self._lock:
-                self._executing -= 1
-                self._exec_done.notify_all()
+        self._finish_exec(channel, error_text)
 
     def _finish_exec(self, channel, error_text):
-        """CLOSE (or CLOSE_ERROR) the execution's channel, unless it is closed already.
+        """Close the execution's channel and count the execution as finished.
 
-        With a callback set, send LAST_MESSAGE instead: the host may go on
-        sending to the callback.
+        CLOSE, or CLOSE_ERROR with error_text, unless the channel is closed
+        already; with a callback set, LAST_MESSAGE instead, as the host may
+        go on sending to the callback.  Both happen in one step under the
+        lock: a STATUS answered after the close never counts the execution,
+        and the shutdown never sees it finished before its close is out.
         """
-        try:
-            with self._lock:
+        with self._lock:
+            try:
                 if channel._closed:
-                    return
-                if error_text is None and channel._callback is not None:
+                    pass
+                elif error_text is None and channel._callback is not None:
                     channel._closed = True
                     self._send_frame(CHANNEL_LAST_MESSAGE, channel.id)
                 else:
                     self._close_channel(channel, error_text)
-        except OSError:
-            pass  # the host is gone; nobody is left to tell
+            except OSError:
+                pass  # the host is gone; nobody is left to tell
+            finally:
+                self._executing -= 1
+                self._exec_done.notify_all()
 
     # -- serving ----------------------------------------------------------------
 
@@ -1301,6 +1302,7 @@ def serve_socket(clientsock, id="gw0", execmodel="thread", chdir=None, nice=None
     terminates or disconnects, the socket is shut down and this returns,
     leaving the server free to accept the next connection.  (Executions
     that are still running then cannot be stopped; they are daemon threads.)
+    chdir, nice and env apply to the whole server process.
     On a configuration failure the message goes to stderr, the socket is
     closed and this returns without writing the ready byte.
     """
