@@ -5,7 +5,8 @@
 #
 # 1. installs the Debian packages the tests need, when they are missing;
 # 2. makes the private virtual environment .venv with the reference execnet and pytest;
-# 3. runs every Rust test (unit, integration, examples built, doc tests);
+# 3. runs every Rust test (unit, integration, examples built, doc tests), and the popen
+#    integration tests a second time with the worker on PyPy;
 # 4. runs the Python worker's tests (tests/python), when that folder exists.
 #
 # It stops at the first failing stage and says which one failed. Nothing is installed
@@ -154,6 +155,10 @@ cargo test --workspace --all-targets "${LOCKED[@]}"
 
 stage "cargo test (doc tests)"
 cargo test --workspace --doc "${LOCKED[@]}"
+
+# The same popen integration tests again, with the worker running on PyPy.
+stage "cargo test (popen tests, worker on PyPy)"
+EXECNET_TEST_PYTHON="$EXECNET_TEST_PYPY" cargo test -p execnet --test popen "${LOCKED[@]}"
 
 # ---- 4. Python tests of the worker ----------------------------------------------------------
 
