@@ -156,6 +156,14 @@ cargo test --workspace --all-targets "${LOCKED[@]}"
 stage "cargo test (doc tests)"
 cargo test --workspace --doc "${LOCKED[@]}"
 
+# The seed's examples, run as a user would run them (each asserts what it shows).
+stage "examples"
+for example in crates/execnet/examples/*.rs; do
+    name=$(basename "$example" .rs)
+    echo "--- cargo run --example $name"
+    cargo run -q -p execnet --example "$name" "${LOCKED[@]}"
+done
+
 # The same popen integration tests again, with the worker running on PyPy.
 stage "cargo test (popen tests, worker on PyPy)"
 EXECNET_TEST_PYTHON="$EXECNET_TEST_PYPY" cargo test -p execnet --test popen "${LOCKED[@]}"
