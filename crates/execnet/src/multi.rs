@@ -80,7 +80,15 @@ impl Group {
             }
             id
         };
-        let gw = Gateway::start(&spec, &id)?;
+        let gw = match spec.via() {
+            Some(via) => {
+                let via_gw = self.get(via).ok_or_else(|| {
+                    spec.invalid(format!("via={via}: this group has no gateway with that id"))
+                })?;
+                Gateway::start_via(&spec, &id, &via_gw)?
+            }
+            None => Gateway::start(&spec, &id)?,
+        };
         let member = if self.owning {
             Member::Strong(gw.clone())
         } else {

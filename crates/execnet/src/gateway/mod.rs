@@ -69,6 +69,7 @@ pub(crate) fn detached_channel(id: i32) -> Channel {
         stderr: None,
         bootstrap: Vec::new(),
         program: "nothing".into(),
+        force_close: None,
     };
     let spec: XSpec = "popen".parse().expect("spec");
     Gateway::from_connection(spec, "detached", conn).channel_for_id(id)
@@ -159,12 +160,24 @@ impl Eq for Gateway {}
 
 impl Gateway {
     /// Starts a gateway for `spec` with the given id (see [`crate::makegateway`] for the
-    /// usual entry point, which also picks an id).
+    /// usual entry point, which also picks an id). A spec with `via=` needs the gateway
+    /// it names: use [`Gateway::start_via`] or a [`crate::Group`].
     pub fn start(spec: &XSpec, id: &str) -> Result<Gateway> {
-        let kind = spec.transport()?;
-        if spec.via().is_some() {
-            return Err(spec.invalid("via= is not supported yet"));
+        if let Some(via) = spec.via() {
+            return Err(spec.invalid(format!(
+                "via={via} names a gateway of a group: make this gateway with Group::makegateway"
+            )));
         }
+        Gateway::start_inner(spec, id, None)
+    }
+
+    /// Starts a gateway for `spec` whose connection is relayed by the worker of `via`.
+    pub fn start_via(spec: &XSpec, id: &str, via: &Gateway) -> Result<Gateway> {
+        Gateway::start_inner(spec, id, Some(via))
+    }
+
+    fn start_inner(spec: &XSpec, id: &str, via: Option<&Gateway>) -> Result<Gateway> {
+        let kind = spec.transport()?;
         let config = WorkerConfig {
             id: id.to_string(),
             execmodel: spec.execmodel()?,
@@ -172,11 +185,12 @@ impl Gateway {
             nice: spec.nice()?,
             env: spec.env().clone(),
         };
-        let conn = match kind {
-            "popen" => transport::popen::spawn(spec, &config)?,
-            other => {
-                return Err(spec.invalid(format!("{other} gateways are not supported yet")));
-            }
+        let conn = match (via, kind) {
+            (Some(via), _) => transport::via::connect(via, spec, &config)?,
+            (None, "popen") => transport::popen::spawn(spec, &config)?,
+            (None, "ssh") => transport::ssh::spawn(spec, &config)?,
+            (None, "socket") => transport::socket::connect(spec, &config)?,
+            (None, other) => return Err(spec.invalid(format!("unknown transport {other}"))),
         };
         Ok(Gateway::from_connection(spec.with_id(id), id, conn))
     }
@@ -187,12 +201,13 @@ impl Gateway {
     }
 
     fn from_connection(spec: XSpec, id: &str, conn: Connection) -> Gateway {
-        let Connection { reader, writer, child, stderr, bootstrap, program } = conn;
+        let Connection { reader, writer, child, stderr, bootstrap, program, force_close } = conn;
         let inner = Arc::new(GatewayInner {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             id: id.to_string(),
             spec,
             program,
+            force_close,
             writer: Mutex::new(Writer { out: writer, started: false, ready: false, pending: Vec::new(), closed: false }),
             table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0 }),
             lost: OnceLock::new(),
@@ -449,6 +464,7 @@ pub(crate) struct GatewayInner {
     id: String,
     spec: XSpec,
     program: String,
+    force_close: Option<Box<dyn Fn() + Send + Sync>>,
     writer: Mutex<Writer>,
     table: Mutex<Table>,
     lost: OnceLock<LostInfo>,
@@ -681,6 +697,9 @@ impl GatewayInner {
 
     fn finish_exit(&self, deadline: Instant) {
         if !self.done.wait_until(deadline) || !self.poll_child() {
+            if let Some(force_close) = &self.force_close {
+                force_close();
+            }
             let mut child = lock(&self.child);
             if let Some(c) = child.as_mut() {
                 let _ = c.kill();

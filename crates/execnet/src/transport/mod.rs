@@ -5,6 +5,9 @@
 //! and the local process, if there is one, with its stderr.
 
 pub mod popen;
+pub mod socket;
+pub mod ssh;
+pub mod via;
 
 use std::io::{Read, Write};
 use std::process::{Child, ChildStderr};
@@ -23,4 +26,8 @@ pub(crate) struct Connection {
     pub bootstrap: Vec<u8>,
     /// What to call this program in error messages (for example the python path).
     pub program: String,
+    /// Forces the connection closed when the worker does not end by itself within the
+    /// exit timeout (socket: shut the socket down; via: close the relay channel). Child
+    /// processes are killed in any case; this is for what is not a local child.
+    pub force_close: Option<Box<dyn Fn() + Send + Sync>>,
 }

@@ -44,5 +44,6 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
         stderr,
         bootstrap: worker::stdio_bootstrap_line(config).into_bytes(),
         program: python.to_string(),
+        force_close: None,
     })
 }
