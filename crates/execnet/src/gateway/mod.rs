@@ -12,7 +12,7 @@ pub mod source;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, Read, Write};
-use std::process::{Child, ChildStderr};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::{self, JoinHandle};
@@ -23,7 +23,7 @@ use serde::Deserialize;
 use self::channel::{ChannelHandle, ChannelState, EndReason};
 pub use self::source::Source;
 use crate::error::{Error, LostInfo, Result};
-use crate::transport::{self, Connection};
+use crate::transport::{self, Connection, ExplainLoss};
 use crate::wire::frame::{self, Code};
 use crate::wire::{self, ser};
 use crate::worker::{WorkerConfig, READY_BYTE};
@@ -70,6 +70,7 @@ pub(crate) fn detached_channel(id: i32) -> Channel {
         bootstrap: Vec::new(),
         program: "nothing".into(),
         force_close: None,
+        explain_loss: None,
     };
     let spec: XSpec = "popen".parse().expect("spec");
     Gateway::from_connection(spec, "detached", conn).channel_for_id(id)
@@ -201,13 +202,15 @@ impl Gateway {
     }
 
     fn from_connection(spec: XSpec, id: &str, conn: Connection) -> Gateway {
-        let Connection { reader, writer, child, stderr, bootstrap, program, force_close } = conn;
+        let Connection { reader, writer, child, stderr, bootstrap, program, force_close, explain_loss } =
+            conn;
         let inner = Arc::new(GatewayInner {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             id: id.to_string(),
             spec,
             program,
             force_close,
+            explain_loss,
             writer: Mutex::new(Writer { out: writer, started: false, ready: false, pending: Vec::new(), closed: false }),
             table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0 }),
             lost: OnceLock::new(),
@@ -324,6 +327,11 @@ impl Gateway {
         self.inner.lost.get().is_none()
     }
 
+    /// True once `exit`/`terminate` (or a drop) began ending the gateway, or it was lost.
+    pub(crate) fn is_ending(&self) -> bool {
+        self.inner.exiting.load(Ordering::Relaxed) || self.inner.lost.get().is_some()
+    }
+
     /// Why the gateway was lost, once it is.
     pub fn lost_info(&self) -> Option<LostInfo> {
         self.inner.lost.get().cloned()
@@ -434,7 +442,7 @@ impl StderrTail {
     }
 }
 
-fn spawn_stderr_thread(inner: &Arc<GatewayInner>, mut err: ChildStderr) {
+fn spawn_stderr_thread(inner: &Arc<GatewayInner>, mut err: Box<dyn Read + Send>) {
     let tail = inner.stderr_tail.clone();
     let spawned = thread::Builder::new()
         .name(format!("execnet-{}-stderr", inner.id))
@@ -465,6 +473,7 @@ pub(crate) struct GatewayInner {
     spec: XSpec,
     program: String,
     force_close: Option<Box<dyn Fn() + Send + Sync>>,
+    explain_loss: Option<ExplainLoss>,
     writer: Mutex<Writer>,
     table: Mutex<Table>,
     lost: OnceLock<LostInfo>,
@@ -635,19 +644,25 @@ impl GatewayInner {
             thread::sleep(Duration::from_millis(2));
         }
         self.stderr_tail.done.wait_until(Instant::now() + Duration::from_millis(300));
-        let reason = if self.exiting.load(Ordering::Relaxed) {
+        let exiting = self.exiting.load(Ordering::Relaxed);
+        let terminated = self.peer_terminated.load(Ordering::Relaxed);
+        let reason = if exiting {
             "the gateway was exited".to_string()
-        } else if self.peer_terminated.load(Ordering::Relaxed) {
+        } else if terminated {
             format!("the worker terminated the gateway ({reason})")
         } else {
             reason
         };
-        let info = LostInfo {
+        let mut info = LostInfo {
             gateway: self.id.clone(),
             reason,
             exit_status: self.exit_status.get().cloned(),
             stderr_tail: self.stderr_tail.text(),
         };
+        if let (Some(explain), false, false) = (&self.explain_loss, exiting, terminated) {
+            let ready = lock(&self.writer).ready;
+            explain(&mut info, ready);
+        }
         let _ = self.lost.set(info.clone());
         let states: Vec<_> = self.table().map.drain().map(|(_, e)| e.state).collect();
         for state in states {
@@ -729,9 +744,18 @@ impl GatewayInner {
 fn describe_status(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
+        (None, None) => status.to_string(),
+        (code, signal) => describe_exit(code, signal),
+    }
+}
+
+/// "exit status N" or "signal N (NAME)", as [`LostInfo::exit_status`] says it (transports
+/// that learn a remote process's end use it too; see `transport::exit_code_of`).
+pub(crate) fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(sig)) => format!("signal {sig} ({})", signal_name(sig)),
-        _ => status.to_string(),
+        (None, None) => "an unknown status".to_string(),
     }
 }
 

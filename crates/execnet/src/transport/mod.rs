@@ -10,7 +10,12 @@ pub mod ssh;
 pub mod via;
 
 use std::io::{Read, Write};
-use std::process::{Child, ChildStderr};
+use std::process::Child;
+
+use crate::error::LostInfo;
+
+/// Explains a lost connection in the transport's own terms (see [`Connection::explain_loss`]).
+pub(crate) type ExplainLoss = Box<dyn Fn(&mut LostInfo, bool) + Send + Sync>;
 
 /// A started worker connection, before the bootstrap line is written.
 pub(crate) struct Connection {
@@ -20,8 +25,9 @@ pub(crate) struct Connection {
     pub writer: Box<dyn Write + Send>,
     /// The local process serving the connection (popen, ssh), to reap and to kill.
     pub child: Option<Child>,
-    /// That process's stderr, kept for error reports and passed on to ours.
-    pub stderr: Option<ChildStderr>,
+    /// The worker's stderr (a local process's pipe, or what a relay forwards), kept for
+    /// error reports and passed on to ours.
+    pub stderr: Option<Box<dyn Read + Send>>,
     /// The line to write first (the worker source and its start call).
     pub bootstrap: Vec<u8>,
     /// What to call this program in error messages (for example the python path).
@@ -30,4 +36,28 @@ pub(crate) struct Connection {
     /// exit timeout (socket: shut the socket down; via: close the relay channel). Child
     /// processes are killed in any case; this is for what is not a local child.
     pub force_close: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Called when the connection ends on its own (not by `exit`), with the gateway's
+    /// LostInfo and whether the worker had become ready: the transport may fill in what
+    /// only it knows (a relayed exit status) and say what happened in its own terms (ssh:
+    /// unreachable host, refused key, no such python on the remote).
+    pub explain_loss: Option<ExplainLoss>,
+}
+
+/// The exit code in a [`LostInfo::exit_status`] text ("exit status 255" gives 255).
+pub(crate) fn exit_code_of(status: Option<&str>) -> Option<i32> {
+    status?.strip_prefix("exit status ")?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_read_back_from_status_texts() {
+        let text = crate::gateway::describe_exit(Some(255), None);
+        assert_eq!(exit_code_of(Some(&text)), Some(255));
+        let text = crate::gateway::describe_exit(None, Some(9));
+        assert_eq!(exit_code_of(Some(&text)), None);
+        assert_eq!(exit_code_of(None), None);
+    }
 }

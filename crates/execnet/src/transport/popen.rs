@@ -36,7 +36,7 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     })?;
     let stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take();
+    let stderr = child.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>);
     Ok(Connection {
         reader: Box::new(stdout),
         writer: Box::new(stdin),
@@ -45,5 +45,6 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
         bootstrap: worker::stdio_bootstrap_line(config).into_bytes(),
         program: python.to_string(),
         force_close: None,
+        explain_loss: None,
     })
 }
