@@ -25,10 +25,15 @@ use execnet::{Gateway, Group};
         popen                          a python3 subprocess on this machine (the default)\n  \
         popen//python=pypy3            another interpreter\n  \
         popen//chdir=/tmp/work//nice=10//env:LANG=C\n  \
-        popen//execmodel=main_thread_only\n\n\
+        popen//execmodel=main_thread_only\n  \
+        ssh=user@host                  python3 on another machine, through your ssh\n  \
+        ssh=-p 2222 host//python=python3.12//ssh_config=~/.ssh/work\n  \
+        ssh=host//ssh_share            share one ssh connection between gateways to host\n  \
+        popen//via=gw0                 a process started by gateway gw0, on its machine\n\n\
         Examples:\n  \
         execnet run -c 'import sys; channel.send(sys.version)'\n  \
         execnet run -x popen -x popen//python=pypy3 -c 'import os; channel.send(os.getpid())'\n  \
+        execnet run -x ssh=web1 -x ssh=web2 -c 'import socket; channel.send(socket.gethostname())'\n  \
         execnet info -x popen -x popen//python=python3"
 )]
 struct Cli {
@@ -39,9 +44,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run code on every gateway in parallel and print what it sends.
-    #[command(after_help = "Exit status: 0 when the code ran everywhere without error, 1 when \
+    #[command(after_help = "Items go to stdout, one per line ([ID] first when there are several \
+        gateways). Gateways start and run in parallel; on a terminal a progress bar shows them, \
+        and with several gateways (or on a terminal) a summary on stderr ends the run: one line \
+        per gateway with ok, remote error, unreachable, lost or timed out, and how long it took.\n\n\
+        Exit status: 0 when the code ran everywhere without error, 1 when \
         the code raised on some gateway (its traceback goes to stderr), 2 when a gateway could \
-        not be started or was lost.")]
+        not be started or was lost, or --timeout passed.")]
     Run(RunArgs),
     /// Show the interpreter behind each gateway (executable, version, platform, pid, cwd).
     Info(SpecArgs),
