@@ -26,6 +26,8 @@ DEBIAN_NEEDS=(
     "pypy3=pypy3"                       # the tests also drive a PyPy worker
     "gcc=cc"                            # the linker that cargo uses...
     "libc6-dev=/usr/include/stdio.h"    # ...and the C library it links against
+    "openssh-client=ssh-keygen"         # ssh gateways run ssh; the ssh tests make keys
+    "openssh-server=/usr/sbin/sshd"     # the ssh tests start their own sshd on 127.0.0.1
 )
 
 # Python packages for .venv, pinned. The Rust tests run the real execnet from here.
@@ -91,8 +93,23 @@ else
         SUDO=(sudo)
     fi
     "${SUDO[@]}" apt-get update
+    # A package's maintainer script must not start a system service (such as an sshd on
+    # port 22): the tests start what they need themselves. policy-rc.d exit status 101
+    # tells invoke-rc.d "not allowed"; an existing policy is left alone.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"
+        own_policy=1
+    fi
+    status=0
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends "${missing[@]}"
+        apt-get install -y --no-install-recommends "${missing[@]}" || status=$?
+    if [ -n "$own_policy" ]; then
+        "${SUDO[@]}" rm -f "$policy"
+    fi
+    [ "$status" -eq 0 ] || die "apt-get install failed (exit status $status)"
 fi
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
