@@ -168,7 +168,11 @@ fi
 # --all-targets builds and runs lib, bins, tests, examples and benches in test mode, but
 # leaves out doc tests, which get their own run.
 stage "cargo test (all targets)"
-cargo test --workspace --all-targets "${LOCKED[@]}"
+cargo test --workspace --all-targets "${LOCKED[@]}" -- --skip conformance_matrix
+
+# The conformance matrix against the real execnet package, with its table shown.
+stage "conformance matrix"
+cargo test -p execnet --test conformance "${LOCKED[@]}" -- conformance_matrix --nocapture
 
 stage "cargo test (doc tests)"
 cargo test --workspace --doc "${LOCKED[@]}"

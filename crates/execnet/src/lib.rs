@@ -40,4 +40,5 @@ pub use gateway::{Gateway, RInfo, RemoteStatus, Source, WeakGateway, DEFAULT_EXI
 pub use multi::{default_group, makegateway, Group, MultiChannel, ReceiveQueue};
 pub use wire::value::{from_value, to_value, Complex, Dict, FrozenSet, Int, Set, Tuple, Value};
 pub use wire::{dumps, loads};
+pub use worker::WorkerSource;
 pub use xspec::{ExecModel, ToXSpec, XSpec};

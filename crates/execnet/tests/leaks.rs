@@ -18,7 +18,7 @@ fn threads() -> usize {
 #[test]
 fn create_use_and_drop_cycles_leak_nothing() {
     // warm up lazily created process-wide state
-    let gw = execnet::makegateway(&popen("")).unwrap();
+    let gw = execnet::makegateway(popen("")).unwrap();
     gw.remote_exec("channel.send(1)").unwrap().receive::<i32>().unwrap();
     gw.exit().unwrap();
     drop(gw);
@@ -27,7 +27,7 @@ fn create_use_and_drop_cycles_leak_nothing() {
     let (fds0, threads0) = (open_fds(), threads());
     let mut pids = Vec::new();
     for i in 0..40 {
-        let gw = execnet::makegateway(&popen("")).unwrap();
+        let gw = execnet::makegateway(popen("")).unwrap();
         pids.push(gw.local_pid().unwrap());
         let ch = gw.remote_exec("for x in channel: channel.send(x)").unwrap();
         ch.send(&i).unwrap();

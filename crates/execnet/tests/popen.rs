@@ -10,7 +10,7 @@ use common::{eventually, popen, process_alive, LONG};
 use execnet::{Error, Group, MultiChannel, Value};
 
 fn gw() -> execnet::Gateway {
-    execnet::makegateway(&popen("")).expect("popen gateway")
+    execnet::makegateway(popen("")).expect("popen gateway")
 }
 
 // ---- the seed's examples -------------------------------------------------------------
@@ -420,7 +420,7 @@ fn fifty_channels_from_several_threads() {
 
 #[test]
 fn main_thread_only_runs_in_main_thread_one_at_a_time() {
-    let gw = execnet::makegateway(&popen("execmodel=main_thread_only")).unwrap();
+    let gw = execnet::makegateway(popen("execmodel=main_thread_only")).unwrap();
     let ch = gw
         .remote_exec("import threading\nchannel.send(threading.current_thread() is threading.main_thread())")
         .unwrap();
@@ -449,7 +449,7 @@ fn thread_model_runs_concurrently() {
 fn chdir_is_created_and_used() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("made").join("here");
-    let gw = execnet::makegateway(&popen(&format!("chdir={}", target.display()))).unwrap();
+    let gw = execnet::makegateway(popen(&format!("chdir={}", target.display()))).unwrap();
     let cwd = gw.rinfo().unwrap().cwd;
     assert_eq!(std::path::Path::new(&cwd), target.as_path());
     assert!(target.is_dir());
@@ -457,7 +457,7 @@ fn chdir_is_created_and_used() {
 
 #[test]
 fn env_and_nice_keys() {
-    let gw = execnet::makegateway(&popen("env:EXECNET_T1=hello world//env:EXECNET_T2=a=b//nice=5")).unwrap();
+    let gw = execnet::makegateway(popen("env:EXECNET_T1=hello world//env:EXECNET_T2=a=b//nice=5")).unwrap();
     let ch = gw
         .remote_exec("import os\nchannel.send((os.environ['EXECNET_T1'], os.environ['EXECNET_T2'], os.nice(0)))")
         .unwrap();
@@ -469,7 +469,7 @@ fn env_and_nice_keys() {
 
 #[test]
 fn dont_write_bytecode_key() {
-    let gw = execnet::makegateway(&popen("dont_write_bytecode")).unwrap();
+    let gw = execnet::makegateway(popen("dont_write_bytecode")).unwrap();
     let ch = gw.remote_exec("import sys; channel.send(sys.dont_write_bytecode)").unwrap();
     assert!(ch.receive::<bool>().unwrap());
 }

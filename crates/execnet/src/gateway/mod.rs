@@ -26,7 +26,7 @@ use crate::error::{Error, LostInfo, Result};
 use crate::transport::{self, Connection, ExplainLoss};
 use crate::wire::frame::{self, Code};
 use crate::wire::{self, ser};
-use crate::worker::{WorkerConfig, READY_BYTE};
+use crate::worker::{WorkerConfig, WorkerSource, READY_BYTE};
 use crate::xspec::XSpec;
 use crate::Channel;
 
@@ -169,15 +169,32 @@ impl Gateway {
                 "via={via} names a gateway of a group: make this gateway with Group::makegateway"
             )));
         }
-        Gateway::start_inner(spec, id, None)
+        Gateway::start_inner(spec, id, None, &WorkerSource::Builtin)
     }
 
     /// Starts a gateway for `spec` whose connection is relayed by the worker of `via`.
     pub fn start_via(spec: &XSpec, id: &str, via: &Gateway) -> Result<Gateway> {
-        Gateway::start_inner(spec, id, Some(via))
+        Gateway::start_inner(spec, id, Some(via), &WorkerSource::Builtin)
     }
 
-    fn start_inner(spec: &XSpec, id: &str, via: Option<&Gateway>) -> Result<Gateway> {
+    /// Like [`Gateway::start`] (and [`Gateway::start_via`] when `via` is given), shipping
+    /// `worker` instead of our own worker: for example execnet's, to check this host
+    /// against the reference implementation.
+    pub fn start_with_worker(
+        spec: &XSpec,
+        id: &str,
+        via: Option<&Gateway>,
+        worker: &WorkerSource,
+    ) -> Result<Gateway> {
+        Gateway::start_inner(spec, id, via, worker)
+    }
+
+    fn start_inner(
+        spec: &XSpec,
+        id: &str,
+        via: Option<&Gateway>,
+        worker: &WorkerSource,
+    ) -> Result<Gateway> {
         let kind = spec.transport()?;
         let config = WorkerConfig {
             id: id.to_string(),
@@ -185,6 +202,7 @@ impl Gateway {
             chdir: spec.chdir().map(str::to_string),
             nice: spec.nice()?,
             env: spec.env().clone(),
+            worker: worker.clone(),
         };
         let conn = match (via, kind) {
             (Some(via), _) => transport::via::connect(via, spec, &config)?,

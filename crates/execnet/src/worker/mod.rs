@@ -21,6 +21,54 @@ pub const BOOTSTRAP_ONELINER: &str = "import sys;exec(eval(sys.stdin.readline())
 /// The ready byte the worker writes once it serves frames.
 pub const READY_BYTE: u8 = b'1';
 
+/// Which worker program a gateway ships to the bare interpreter.
+///
+/// The default is ours ([`WORKER_SOURCE`]). Any worker that speaks the protocol can be
+/// used instead; [`WorkerSource::Execnet`] boots the execnet package's own worker (its
+/// `gateway_base` module, sent as source the way execnet itself sends it), which the
+/// conformance suite uses to check this host against the reference implementation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WorkerSource {
+    /// Our stdlib-only worker, embedded in the library.
+    #[default]
+    Builtin,
+    /// execnet's worker: the source of `execnet.gateway_base`, and for socket gateways
+    /// the source of the class `execnet.gateway_socket.SocketIO`.
+    Execnet { gateway_base: String, socket_io: String },
+}
+
+impl WorkerSource {
+    /// Reads execnet's worker sources from an interpreter that has the execnet package
+    /// installed (the package never needs to be installed on the remote side).
+    pub fn execnet_from(python: &str) -> crate::Result<WorkerSource> {
+        // The sources come back in the wire format itself, written by execnet's dumps.
+        let script = "import inspect, sys, execnet\n\
+            import execnet.gateway_base as b, execnet.gateway_socket as s\n\
+            sys.stdout.buffer.write(execnet.dumps((inspect.getsource(b), inspect.getsource(s.SocketIO))))";
+        let out = std::process::Command::new(python).arg("-c").arg(script).output().map_err(|e| {
+            crate::Error::Spawn {
+                spec: String::new(),
+                key: "worker".into(),
+                program: python.into(),
+                reason: format!("cannot run it to read execnet's worker source: {e}"),
+            }
+        })?;
+        if !out.status.success() {
+            return Err(crate::Error::Spawn {
+                spec: String::new(),
+                key: "worker".into(),
+                program: python.into(),
+                reason: format!(
+                    "it could not import execnet: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        let (gateway_base, socket_io): (String, String) = crate::loads(&out.stdout)?;
+        Ok(WorkerSource::Execnet { gateway_base, socket_io })
+    }
+}
+
 /// Settings the worker applies before it writes the ready byte.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerConfig {
@@ -29,6 +77,8 @@ pub struct WorkerConfig {
     pub chdir: Option<String>,
     pub nice: Option<i32>,
     pub env: BTreeMap<String, String>,
+    /// The worker program to ship.
+    pub worker: WorkerSource,
 }
 
 impl WorkerConfig {
@@ -72,7 +122,59 @@ pub fn bootstrap_line(source: &str, invocation: &str) -> String {
 
 /// The bootstrap line for a worker that serves over its stdin/stdout.
 pub fn stdio_bootstrap_line(config: &WorkerConfig) -> String {
-    bootstrap_line(WORKER_SOURCE, &format!("serve_stdio({})", config.python_kwargs()))
+    match &config.worker {
+        WorkerSource::Builtin => {
+            bootstrap_line(WORKER_SOURCE, &format!("serve_stdio({})", config.python_kwargs()))
+        }
+        WorkerSource::Execnet { gateway_base, .. } => bootstrap_line(
+            gateway_base,
+            &format!(
+                "{}execmodel = get_execmodel({})\nio = init_popen_io(execmodel)\n\
+                 io.write('1'.encode('ascii'))\nserve(io, id={})",
+                execnet_prelude(config),
+                py_ascii_literal(config.execmodel.as_str()),
+                py_ascii_literal(&format!("{}-worker", config.id)),
+            ),
+        ),
+    }
+}
+
+/// The bootstrap line for a worker that serves over the socket bound to `clientsock`
+/// (a socket server executes it, PROTOCOL.md section 5).
+pub fn socket_bootstrap_line(config: &WorkerConfig) -> String {
+    match &config.worker {
+        WorkerSource::Builtin => bootstrap_line(
+            WORKER_SOURCE,
+            &format!("serve_socket(clientsock, {})", config.python_kwargs()),
+        ),
+        WorkerSource::Execnet { gateway_base, socket_io } => bootstrap_line(
+            gateway_base,
+            &format!(
+                "import socket\n{socket_io}\n{}execmodel = get_execmodel({})\n\
+                 io = SocketIO(clientsock, execmodel)\nio.write('1'.encode('ascii'))\nserve(io, id={})",
+                execnet_prelude(config),
+                py_ascii_literal(config.execmodel.as_str()),
+                py_ascii_literal(&format!("{}-worker", config.id)),
+            ),
+        ),
+    }
+}
+
+/// execnet's worker takes no chdir/nice/env settings (execnet applies them with a
+/// remote_exec after start-up); with it, this host applies them in the bootstrap program
+/// before the worker starts, which has the same effect without a round trip.
+fn execnet_prelude(config: &WorkerConfig) -> String {
+    let mut p = String::new();
+    if let Some(dir) = &config.chdir {
+        let _ = writeln!(p, "import os as _os\n_os.makedirs({0}, exist_ok=True)\n_os.chdir({0})", py_ascii_literal(dir));
+    }
+    if let Some(n) = config.nice {
+        let _ = writeln!(p, "import os as _os\nif hasattr(_os, 'nice'): _os.nice({n})");
+    }
+    for (k, v) in &config.env {
+        let _ = writeln!(p, "import os as _os\n_os.environ[{}] = {}", py_ascii_literal(k), py_ascii_literal(v));
+    }
+    p
 }
 
 #[cfg(test)]
