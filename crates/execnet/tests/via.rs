@@ -78,7 +78,8 @@ fn dropping_the_via_gateway_first_loses_the_sub_gateway() {
     let master = group.makegateway(popen("id=m")).unwrap();
     let sub = group.makegateway("popen//via=m").unwrap();
     let (sub_pid, _) = pids(&sub);
-    let ch = sub.remote_exec("channel.receive()").unwrap();
+    let ch = sub.remote_exec("channel.send('waiting'); channel.receive()").unwrap();
+    assert_eq!(ch.receive::<String>().unwrap(), "waiting");
     master.exit().unwrap();
     // The relay closes the sub worker's input: it ends its execution as a worker does
     // whose host went away (quietly), then the sub gateway is lost.
