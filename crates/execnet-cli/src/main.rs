@@ -89,6 +89,9 @@ pub(crate) struct RunArgs {
     /// Give up (and exit with status 2) after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub(crate) timeout: Option<f64>,
+    /// No progress bar, even on a terminal (for example while ssh asks for a password).
+    #[arg(long)]
+    pub(crate) no_progress: bool,
 }
 
 fn main() -> ExitCode {

@@ -148,7 +148,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
     let start = Instant::now();
     let deadline = timeout.map(|t| start + t);
     let stderr_terminal = std::io::stderr().is_terminal();
-    let progress = Progress::new(specs.len(), stderr_terminal);
+    let progress = Progress::new(specs.len(), stderr_terminal && !args.no_progress);
     progress.update(|_| {});
 
     // Start every gateway (this returns at once: the processes start in the background).

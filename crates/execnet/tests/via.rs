@@ -156,6 +156,11 @@ fn popen_via_ssh_and_a_second_hop() {
         assert_eq!(ch.receive::<i64>().unwrap(), i * 2);
     }
     ch.close().unwrap();
+    // ssh from the remote side onwards: the ssh client runs under the remote worker
+    let onward = group.makegateway(format!("{}//via=remote", s.spec(""))).unwrap();
+    let (onward_pid, _) = pids(&onward);
+    assert!(![remote_pid, sub_pid].contains(&onward_pid));
+    assert_eq!(children_of(remote_pid).len(), 2, "the sub worker and an ssh client under the remote worker");
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
