@@ -54,6 +54,25 @@ impl Outcome {
     }
 }
 
+/// What every gateway's thread shares.
+struct Shared<'a> {
+    prefix: bool,
+    json: bool,
+    stdout: &'a Mutex<std::io::Stdout>,
+    progress: &'a Progress,
+    /// `--timeout`, and when it ends.
+    timeout: Option<(Duration, Instant)>,
+}
+
+impl Shared<'_> {
+    fn left(&self) -> Option<Duration> {
+        self.timeout.map(|(_, end)| end.saturating_duration_since(Instant::now()))
+    }
+    fn timeout_text(&self) -> String {
+        self.timeout.map(|(t, _)| format!("{}s", t.as_secs_f64())).unwrap_or_default()
+    }
+}
+
 /// One line of the summary.
 struct Report {
     id: String,
@@ -146,7 +165,6 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
     }
     let timeout = args.timeout.map(Duration::from_secs_f64);
     let start = Instant::now();
-    let deadline = timeout.map(|t| start + t);
     let stderr_terminal = std::io::stderr().is_terminal();
     let progress = Progress::new(specs.len(), stderr_terminal && !args.no_progress);
     progress.update(|_| {});
@@ -179,21 +197,26 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
         }
     }
 
-    let prefix = specs.len() > 1;
     let stdout = Mutex::new(std::io::stdout());
+    let shared = Shared {
+        prefix: specs.len() > 1,
+        json: args.json,
+        stdout: &stdout,
+        progress: &progress,
+        timeout: timeout.map(|t| (t, start + t)),
+    };
     let reports: Vec<Report> = std::thread::scope(|s| {
         let handles: Vec<_> = slots
             .iter()
             .zip(&specs)
             .map(|((id, slot), spec)| {
                 let source = source.clone();
-                let (stdout, progress) = (&stdout, &progress);
-                let json = args.json;
+                let shared = &shared;
                 s.spawn(move || {
                     let outcome = match slot {
-                        Ok(gw) => run_one(gw, source, prefix, json, stdout, progress, deadline),
+                        Ok(gw) => run_one(gw, source, shared),
                         Err(why) => {
-                            progress.finished(false);
+                            shared.progress.finished(false);
                             Outcome::Unreachable(first_line(why))
                         }
                     };
@@ -243,19 +266,11 @@ fn lost_reason(e: &Error) -> String {
     }
 }
 
-fn run_one(
-    gw: &Gateway,
-    source: Source,
-    prefix: bool,
-    json: bool,
-    stdout: &Mutex<std::io::Stdout>,
-    progress: &Progress,
-    deadline: Option<Instant>,
-) -> Outcome {
-    let tag = if prefix { format!("[{}] ", gw.id()) } else { String::new() };
-    let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+fn run_one(gw: &Gateway, source: Source, shared: &Shared) -> Outcome {
+    let tag = if shared.prefix { format!("[{}] ", gw.id()) } else { String::new() };
+    let progress = shared.progress;
     // Wait until the worker answers, so that "starting" and "unreachable" mean what they say.
-    let ready = gw.remote_exec("pass").and_then(|probe| probe.waitclose(left()));
+    let ready = gw.remote_exec("pass").and_then(|probe| probe.waitclose(shared.left()));
     match ready {
         Ok(()) => progress.started(),
         Err(e) => {
@@ -263,7 +278,11 @@ fn run_one(
             return match e {
                 Error::Timeout(_) => {
                     progress.print(|| {
-                        eprintln!("execnet: {tag}{} did not start within the --timeout", gw.id())
+                        eprintln!(
+                            "execnet: {tag}timed out after {}: {} did not start (see --timeout)",
+                            shared.timeout_text(),
+                            gw.id()
+                        )
                     });
                     Outcome::TimedOut
                 }
@@ -274,20 +293,13 @@ fn run_one(
             };
         }
     }
-    let outcome = run_code(gw, source, &tag, json, stdout, progress, deadline);
+    let outcome = run_code(gw, source, &tag, shared);
     progress.finished(true);
     outcome
 }
 
-fn run_code(
-    gw: &Gateway,
-    source: Source,
-    tag: &str,
-    json: bool,
-    stdout: &Mutex<std::io::Stdout>,
-    progress: &Progress,
-    deadline: Option<Instant>,
-) -> Outcome {
+fn run_code(gw: &Gateway, source: Source, tag: &str, shared: &Shared) -> Outcome {
+    let progress = shared.progress;
     let channel = match gw.remote_exec(source) {
         Ok(ch) => ch,
         Err(e) => {
@@ -296,19 +308,19 @@ fn run_code(
         }
     };
     loop {
-        let item = match deadline {
+        let item = match shared.left() {
             None => channel.receive::<Value>(),
-            Some(d) => channel.receive_timeout::<Value>(d.saturating_duration_since(Instant::now())),
+            Some(left) => channel.receive_timeout::<Value>(left),
         };
         match item {
             Ok(value) => {
-                let text = if json {
+                let text = if shared.json {
                     serde_json::to_string(&to_json(&value)).unwrap_or_else(|e| format!("{e}"))
                 } else {
                     value.to_string()
                 };
                 progress.print(|| {
-                    let mut out = stdout.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut out = shared.stdout.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = writeln!(out, "{tag}{text}");
                     let _ = out.flush();
                 });
@@ -322,9 +334,13 @@ fn run_code(
                 });
                 return Outcome::RemoteError(last_line(&traceback));
             }
-            Err(e @ Error::Timeout(_)) => {
+            Err(Error::Timeout(_)) => {
                 progress.print(|| {
-                    eprintln!("execnet: {tag}{e}: no end of the code on {} (see --timeout)", gw.id())
+                    eprintln!(
+                        "execnet: {tag}timed out after {}: no end of the code on {} (see --timeout)",
+                        shared.timeout_text(),
+                        gw.id()
+                    )
                 });
                 return Outcome::TimedOut;
             }
