@@ -249,17 +249,24 @@ fn eight_ssh_gateways_at_once() {
     eprintln!("8 ssh gateways started and used in {elapsed:?}");
 }
 
-fn masters(socket_dir_marker: &str) -> usize {
-    let mut n = 0;
+/// The running ssh master processes whose command line holds `marker`.
+fn master_pids(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.starts_with("ssh ") && cmd.contains("ControlMaster=yes") && cmd.contains(socket_dir_marker) {
-                n += 1;
+            let is_master = cmd.starts_with("ssh ") && cmd.contains("ControlMaster=yes");
+            if is_master && cmd.contains(marker) && process_alive(pid) {
+                pids.push(pid);
             }
         }
     }
-    n
+    pids
+}
+
+fn masters(marker: &str) -> usize {
+    master_pids(marker).len()
 }
 
 #[test]
@@ -291,6 +298,15 @@ fn shared_connections_are_reused_and_stopped() {
     again.rinfo().unwrap();
     assert_eq!(masters(marker), 1);
     again.exit().unwrap();
+    // a master killed outright leaves a stale socket: the next gateway replaces it
+    let pid = master_pids(marker)[0];
+    // SAFETY: killing the ssh master process this test's gateway started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(eventually(LONG, || masters(marker) == 0));
+    let after_kill = execnet::makegateway(spec.as_str()).unwrap();
+    after_kill.rinfo().unwrap();
+    assert_eq!(masters(marker), 1, "a new master replaced the killed one");
+    after_kill.exit().unwrap();
     execnet::transport::ssh::stop_shared_connections();
     assert!(eventually(LONG, || masters(marker) == 0));
 }

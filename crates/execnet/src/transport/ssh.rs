@@ -391,7 +391,11 @@ fn shared_master(spec: &XSpec, target: &SshTarget, persist: u32) -> Result<PathB
     };
     let _starting = master.starting.lock().unwrap_or_else(|e| e.into_inner());
     if master.socket.exists() {
-        return Ok(master.socket.clone());
+        if std::os::unix::net::UnixStream::connect(&master.socket).is_ok() {
+            return Ok(master.socket.clone());
+        }
+        // A master that was killed leaves its socket behind: replace it.
+        let _ = std::fs::remove_file(&master.socket);
     }
     // Not running (never started, stopped, or ended after its idle timeout): start it.
     // With -f, ssh goes to the background once authenticated, so its exit status tells
