@@ -29,6 +29,7 @@
 pub mod error;
 pub mod gateway;
 pub mod multi;
+pub mod server;
 pub mod transport;
 pub mod wire;
 pub mod worker;
@@ -38,6 +39,7 @@ pub use error::{Error, LostInfo, Result};
 pub use gateway::channel::{Channel, ChannelReader, ChannelWriter};
 pub use gateway::{Gateway, RInfo, RemoteStatus, Source, WeakGateway, DEFAULT_EXIT_TIMEOUT};
 pub use multi::{default_group, makegateway, Group, MultiChannel, ReceiveQueue};
+pub use server::{ServeConfig, Server, ServerHandle, ServerStats};
 pub use wire::value::{from_value, to_value, Complex, Dict, FrozenSet, Int, Set, Tuple, Value};
 pub use wire::{dumps, loads};
 pub use xspec::{ExecModel, ToXSpec, XSpec};
