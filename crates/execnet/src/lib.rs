@@ -1,8 +1,9 @@
 //! execnet-rs: run Python code in other processes, local or remote, with nothing
 //! installed there but a Python interpreter.
 //!
-//! A [`Gateway`] starts a Python process (here: `popen`, a subprocess), ships it a small
-//! worker, and runs source code there with [`Gateway::remote_exec`]. The code and the
+//! A [`Gateway`] starts a Python process (`popen`, a subprocess) or connects to one
+//! (`socket=HOST:PORT`, a socket server such as [`server`]), ships it a small worker, and
+//! runs source code there with [`Gateway::remote_exec`]. The code and the
 //! host talk over a [`Channel`]: `send` any `Serialize` value, `receive` any
 //! `DeserializeOwned` one; a remote exception comes back as [`Error::Remote`] with the
 //! remote traceback. [`Group`] and [`MultiChannel`] handle many gateways at once.
@@ -24,7 +25,7 @@
 //! The crate is laid out as the architecture: [`wire`] (frames and the object format),
 //! [`transport`] (how bytes reach a worker), [`gateway`] (gateways and channels),
 //! [`worker`] (the Python side and its bootstrap), [`multi`] (groups and multi-channels),
-//! [`xspec`] (gateway specifications).
+//! [`xspec`] (gateway specifications), [`server`] (the socket server of `execnet serve`).
 
 pub mod error;
 pub mod gateway;

@@ -220,9 +220,10 @@ fn client_errors_say_what_went_wrong() {
     // A server that accepts and says nothing: the ready byte never comes.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
     let keeper = thread::spawn(move || {
         let (conn, _) = silent.accept().unwrap();
-        thread::sleep(Duration::from_secs(3));
+        let _ = released.recv_timeout(LONG);
         drop(conn);
     });
     let start = Instant::now();
@@ -231,6 +232,7 @@ fn client_errors_say_what_went_wrong() {
     assert!(e.contains("no ready byte within 500ms"), "{e}");
     assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
     drop(gw);
+    release.send(()).unwrap();
 
     // A server that reads the line and closes before any worker is ready.
     let closing = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -246,6 +248,18 @@ fn client_errors_say_what_went_wrong() {
     let e = gw.rinfo().unwrap_err().to_string();
     assert!(e.contains(&format!("the socket server at {addr} ended before the worker was ready")), "{e}");
     assert!(closer.join().unwrap() > 10_000, "our bootstrap line was sent");
+
+    // A server that refuses and closes at once, without reading what we send.
+    let rude = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = rude.local_addr().unwrap();
+    let refuser = thread::spawn(move || {
+        let (mut conn, _) = rude.accept().unwrap();
+        conn.write_all(b"EXECNET-REFUSED busy, try later\n").unwrap();
+    });
+    let gw = Gateway::socket(&addr.to_string()).unwrap();
+    let e = gw.rinfo().unwrap_err().to_string();
+    assert!(e.contains("the server refused the connection: busy, try later"), "{e}");
+    refuser.join().unwrap();
     keeper.join().unwrap();
 }
 
@@ -364,9 +378,9 @@ fn thirty_two_clients_at_once() {
         .map(|_| {
             let (barrier, spec) = (barrier.clone(), spec.clone());
             thread::spawn(move || {
-                let outcome = execnet::makegateway(spec.as_str()).and_then(|gw| {
+                let outcome = execnet::makegateway(spec.as_str()).map(|gw| {
                     let pid = gw.rinfo().map(|i| i.pid);
-                    Ok((gw, pid))
+                    (gw, pid)
                 });
                 // Everyone holds on to the connection until all have an answer.
                 barrier.wait();
@@ -528,4 +542,28 @@ fn our_host_uses_the_execnet_package_socketserver() {
     child.kill().unwrap();
     child.wait().unwrap();
     drain.join().unwrap();
+}
+
+#[test]
+fn the_line_contract_is_execnets() {
+    // The program sees exactly `clientsock` and `address`, and whatever the client sent
+    // after the line is still on the socket for it (the server consumed only the line).
+    let mut server = TestServer::start(|_| {});
+    let program = "\
+        names = sorted(k for k in globals() if not k.startswith('__'))\n\
+        extra = b''\n\
+        while not extra.endswith(b'!'):\n\
+        \x20   extra += clientsock.recv(100)\n\
+        clientsock.sendall(repr((names, address, extra)).encode())\n";
+    let literal = format!("'{}'\n", program.replace('\\', "\\\\").replace('\n', "\\n").replace('\'', "\\'"));
+    let mut raw = TcpStream::connect(&server.addr).unwrap();
+    let local = raw.local_addr().unwrap();
+    raw.write_all(format!("{literal}after the line!").as_bytes()).unwrap();
+    let reply = read_reply(&mut raw);
+    assert_eq!(
+        reply,
+        format!("(['address', 'clientsock'], ('127.0.0.1', {}), b'after the line!')", local.port())
+    );
+    server.wait_idle();
+    server.stop();
 }

@@ -127,7 +127,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if text.len() & 1 == 1 || !text.is_ascii() {
         return None;
     }
     (0..text.len())

@@ -437,11 +437,27 @@ struct SocketWriter(Stream);
 
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&self.0).write(buf)
+        (&self.0).write(buf).map_err(|e| match peek_refusal(&self.0) {
+            // The server turned us down and closed while we were still sending.
+            Some(reason) => io::Error::new(e.kind(), format!("the server refused the connection:{reason}")),
+            None => e,
+        })
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// The reason of an `EXECNET-REFUSED` line waiting on the socket, without consuming it.
+fn peek_refusal(stream: &Stream) -> Option<String> {
+    let mut buf = [0u8; 512];
+    // SAFETY: recv writes at most buf.len() bytes into buf.
+    let n = unsafe {
+        libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    let text = String::from_utf8_lossy(buf.get(..usize::try_from(n).ok()?)?).into_owned();
+    let reason = text.strip_prefix(auth::REFUSED)?;
+    Some(reason.lines().next().unwrap_or("").to_string())
 }
 
 impl Drop for SocketWriter {
