@@ -367,6 +367,13 @@ fn bad_input_is_refused_and_the_server_keeps_serving() {
     assert_eq!((stats.refused, stats.served), (4, 1), "{stats:?}");
     assert_serves(&server);
     server.stop();
+
+    // A server whose interpreter cannot be started refuses with that reason.
+    let mut broken = TestServer::start(|c| c.python = "/no/such/python".into());
+    let gw = execnet::makegateway(broken.spec("").as_str()).unwrap();
+    let e = gw.rinfo().unwrap_err().to_string();
+    assert!(e.contains("refused the connection: cannot start the worker interpreter \"/no/such/python\""), "{e}");
+    assert_eq!(broken.stop().refused, 1);
 }
 
 #[test]

@@ -33,6 +33,8 @@ def _launch():
 _status = 0
 try:
     _launch()
+except SystemExit as _exit:
+    _status = _exit.code if isinstance(_exit.code, int) else (0 if _exit.code is None else 1)
 except BaseException:
     sys.stderr.write("execnet serve: worker %d: the client's program failed:\n" % os.getpid())
     traceback.print_exc()
