@@ -1,10 +1,11 @@
 //! `execnet`: run Python code on one or many gateways from the command line.
 //!
-//! One module per subcommand: [`run`], [`info`]; [`json`] turns values into JSON.
+//! One module per subcommand: [`run`], [`info`], [`serve`]; [`json`] turns values into JSON.
 
 mod info;
 mod json;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,12 +30,15 @@ use execnet::{Gateway, Group};
         ssh=user@host                  python3 on another machine, through your ssh\n  \
         ssh=-p 2222 host//python=python3.12//ssh_config=~/.ssh/work\n  \
         ssh=host//ssh_share            share one ssh connection between gateways to host\n  \
-        popen//via=gw0                 a process started by gateway gw0, on its machine\n\n\
+        popen//via=gw0                 a process started by gateway gw0, on its machine\n  \
+        socket=127.0.0.1:8888          a worker behind a socket server (execnet serve)\n  \
+        socket=unix:PATH//token_file=F  a Unix socket, with an access token\n\n\
         Examples:\n  \
         execnet run -c 'import sys; channel.send(sys.version)'\n  \
         execnet run -x popen -x popen//python=pypy3 -c 'import os; channel.send(os.getpid())'\n  \
         execnet run -x ssh=web1 -x ssh=web2 -c 'import socket; channel.send(socket.gethostname())'\n  \
-        execnet info -x popen -x popen//python=python3"
+        execnet info -x popen -x popen//python=python3\n  \
+        execnet serve --listen 127.0.0.1:0"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,6 +58,12 @@ enum Command {
     Run(RunArgs),
     /// Show the interpreter behind each gateway (executable, version, platform, pid, cwd).
     Info(SpecArgs),
+    /// Accept socket gateways: run each client's worker in a fresh Python process.
+    #[command(after_help = "Prints `listening on socket=ADDR` for each listener on stdout, then \
+        logs connections and refusals on stderr. Safe by default: listens on 127.0.0.1, and \
+        refuses a non-loopback address unless --token-file or --insecure is given. SIGINT or \
+        SIGTERM stops it: its workers get SIGTERM, then SIGKILL after --grace seconds.")]
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -99,6 +109,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Info(args) => info::info(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }
 

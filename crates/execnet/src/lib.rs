@@ -1,8 +1,9 @@
 //! execnet-rs: run Python code in other processes, local or remote, with nothing
 //! installed there but a Python interpreter.
 //!
-//! A [`Gateway`] starts a Python process (here: `popen`, a subprocess), ships it a small
-//! worker, and runs source code there with [`Gateway::remote_exec`]. The code and the
+//! A [`Gateway`] starts a Python process (`popen`, a subprocess) or connects to one
+//! (`socket=HOST:PORT`, a socket server such as [`server`]), ships it a small worker, and
+//! runs source code there with [`Gateway::remote_exec`]. The code and the
 //! host talk over a [`Channel`]: `send` any `Serialize` value, `receive` any
 //! `DeserializeOwned` one; a remote exception comes back as [`Error::Remote`] with the
 //! remote traceback. [`Group`] and [`MultiChannel`] handle many gateways at once.
@@ -24,11 +25,12 @@
 //! The crate is laid out as the architecture: [`wire`] (frames and the object format),
 //! [`transport`] (how bytes reach a worker), [`gateway`] (gateways and channels),
 //! [`worker`] (the Python side and its bootstrap), [`multi`] (groups and multi-channels),
-//! [`xspec`] (gateway specifications).
+//! [`xspec`] (gateway specifications), [`server`] (the socket server of `execnet serve`).
 
 pub mod error;
 pub mod gateway;
 pub mod multi;
+pub mod server;
 pub mod transport;
 pub mod wire;
 pub mod worker;
@@ -38,6 +40,7 @@ pub use error::{Error, LostInfo, Result};
 pub use gateway::channel::{Channel, ChannelReader, ChannelWriter};
 pub use gateway::{Gateway, RInfo, RemoteStatus, Source, WeakGateway, DEFAULT_EXIT_TIMEOUT};
 pub use multi::{default_group, makegateway, Group, MultiChannel, ReceiveQueue};
+pub use server::{ServeConfig, Server, ServerHandle, ServerStats};
 pub use wire::value::{from_value, to_value, Complex, Dict, FrozenSet, Int, Set, Tuple, Value};
 pub use wire::{dumps, loads};
 pub use worker::WorkerSource;

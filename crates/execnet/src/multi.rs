@@ -87,7 +87,15 @@ impl Group {
                 })?;
                 Gateway::start_via(&spec, &id, &via_gw)?
             }
-            None => Gateway::start(&spec, &id)?,
+            None => match spec.get("installvia") {
+                Some(host) => {
+                    let host_gw = self.get(host).ok_or_else(|| {
+                        spec.invalid(format!("installvia={host}: this group has no gateway with that id"))
+                    })?;
+                    Gateway::start_installvia(&spec, &id, &host_gw)?
+                }
+                None => Gateway::start(&spec, &id)?,
+            },
         };
         let member = if self.owning {
             Member::Strong(gw.clone())

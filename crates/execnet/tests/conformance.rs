@@ -13,6 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use execnet::server::{ServeConfig, Server};
 use execnet::{Channel, Error, Gateway, Value, WorkerSource, XSpec};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -311,12 +312,73 @@ fn conformance_matrix() {
         run_python_cell(&execnet_python, &["--worker", "execnet", "--python", &python]),
     ));
 
+    // Socket cells: our server (in this process), and execnet's own socketserver script.
+    let server = Server::bind(ServeConfig {
+        listen: vec!["127.0.0.1:0".into()],
+        python: python.clone(),
+        ..ServeConfig::default()
+    })
+    .expect("our socket server binds");
+    let ours: XSpec = format!("socket={}", server.addresses()[0]).parse().unwrap();
+    let handle = server.handle();
+    let server_thread = std::thread::spawn(move || server.run());
+    cells.push((
+        "execnet-rs · execnet-rs · socket (execnet serve)".into(),
+        run_rust_cell(&scenarios, &["host:execnet-rs", "worker:execnet-rs"], &|| Gateway::start(&ours, "gw-conf")),
+    ));
+    cells.push((
+        "execnet-rs · execnet · socket (execnet serve)".into(),
+        run_rust_cell(&scenarios, &["host:execnet-rs", "worker:execnet"], &|| {
+            Gateway::start_with_worker(&ours, "gw-conf", None, &execnet_worker)
+        }),
+    ));
+    let addr = ours.socket().unwrap().to_string();
+    cells.push((
+        "execnet · execnet · socket (execnet serve)".into(),
+        run_python_cell(&execnet_python, &["--socket", &addr]),
+    ));
+    handle.stop();
+    server_thread.join().expect("server thread").expect("server ran");
+
+    let (mut script, port) = start_execnet_socketserver(&execnet_python);
+    let theirs: XSpec = format!("socket=127.0.0.1:{port}").parse().unwrap();
+    cells.push((
+        "execnet-rs · execnet-rs · socket (execnet's socketserver)".into(),
+        run_rust_cell(&scenarios, &["host:execnet-rs", "worker:execnet-rs"], &|| Gateway::start(&theirs, "gw-conf")),
+    ));
+    cells.push((
+        "execnet-rs · execnet · socket (execnet's socketserver)".into(),
+        run_rust_cell(&scenarios, &["host:execnet-rs", "worker:execnet"], &|| {
+            Gateway::start_with_worker(&theirs, "gw-conf", None, &execnet_worker)
+        }),
+    ));
+    let _ = script.kill();
+    let _ = script.wait();
+
     print_table(&scenarios, &cells);
     let failed: Vec<String> = cells
         .iter()
         .flat_map(|(cell, r)| r.iter().filter(|x| x.1 == "failed").map(move |x| format!("{cell} / {}", x.0)))
         .collect();
     assert!(failed.is_empty(), "failed cells: {failed:#?}");
+}
+
+/// Starts `python -m execnet.script.socketserver 127.0.0.1:0`; returns it and its port.
+fn start_execnet_socketserver(execnet_python: &str) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(execnet_python)
+        .args(["-u", "-m", "execnet.script.socketserver", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting execnet's socketserver");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    // execnet 2.1.2 prints "... Entering Accept loop ('127.0.0.1', PORT)"
+    let port = line.trim_end().trim_end_matches(')').rsplit(", ").next().and_then(|p| p.parse().ok());
+    let port = port.unwrap_or_else(|| panic!("unexpected first line from execnet's socketserver: {line:?}"));
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, port)
 }
 
 /// Several thousand random values dumped by execnet are loaded here and dumped again:

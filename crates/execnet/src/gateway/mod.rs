@@ -806,6 +806,10 @@ fn read_until_end(inner: &GatewayInner, reader: Box<dyn Read + Send>, bootstrap:
         }
         w.started = true;
         if let Err(e) = w.out.write_all(&bootstrap).and_then(|_| w.out.flush()) {
+            if lock(&inner.child).is_none() {
+                // A connection (socket): the transport's error says what happened.
+                return format!("could not send the worker source to {}: {e}", inner.program);
+            }
             return format!(
                 "could not send the worker source to {} ({e}); it exited at once: is it a Python 3 interpreter?",
                 inner.program
