@@ -43,6 +43,31 @@ pub(crate) struct Connection {
     pub explain_loss: Option<ExplainLoss>,
 }
 
+impl Connection {
+    /// A connection over a local child process's stdin and stdout (popen, ssh), whose
+    /// worker speaks over stdio.
+    pub(crate) fn over_child_stdio(
+        mut child: Child,
+        config: &crate::worker::WorkerConfig,
+        program: String,
+        explain_loss: Option<ExplainLoss>,
+    ) -> Connection {
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>);
+        Connection {
+            reader: Box::new(stdout),
+            writer: Box::new(stdin),
+            child: Some(child),
+            stderr,
+            bootstrap: crate::worker::stdio_bootstrap_line(config).into_bytes(),
+            program,
+            force_close: None,
+            explain_loss,
+        }
+    }
+}
+
 /// The exit code in a [`LostInfo::exit_status`] text ("exit status 255" gives 255).
 pub(crate) fn exit_code_of(status: Option<&str>) -> Option<i32> {
     status?.strip_prefix("exit status ")?.trim().parse().ok()

@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 
 use super::Connection;
 use crate::error::{Error, Result};
-use crate::worker::{self, WorkerConfig, BOOTSTRAP_ONELINER};
+use crate::worker::{WorkerConfig, BOOTSTRAP_ONELINER};
 use crate::xspec::XSpec;
 
 /// The interpreter used when the spec has no `python=`.
@@ -22,7 +22,7 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // The environment applies from the interpreter's start (PYTHONPATH and the like).
     cmd.envs(spec.env());
-    let mut child = cmd.spawn().map_err(|e| Error::Spawn {
+    let child = cmd.spawn().map_err(|e| Error::Spawn {
         spec: spec.to_string(),
         key: if spec.python().is_some() { "python" } else { "popen" }.into(),
         program: python.into(),
@@ -34,17 +34,5 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
             _ => e.to_string(),
         },
     })?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>);
-    Ok(Connection {
-        reader: Box::new(stdout),
-        writer: Box::new(stdin),
-        child: Some(child),
-        stderr,
-        bootstrap: worker::stdio_bootstrap_line(config).into_bytes(),
-        program: python.to_string(),
-        force_close: None,
-        explain_loss: None,
-    })
+    Ok(Connection::over_child_stdio(child, config, python.to_string(), None))
 }

@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use super::{exit_code_of, Connection, ExplainLoss};
 use crate::error::{Error, LostInfo, Result};
 use crate::gateway::Gateway;
-use crate::worker::{self, WorkerConfig, BOOTSTRAP_ONELINER};
+use crate::worker::{WorkerConfig, BOOTSTRAP_ONELINER};
 use crate::xspec::XSpec;
 
 /// The interpreter run on the remote host when the spec has no `python=`.
@@ -88,7 +88,7 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     let mut cmd = Command::new(SSH_PROGRAM);
     cmd.args(&args);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| Error::Spawn {
+    let child = cmd.spawn().map_err(|e| Error::Spawn {
         spec: spec.to_string(),
         key: "ssh".into(),
         program: SSH_PROGRAM.into(),
@@ -100,19 +100,12 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
             _ => e.to_string(),
         },
     })?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>);
-    Ok(Connection {
-        reader: Box::new(stdout),
-        writer: Box::new(stdin),
-        child: Some(child),
-        stderr,
-        bootstrap: worker::stdio_bootstrap_line(config).into_bytes(),
-        program: format!("ssh {}", target.host_display()),
-        force_close: None,
-        explain_loss: Some(target.explainer()),
-    })
+    Ok(Connection::over_child_stdio(
+        child,
+        config,
+        format!("ssh {}", target.host_display()),
+        Some(target.explainer()),
+    ))
 }
 
 /// Where and how to reach the remote interpreter: everything of an ssh spec but sharing.
