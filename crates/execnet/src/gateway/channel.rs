@@ -205,6 +205,16 @@ impl ChannelState {
         both
     }
 
+    /// How the peer ended this channel, if it did: it must send no data after that.
+    pub(crate) fn peer_ended(&self) -> Option<&'static str> {
+        match self.lock().ended {
+            Some(EndReason::Closed) => Some("closed it"),
+            Some(EndReason::RemoteError(_)) => Some("closed it with an error"),
+            Some(EndReason::LastMessage) => Some("sent its last message on it"),
+            _ => None,
+        }
+    }
+
     /// Closed both ways: nothing more can be sent or will be received.
     pub(crate) fn is_done(&self) -> bool {
         let inner = self.lock();

@@ -240,7 +240,7 @@ impl Gateway {
             force_close,
             explain_loss,
             writer: Mutex::new(Writer { out: writer, started: false, ready: false, pending: Vec::new(), closed: false }),
-            table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0 }),
+            table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0, peer_closed: VecDeque::new() }),
             lost: OnceLock::new(),
             exiting: AtomicBool::new(false),
             peer_terminated: AtomicBool::new(false),
@@ -426,7 +426,13 @@ struct Table {
     next_id: i32,
     /// The highest id of a channel the worker made (even); lower unknown ids are closed.
     max_peer_id: i32,
+    /// The last channels the worker closed (at most PEER_CLOSED_MEMORY), to recognize
+    /// data it sends on them afterwards as the protocol error it is.
+    peer_closed: VecDeque<i32>,
 }
+
+/// How many channels closed by the worker a gateway remembers (see `Table::peer_closed`).
+const PEER_CLOSED_MEMORY: usize = 1024;
 
 /// A one-way flag that threads can wait on.
 #[derive(Default)]
@@ -599,10 +605,32 @@ impl GatewayInner {
 
     /// Handles one frame from the worker.
     fn dispatch(&self, code: Code, id: i32, payload: Vec<u8>) -> Result<()> {
+        if matches!(
+            code,
+            Code::ChannelData | Code::ChannelClose | Code::ChannelCloseError | Code::ChannelLastMessage
+        ) {
+            self.check_channel_id(code, id)?;
+        }
         match code {
             Code::ChannelData => match self.incoming_state(id) {
-                Some(state) => state.deliver(payload),
-                None => tracing::debug!(gateway = %self.id, channel = id, "data for a closed channel dropped"),
+                Some(state) => {
+                    if let Some(how) = state.peer_ended() {
+                        return Err(Error::data_format(
+                            format!("CHANNEL_DATA for channel {id} after the worker {how}"),
+                            None,
+                        ));
+                    }
+                    state.deliver(payload)
+                }
+                None => {
+                    if self.table().peer_closed.contains(&id) {
+                        return Err(Error::data_format(
+                            format!("CHANNEL_DATA for channel {id} after the worker closed it"),
+                            None,
+                        ));
+                    }
+                    tracing::debug!(gateway = %self.id, channel = id, "data for a closed channel dropped")
+                }
             },
             Code::ChannelClose => self.peer_end(id, EndReason::Closed),
             Code::ChannelLastMessage => self.peer_end(id, EndReason::LastMessage),
@@ -637,6 +665,21 @@ impl GatewayInner {
         Ok(())
     }
 
+    /// A channel frame must name a channel that can exist: a positive id, and when odd
+    /// (made here) one this side has handed out.
+    fn check_channel_id(&self, code: Code, id: i32) -> Result<()> {
+        if id <= 0 {
+            return Err(Error::data_format(format!("{} for channel {id}: channel ids are positive", code.name()), None));
+        }
+        if id % 2 != 0 && id >= self.table().next_id {
+            return Err(Error::data_format(
+                format!("{} for channel {id}, which the host never opened", code.name()),
+                None,
+            ));
+        }
+        Ok(())
+    }
+
     /// The state that incoming data for `id` goes to; None for channels closed here.
     fn incoming_state(&self, id: i32) -> Option<Arc<ChannelState>> {
         let mut table = self.table();
@@ -655,7 +698,14 @@ impl GatewayInner {
     }
 
     fn peer_end(&self, id: i32, reason: EndReason) {
-        let state = self.table().map.get(&id).map(|e| e.state.clone());
+        let state = {
+            let mut table = self.table();
+            if table.peer_closed.len() >= PEER_CLOSED_MEMORY {
+                table.peer_closed.pop_front();
+            }
+            table.peer_closed.push_back(id);
+            table.map.get(&id).map(|e| e.state.clone())
+        };
         let Some(state) = state else {
             if let EndReason::RemoteError(tb) = reason {
                 tracing::warn!(gateway = %self.id, channel = id, "remote error on a channel closed here:\n{tb}");
