@@ -75,7 +75,15 @@ fn death_wakes_everything(death: Death) {
             let _ = gw.remote_exec("import os; os._exit(3)").unwrap();
         }
         Death::Segfault => {
-            let _ = gw.remote_exec("import ctypes; ctypes.string_at(0)").unwrap();
+            // A real invalid read on CPython; PyPy's ctypes may survive it, so a timer
+            // then delivers the same signal.
+            let _ = gw
+                .remote_exec(
+                    "import ctypes, os, signal, threading\n\
+                     threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGSEGV)).start()\n\
+                     ctypes.string_at(0)",
+                )
+                .unwrap();
         }
     }
     let want_status = match death {
