@@ -720,3 +720,32 @@ impl<'de> serde::Deserialize<'de> for Channel {
         d.deserialize_newtype_struct(wire::CHANNEL_TOKEN, V)
     }
 }
+
+#[cfg(test)]
+mod budget_tests {
+    use super::QueueBudget;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn reader_waits_above_the_limit_until_items_are_taken_or_released() {
+        let b = Arc::new(QueueBudget::new(100));
+        b.add(150);
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            b2.wait_for_room();
+            t0.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        b.sub(60); // 90: below the limit
+        assert!(t.join().unwrap() >= Duration::from_millis(90));
+        b.add(500);
+        b.release();
+        b.wait_for_room(); // released: no waiting
+        assert_eq!(b.used(), 590);
+        let unlimited = QueueBudget::new(0);
+        unlimited.add(1 << 40);
+        unlimited.wait_for_room();
+    }
+}
