@@ -167,6 +167,8 @@ fi
 
 # --all-targets builds and runs lib, bins, tests, examples and benches in test mode, but
 # leaves out doc tests, which get their own run.
+# The reliability tests run here too (faults, load, hostile, leaks, fuzz_wire); the fuzz
+# loop runs for $EXECNET_FUZZ_SECONDS seconds (default 15).
 stage "cargo test (all targets)"
 cargo test --workspace --all-targets "${LOCKED[@]}" -- --skip conformance_matrix
 

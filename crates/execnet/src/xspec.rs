@@ -140,6 +140,28 @@ impl XSpec {
         }
     }
 
+    /// `queue_limit=BYTES`: how many bytes of received items a gateway queues before its
+    /// reader stops reading from the worker (default
+    /// [`crate::gateway::DEFAULT_QUEUE_LIMIT`]; `0` means no limit).
+    pub fn queue_limit(&self) -> Result<Option<usize>> {
+        self.byte_size("queue_limit", "queue_limit=67108864")
+    }
+
+    /// `max_message=BYTES`: the largest frame payload accepted from the worker (default
+    /// [`crate::wire::frame::DEFAULT_MAX_MESSAGE`]).
+    pub fn max_message(&self) -> Result<Option<usize>> {
+        self.byte_size("max_message", "max_message=1048576")
+    }
+
+    fn byte_size(&self, key: &str, example: &str) -> Result<Option<usize>> {
+        match self.value_of(key) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                self.invalid(format!("{key}={v:?} is not a number of bytes (for example {example})"))
+            }),
+        }
+    }
+
     /// The `execmodel=` (default: thread).
     pub fn execmodel(&self) -> Result<ExecModel> {
         match self.value_of("execmodel") {

@@ -36,6 +36,77 @@ pub(crate) enum EndReason {
 
 type Callback = Box<dyn FnMut(Delivery) + Send>;
 
+/// What one queued item counts against the budget: its payload and a fixed estimate of
+/// its bookkeeping, so that a flood of empty items is bounded too.
+pub(crate) fn item_cost(payload_len: usize) -> usize {
+    payload_len + 64
+}
+
+/// The bytes of received items queued in all channels of one gateway, and the limit
+/// above which the gateway's reader stops reading (backpressure: the worker's writes
+/// then block once the pipe or socket buffer is full).
+pub(crate) struct QueueBudget {
+    used: Mutex<usize>,
+    cond: Condvar,
+    /// 0: no limit.
+    limit: usize,
+    /// Set when the gateway ends: the reader no longer waits.
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl QueueBudget {
+    pub(crate) fn new(limit: usize) -> QueueBudget {
+        QueueBudget {
+            used: Mutex::new(0),
+            cond: Condvar::new(),
+            limit,
+            released: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, usize> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        *self.lock()
+    }
+
+    fn add(&self, n: usize) {
+        *self.lock() += n;
+    }
+
+    fn sub(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut used = self.lock();
+        let was_above = self.limit != 0 && *used > self.limit;
+        *used = used.saturating_sub(n);
+        if was_above && *used <= self.limit {
+            self.cond.notify_all();
+        }
+    }
+
+    /// Blocks the reader while more than the limit is queued, until the gateway ends.
+    pub(crate) fn wait_for_room(&self) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut used = self.lock();
+        while *used > self.limit && !self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            used = self.cond.wait_timeout(used, Duration::from_millis(200)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Stops the reader from waiting (the gateway is ending).
+    pub(crate) fn release(&self) {
+        self.released.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _used = self.lock();
+        self.cond.notify_all();
+    }
+}
+
 /// What the frame reader hands to a callback.
 pub(crate) enum Delivery {
     Item(Vec<u8>),
@@ -58,12 +129,21 @@ pub(crate) struct ChannelState {
     pub(crate) id: i32,
     inner: Mutex<Inner>,
     cond: Condvar,
+    budget: Arc<QueueBudget>,
+}
+
+impl Drop for ChannelState {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.budget.sub(inner.queue.iter().map(|i| item_cost(i.len())).sum());
+    }
 }
 
 impl ChannelState {
-    pub(crate) fn new(id: i32) -> ChannelState {
+    pub(crate) fn new(id: i32, budget: Arc<QueueBudget>) -> ChannelState {
         ChannelState {
             id,
+            budget,
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 ended: None,
@@ -92,6 +172,7 @@ impl ChannelState {
             run_callback(&cb, Delivery::Item(payload), self.id);
             return;
         }
+        self.budget.add(item_cost(payload.len()));
         inner.queue.push_back(payload);
         if inner.waiters > 0 {
             self.cond.notify_all();
@@ -122,6 +203,16 @@ impl ChannelState {
             run_callback(&cb, Delivery::End, self.id);
         }
         both
+    }
+
+    /// How the peer ended this channel, if it did: it must send no data after that.
+    pub(crate) fn peer_ended(&self) -> Option<&'static str> {
+        match self.lock().ended {
+            Some(EndReason::Closed) => Some("closed it"),
+            Some(EndReason::RemoteError(_)) => Some("closed it with an error"),
+            Some(EndReason::LastMessage) => Some("sent its last message on it"),
+            _ => None,
+        }
     }
 
     /// Closed both ways: nothing more can be sent or will be received.
@@ -275,6 +366,7 @@ impl Channel {
                 ))));
             }
             if let Some(item) = inner.queue.pop_front() {
+                state.budget.sub(item_cost(item.len()));
                 return Ok(item);
             }
             if let Some(reason) = &inner.ended {
@@ -436,6 +528,7 @@ impl Channel {
         // would call it for newer items, waits until the queued ones are delivered.
         let mut f = cb.lock().unwrap_or_else(|e| e.into_inner());
         let queued: Vec<Vec<u8>> = inner.queue.drain(..).collect();
+        self.h.state.budget.sub(queued.iter().map(|i| item_cost(i.len())).sum());
         let ended = inner.ended.is_some() && !matches!(inner.ended, Some(EndReason::LocalClose));
         state.cond.notify_all(); // receivers blocked on this channel must see the callback
         drop(inner);
@@ -625,5 +718,34 @@ impl<'de> serde::Deserialize<'de> for Channel {
             }
         }
         d.deserialize_newtype_struct(wire::CHANNEL_TOKEN, V)
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::QueueBudget;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn reader_waits_above_the_limit_until_items_are_taken_or_released() {
+        let b = Arc::new(QueueBudget::new(100));
+        b.add(150);
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            b2.wait_for_room();
+            t0.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        b.sub(60); // 90: below the limit
+        assert!(t.join().unwrap() >= Duration::from_millis(90));
+        b.add(500);
+        b.release();
+        b.wait_for_room(); // released: no waiting
+        assert_eq!(b.used(), 590);
+        let unlimited = QueueBudget::new(0);
+        unlimited.add(1 << 40);
+        unlimited.wait_for_room();
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use self::channel::{ChannelHandle, ChannelState, EndReason};
+use self::channel::{ChannelHandle, ChannelState, EndReason, QueueBudget};
 pub use self::source::Source;
 use crate::error::{Error, LostInfo, Result};
 use crate::transport::{self, Connection, ExplainLoss};
@@ -32,6 +32,12 @@ use crate::Channel;
 
 /// How long `exit()` and dropping a gateway wait for the worker to end before killing it.
 pub const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How many bytes of received items a gateway queues, over all its channels, before its
+/// reader stops reading from the worker until the host receives some (spec key
+/// `queue_limit=BYTES`, `0` for no limit). One message may overshoot it: the check
+/// happens before each frame is read.
+pub const DEFAULT_QUEUE_LIMIT: usize = 64 << 20;
 
 /// How much of the worker's stderr is kept for error reports.
 const STDERR_TAIL_BYTES: usize = 4096;
@@ -196,6 +202,8 @@ impl Gateway {
         worker: &WorkerSource,
     ) -> Result<Gateway> {
         let kind = spec.transport()?;
+        spec.queue_limit()?;
+        spec.max_message()?;
         let config = WorkerConfig {
             id: id.to_string(),
             execmodel: spec.execmodel()?,
@@ -222,6 +230,8 @@ impl Gateway {
     fn from_connection(spec: XSpec, id: &str, conn: Connection) -> Gateway {
         let Connection { reader, writer, child, stderr, bootstrap, program, force_close, explain_loss } =
             conn;
+        let max_message = spec.max_message().ok().flatten().unwrap_or(frame::DEFAULT_MAX_MESSAGE);
+        let queue_limit = spec.queue_limit().ok().flatten().unwrap_or(DEFAULT_QUEUE_LIMIT);
         let inner = Arc::new(GatewayInner {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             id: id.to_string(),
@@ -230,7 +240,7 @@ impl Gateway {
             force_close,
             explain_loss,
             writer: Mutex::new(Writer { out: writer, started: false, ready: false, pending: Vec::new(), closed: false }),
-            table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0 }),
+            table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0, peer_closed: VecDeque::new() }),
             lost: OnceLock::new(),
             exiting: AtomicBool::new(false),
             peer_terminated: AtomicBool::new(false),
@@ -239,7 +249,8 @@ impl Gateway {
             stderr_tail: Arc::new(StderrTail::default()),
             done: Flag::default(),
             reader_thread: Mutex::new(None),
-            max_message: frame::DEFAULT_MAX_MESSAGE,
+            max_message,
+            budget: Arc::new(QueueBudget::new(queue_limit)),
         });
         match stderr {
             Some(err) => spawn_stderr_thread(&inner, err),
@@ -292,7 +303,7 @@ impl Gateway {
         let mut table = self.inner.table();
         let id = table.next_id;
         table.next_id += 2;
-        let state = Arc::new(ChannelState::new(id));
+        let state = Arc::new(ChannelState::new(id, self.inner.budget.clone()));
         let channel = Channel { h: Arc::new(ChannelHandle { state: state.clone(), gateway: self.clone() }) };
         table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h), claimed: true });
         Ok(channel)
@@ -312,7 +323,7 @@ impl Gateway {
             entry.claimed = true;
             return channel;
         }
-        let state = Arc::new(ChannelState::new(id));
+        let state = Arc::new(ChannelState::new(id, self.inner.budget.clone()));
         let known_closed = id % 2 != 0 || id <= table.max_peer_id || self.inner.lost.get().is_some();
         if known_closed {
             // A channel that was already closed and forgotten here: hand out a closed one.
@@ -348,6 +359,12 @@ impl Gateway {
     /// True once `exit`/`terminate` (or a drop) began ending the gateway, or it was lost.
     pub(crate) fn is_ending(&self) -> bool {
         self.inner.exiting.load(Ordering::Relaxed) || self.inner.lost.get().is_some()
+    }
+
+    /// Bytes of received items waiting in this gateway's channel queues (see
+    /// [`DEFAULT_QUEUE_LIMIT`] for the limit that makes the reader pause).
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.budget.used()
     }
 
     /// Why the gateway was lost, once it is.
@@ -409,7 +426,13 @@ struct Table {
     next_id: i32,
     /// The highest id of a channel the worker made (even); lower unknown ids are closed.
     max_peer_id: i32,
+    /// The last channels the worker closed (at most PEER_CLOSED_MEMORY), to recognize
+    /// data it sends on them afterwards as the protocol error it is.
+    peer_closed: VecDeque<i32>,
 }
+
+/// How many channels closed by the worker a gateway remembers (see `Table::peer_closed`).
+const PEER_CLOSED_MEMORY: usize = 1024;
 
 /// A one-way flag that threads can wait on.
 #[derive(Default)]
@@ -503,6 +526,7 @@ pub(crate) struct GatewayInner {
     done: Flag,
     reader_thread: Mutex<Option<JoinHandle<()>>>,
     max_message: usize,
+    budget: Arc<QueueBudget>,
 }
 
 impl GatewayInner {
@@ -581,10 +605,32 @@ impl GatewayInner {
 
     /// Handles one frame from the worker.
     fn dispatch(&self, code: Code, id: i32, payload: Vec<u8>) -> Result<()> {
+        if matches!(
+            code,
+            Code::ChannelData | Code::ChannelClose | Code::ChannelCloseError | Code::ChannelLastMessage
+        ) {
+            self.check_channel_id(code, id)?;
+        }
         match code {
             Code::ChannelData => match self.incoming_state(id) {
-                Some(state) => state.deliver(payload),
-                None => tracing::debug!(gateway = %self.id, channel = id, "data for a closed channel dropped"),
+                Some(state) => {
+                    if let Some(how) = state.peer_ended() {
+                        return Err(Error::data_format(
+                            format!("CHANNEL_DATA for channel {id} after the worker {how}"),
+                            None,
+                        ));
+                    }
+                    state.deliver(payload)
+                }
+                None => {
+                    if self.table().peer_closed.contains(&id) {
+                        return Err(Error::data_format(
+                            format!("CHANNEL_DATA for channel {id} after the worker closed it"),
+                            None,
+                        ));
+                    }
+                    tracing::debug!(gateway = %self.id, channel = id, "data for a closed channel dropped")
+                }
             },
             Code::ChannelClose => self.peer_end(id, EndReason::Closed),
             Code::ChannelLastMessage => self.peer_end(id, EndReason::LastMessage),
@@ -619,6 +665,21 @@ impl GatewayInner {
         Ok(())
     }
 
+    /// A channel frame must name a channel that can exist: a positive id, and when odd
+    /// (made here) one this side has handed out.
+    fn check_channel_id(&self, code: Code, id: i32) -> Result<()> {
+        if id <= 0 {
+            return Err(Error::data_format(format!("{} for channel {id}: channel ids are positive", code.name()), None));
+        }
+        if id % 2 != 0 && id >= self.table().next_id {
+            return Err(Error::data_format(
+                format!("{} for channel {id}, which the host never opened", code.name()),
+                None,
+            ));
+        }
+        Ok(())
+    }
+
     /// The state that incoming data for `id` goes to; None for channels closed here.
     fn incoming_state(&self, id: i32) -> Option<Arc<ChannelState>> {
         let mut table = self.table();
@@ -631,13 +692,20 @@ impl GatewayInner {
             return None;
         }
         table.max_peer_id = id;
-        let state = Arc::new(ChannelState::new(id));
+        let state = Arc::new(ChannelState::new(id, self.budget.clone()));
         table.map.insert(id, Entry { state: state.clone(), handle: Weak::new(), claimed: false });
         Some(state)
     }
 
     fn peer_end(&self, id: i32, reason: EndReason) {
-        let state = self.table().map.get(&id).map(|e| e.state.clone());
+        let state = {
+            let mut table = self.table();
+            if table.peer_closed.len() >= PEER_CLOSED_MEMORY {
+                table.peer_closed.pop_front();
+            }
+            table.peer_closed.push_back(id);
+            table.map.get(&id).map(|e| e.state.clone())
+        };
         let Some(state) = state else {
             if let EndReason::RemoteError(tb) = reason {
                 tracing::warn!(gateway = %self.id, channel = id, "remote error on a channel closed here:\n{tb}");
@@ -707,6 +775,8 @@ impl GatewayInner {
         if self.exiting.swap(true, Ordering::SeqCst) {
             return;
         }
+        // The reader must drain the worker's output so that the worker can end.
+        self.budget.release();
         let mut w = lock(&self.writer);
         if !w.closed {
             if w.ready {
@@ -835,6 +905,8 @@ fn read_until_end(inner: &GatewayInner, reader: Box<dyn Read + Send>, bootstrap:
         return reason;
     }
     loop {
+        // Backpressure: with too much queued, stop reading until the host catches up.
+        inner.budget.wait_for_room();
         match frame::read_frame(&mut r, inner.max_message) {
             Ok(Some((header, payload))) => {
                 if let Err(e) = inner.dispatch(header.code, header.channel, payload) {

@@ -1,0 +1,278 @@
+//! Reliability under faults (issue 7): a worker that dies, remote code that never
+//! returns, a host that goes away, remote code that abuses fds 1 and 2 or forks.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{eventually, popen, process_alive, LONG};
+use execnet::Error;
+
+/// How a worker is made to die mid-conversation.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    SigKill,
+    OsExit,
+    Segfault,
+}
+
+/// Every blocked receive, waitclose and send on every channel of a gateway whose worker
+/// dies returns GatewayLost within one second, with the exit status and stderr tail.
+fn death_wakes_everything(death: Death) {
+    let gw = execnet::makegateway(popen("")).unwrap();
+    let pid = gw.local_pid().unwrap();
+    // The remote code marks stderr, so that the tail must hold it.
+    let receivers: Vec<_> = (0..3)
+        .map(|_| gw.remote_exec("import sys; sys.stderr.write('marker-before-death\\n'); sys.stderr.flush(); channel.receive()").unwrap())
+        .collect();
+    let waiters: Vec<_> = (0..3).map(|_| gw.remote_exec("import time; time.sleep(600)").unwrap()).collect();
+    let sender = gw.remote_exec("import time; time.sleep(600)").unwrap();
+    // Make sure the worker runs everything before killing it.
+    assert_eq!(gw.remote_status().unwrap().numexecuting, 7);
+
+    let start = Arc::new(Barrier::new(8));
+    let mut threads = Vec::new();
+    for ch in receivers {
+        let start = start.clone();
+        threads.push(thread::spawn(move || {
+            start.wait();
+            let r = ch.receive::<i64>().map(|_| ());
+            (r, Instant::now())
+        }));
+    }
+    for ch in waiters {
+        let start = start.clone();
+        threads.push(thread::spawn(move || {
+            start.wait();
+            (ch.waitclose(None), Instant::now())
+        }));
+    }
+    {
+        let start = start.clone();
+        threads.push(thread::spawn(move || {
+            start.wait();
+            let big = serde_bytes::ByteBuf::from(vec![7u8; 1 << 16]);
+            loop {
+                // The remote never reads: the pipe fills and the send blocks.
+                if let Err(e) = sender.send(&big) {
+                    return (Err(e), Instant::now());
+                }
+            }
+        }));
+    }
+    start.wait();
+    thread::sleep(Duration::from_millis(300)); // everyone blocked
+    let died = Instant::now();
+    match death {
+        Death::SigKill => unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        },
+        Death::OsExit => {
+            let _ = gw.remote_exec("import os; os._exit(3)").unwrap();
+        }
+        Death::Segfault => {
+            // A real invalid read on CPython; PyPy's ctypes may survive it, so a timer
+            // then delivers the same signal.
+            let _ = gw
+                .remote_exec(
+                    "import ctypes, os, signal, threading\n\
+                     threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGSEGV)).start()\n\
+                     ctypes.string_at(0)",
+                )
+                .unwrap();
+        }
+    }
+    let want_status = match death {
+        Death::SigKill => "signal 9 (SIGKILL)",
+        Death::OsExit => "exit status 3",
+        Death::Segfault => "signal 11 (SIGSEGV)",
+    };
+    for t in threads {
+        let (r, when) = t.join().unwrap();
+        let late = when.saturating_duration_since(died);
+        assert!(late < Duration::from_secs(1), "{death:?}: returned {late:?} after the death");
+        match r {
+            Err(Error::GatewayLost(info)) => {
+                assert_eq!(info.exit_status.as_deref(), Some(want_status), "{death:?}: {info}");
+                assert!(info.stderr_tail.contains("marker-before-death"), "{death:?}: {info}");
+            }
+            other => panic!("{death:?}: expected GatewayLost, got {other:?}"),
+        }
+    }
+    assert!(!gw.is_alive());
+    // New work fails the same way at once.
+    assert!(matches!(gw.remote_exec("pass"), Err(Error::GatewayLost(_))));
+    assert!(!process_alive(pid));
+}
+
+#[test]
+fn sigkill_of_the_worker_wakes_every_channel() {
+    death_wakes_everything(Death::SigKill);
+}
+
+#[test]
+fn os_exit_in_remote_code_wakes_every_channel() {
+    death_wakes_everything(Death::OsExit);
+}
+
+#[test]
+fn segfault_in_remote_code_wakes_every_channel() {
+    death_wakes_everything(Death::Segfault);
+}
+
+/// Remote code that never returns (a busy loop, a long sleep, a loop that swallows
+/// KeyboardInterrupt) is ended by terminate(timeout) within timeout + 1 s, and reaped.
+#[test]
+fn terminate_ends_code_that_never_returns() {
+    let codes = [
+        "while True: pass",
+        "import time; time.sleep(1000)",
+        "import time\nwhile True:\n    try:\n        time.sleep(1000)\n    except BaseException:\n        pass",
+    ];
+    for model in ["thread", "main_thread_only"] {
+        for code in codes {
+            let gw = execnet::makegateway(popen(&format!("execmodel={model}"))).unwrap();
+            let pid = gw.local_pid().unwrap();
+            let ch = gw.remote_exec(code).unwrap();
+            assert_eq!(gw.remote_status().map(|s| s.numexecuting).unwrap_or(1), 1);
+            let timeout = Duration::from_millis(500);
+            let t0 = Instant::now();
+            gw.terminate(timeout).unwrap();
+            let took = t0.elapsed();
+            assert!(took < timeout + Duration::from_secs(1), "{model} {code:?}: terminate took {took:?}");
+            assert!(!process_alive(pid), "{model} {code:?}: worker {pid} still there");
+            // Reaped, not a zombie: /proc has no entry any more.
+            assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "{model}: zombie {pid}");
+            assert!(matches!(ch.waitclose(Some(LONG)), Err(Error::GatewayLost(_))));
+        }
+    }
+}
+
+/// Remote code writing to fds 1 and 2 directly, closing them, or forking does not corrupt
+/// the frame stream.
+#[test]
+fn fd_abuse_and_fork_do_not_corrupt_frames() {
+    let gw = execnet::makegateway(popen("")).unwrap();
+    let ch = gw
+        .remote_exec(
+            r#"
+import os, sys
+os.write(1, b"\x04\x00\x00\x00\x01\xff\xff\xff\xff garbage on fd 1\n")
+print("print to stdout", flush=True)
+os.write(2, b"garbage on fd 2\n")
+channel.send("after writes")
+os.close(1)
+os.close(2)
+channel.send("after closing 1 and 2")
+pid = os.fork()
+if pid == 0:
+    try:
+        os.write(1, b"child garbage")
+    except OSError:
+        pass
+    os._exit(0)
+os.waitpid(pid, 0)
+channel.send("after fork")
+pid = os.fork()
+if pid == 0:
+    # a child that lingers, holding whatever fds it inherited
+    import time; time.sleep(1.5); os._exit(0)
+channel.send(pid)
+"#,
+        )
+        .unwrap();
+    assert_eq!(ch.receive::<String>().unwrap(), "after writes");
+    assert_eq!(ch.receive::<String>().unwrap(), "after closing 1 and 2");
+    assert_eq!(ch.receive::<String>().unwrap(), "after fork");
+    let _child: i64 = ch.receive().unwrap();
+    ch.waitclose(Some(LONG)).unwrap();
+    // The stream still carries frames both ways.
+    let ch = gw.remote_exec("channel.send(channel.receive() * 2)").unwrap();
+    ch.send(&21).unwrap();
+    assert_eq!(ch.receive::<i64>().unwrap(), 42);
+    assert_eq!(gw.rinfo().unwrap().pid, gw.local_pid().unwrap());
+    gw.exit().unwrap();
+}
+
+// ---- the host goes away ----------------------------------------------------------------
+
+const HOST_HELPER_ENV: &str = "EXECNET_FAULTS_HOST_HELPER";
+
+/// Not a test: the program `host_killed_*` runs as a separate host process. It starts
+/// gateways (one busy in remote code), prints their worker pids, then waits to be killed.
+#[test]
+#[ignore = "helper process for host_killed_leaves_no_orphans"]
+fn host_helper() {
+    if std::env::var(HOST_HELPER_ENV).is_err() {
+        return;
+    }
+    let mut keep = Vec::new();
+    for model in ["thread", "main_thread_only"] {
+        let gw = execnet::makegateway(popen(&format!("execmodel={model}"))).unwrap();
+        let pid = gw.rinfo().unwrap().pid;
+        let busy = gw.remote_exec("import time; time.sleep(1000)").unwrap();
+        let recv = gw.remote_exec("channel.receive()").unwrap();
+        println!("\nWORKER-PID={pid}");
+        keep.push((gw, busy, recv));
+    }
+    println!("\nHELPER-READY");
+    thread::sleep(Duration::from_secs(600));
+}
+
+fn worker_pids_of_helper(mode: &str) -> (std::process::Child, Vec<u32>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "host_helper", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(HOST_HELPER_ENV, mode)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pids = Vec::new();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    for line in out.lines() {
+        let line = line.unwrap();
+        // libtest may print "test host_helper ... " on the same line first
+        if let Some((_, pid)) = line.split_once("WORKER-PID=") {
+            pids.push(pid.trim().parse().unwrap());
+        }
+        if line.contains("HELPER-READY") {
+            break;
+        }
+    }
+    (child, pids)
+}
+
+/// A host process killed with SIGKILL leaves no Python process behind: each worker sees
+/// its input end and exits, even with remote code still running.
+#[test]
+fn host_killed_leaves_no_orphans() {
+    let (mut host, pids) = worker_pids_of_helper("kill");
+    assert_eq!(pids.len(), 2, "the helper did not report its workers");
+    for &pid in &pids {
+        assert!(process_alive(pid));
+    }
+    let killed = Instant::now();
+    host.kill().unwrap();
+    host.wait().unwrap();
+    for &pid in &pids {
+        assert!(
+            eventually(Duration::from_secs(5), || !process_alive(pid)),
+            "worker {pid} still runs after its host was killed"
+        );
+    }
+    eprintln!("workers gone {:?} after the host was killed", killed.elapsed());
+}
+
+/// A gateway dropped without exit, with remote code still running, leaves no process.
+#[test]
+fn dropped_gateway_leaves_no_process() {
+    let gw = execnet::makegateway(popen("")).unwrap();
+    let pid = gw.local_pid().unwrap();
+    let ch = gw.remote_exec("import time; time.sleep(1000)").unwrap();
+    drop(ch);
+    drop(gw);
+    assert!(eventually(Duration::from_secs(5), || !process_alive(pid)), "worker {pid} survived the drop");
+}
