@@ -319,3 +319,30 @@ def test_install_as_execnet(monkeypatch):
     assert e is execnet
     assert gateway_base.DumpError is execnet.DumpError
     assert e.XSpec is execnet.XSpec and e.Group is execnet.Group
+
+
+def test_seed_file_contents_example(tmp_path):
+    # 2.5.4 of the seed (over ssh there; ssh gateways are tested by the Rust suite
+    # against a real sshd): the same program through a popen gateway.
+    from execnet_rs.seedcompat import py
+
+    files = []
+    for i in range(3):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(b"content %d" % i)
+        files.append(str(p))
+    gw = py.execnet.PopenGateway()
+    channel = gw.remote_exec(
+        """
+        for fn in channel:
+            f = open(fn, 'rb')
+            channel.send(f.read())
+            f.close()
+        """
+    )
+    got = []
+    for fn in files:
+        channel.send(fn)
+        got.append(channel.receive())
+    assert got == [b"content 0", b"content 1", b"content 2"]
+    gw.exit()
