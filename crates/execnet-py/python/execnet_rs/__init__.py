@@ -86,6 +86,18 @@ def _channel_gateway(self):
     return _wrap_gateway(self._gateway)
 
 
+def _channel_getremoteerror(self):
+    """The remote error that closed this channel, if any (as execnet's private method)."""
+    try:
+        self.waitclose(0)
+    except (RemoteError, EOFError) as e:
+        return e
+    except Exception:
+        return None
+    return None
+
+
+Channel._getremoteerror = _channel_getremoteerror
 Channel.__iter__ = _channel_iter
 Channel.__next__ = _channel_next
 Channel.next = _channel_next
@@ -353,6 +365,10 @@ class Group:
     def makegateway(self, spec=None):
         """Starts a gateway for `spec` (a string or XSpec; default ``popen``)."""
         spec = str(spec) if spec is not None else "popen"
+        parsed = XSpec(spec)
+        if parsed.popen and parsed.python is None and parsed.via is None and sys.executable:
+            # As execnet: a popen gateway runs this interpreter unless told otherwise.
+            spec += f"//python={sys.executable}"
         gw = Gateway(self._core.makegateway(spec), self)
         self._gateways.append(gw)
         return gw
@@ -471,6 +487,20 @@ def _wrap_new(group, core):
 SocketGateway = _SocketGatewayFactory()
 
 
+class RSync:
+    """execnet's directory synchronisation is not implemented by execnet_rs; the class
+    exists so that code subclassing it (pytest-xdist's --rsyncdir support) imports."""
+
+    def __init__(self, sourcedir, callback=None, verbose=True):
+        self._sourcedir = str(sourcedir)
+
+    def add_target(self, gateway, destdir, finishedcallback=None, **options):
+        raise NotImplementedError("execnet_rs does not implement RSync")
+
+    def send(self, raises=True):
+        raise NotImplementedError("execnet_rs does not implement RSync")
+
+
 # ---- standing in for execnet ----------------------------------------------------------------
 
 
@@ -482,7 +512,6 @@ def install_as_execnet():
     me.multi = me
     me.xspec = me
     me.gateway = me
-    me.RSync = None
     me.ExecModel = str
     for name in ("execnet", "execnet.gateway_base", "execnet.multi", "execnet.xspec", "execnet.gateway"):
         sys.modules[name] = me
