@@ -290,6 +290,19 @@ def test_execmodel_main_thread_only():
         group.terminate(timeout=5)
 
 
+def test_group_execmodel_reaches_new_gateways():
+    group = execnet.Group(execmodel="main_thread_only")
+    try:
+        gw = group.makegateway("popen")
+        assert gw.remote_status().execmodel == "main_thread_only"
+        with pytest.raises(ValueError):
+            group.set_execmodel("thread")
+    finally:
+        group.terminate(timeout=5)
+    with pytest.raises(ValueError):
+        execnet.Group(execmodel="eventlet")
+
+
 def test_gil_released_while_receiving(gw):
     ch = gw.remote_exec("import time; time.sleep(0.5); channel.send(1)")
     ticks = []
@@ -346,3 +359,17 @@ def test_seed_file_contents_example(tmp_path):
         got.append(channel.receive())
     assert got == [b"content 0", b"content 1", b"content 2"]
     gw.exit()
+
+
+def test_worker_execmodel_offers_thread_primitives(gw):
+    # pytest-xdist's worker side builds its locks through channel.gateway.execmodel.
+    ch = gw.remote_exec(
+        """
+        em = channel.gateway.execmodel
+        with em.RLock():
+            pass
+        ev = em.Event(); ev.set()
+        channel.send((em.backend, ev.is_set(), em.queue.Queue().empty(), bool(em.get_ident())))
+        """
+    )
+    assert ch.receive() == ("thread", True, True, True)

@@ -329,14 +329,21 @@ class Group:
     def __init__(self, xspecs=(), execmodel="thread"):
         self._core = _core.Group()
         self._gateways = []
-        self.execmodel = execmodel
+        self.set_execmodel(execmodel)
         for spec in xspecs:
             self.makegateway(spec)
 
     def set_execmodel(self, execmodel, remote_execmodel=None):
-        if execmodel != "thread" and execmodel != "main_thread_only":
-            raise ValueError(f"execmodel {execmodel!r} is not supported by execnet_rs")
+        """Sets the execution model; `remote_execmodel` (default: the same) is what new
+        gateways of the group use when their spec names none."""
+        if self._gateways:
+            raise ValueError("cannot set the execution model: the group already has gateways")
+        remote_execmodel = remote_execmodel or execmodel
+        for model in (execmodel, remote_execmodel):
+            if model not in ("thread", "main_thread_only"):
+                raise ValueError(f"execmodel {model!r} is not supported by execnet_rs")
         self.execmodel = execmodel
+        self.remote_execmodel = remote_execmodel
 
     def __repr__(self):
         return f"<Group {[gw.id for gw in self._gateways]!r}>"
@@ -369,6 +376,8 @@ class Group:
         if parsed.popen and parsed.python is None and parsed.via is None and sys.executable:
             # As execnet: a popen gateway runs this interpreter unless told otherwise.
             spec += f"//python={sys.executable}"
+        if parsed.execmodel is None and self.remote_execmodel != "thread":
+            spec += f"//execmodel={self.remote_execmodel}"
         gw = Gateway(self._core.makegateway(spec), self)
         self._gateways.append(gw)
         return gw
