@@ -373,3 +373,32 @@ def test_worker_execmodel_offers_thread_primitives(gw):
         """
     )
     assert ch.receive() == ("thread", True, True, True)
+
+
+EXIT_WITH_BUSY_CALLBACKS = """
+import time, execnet_rs as execnet
+for i in range(3):
+    g = execnet.Group()
+    gw = g.makegateway("popen")
+    ch = gw.remote_exec("for i in range(100000): channel.send(i)")
+    got = []
+    ch.setcallback(got.append)
+    time.sleep(0.2)
+    del ch, gw
+    g._gateways.clear()
+    del g
+print("ok")
+"""
+
+
+def test_interpreter_exit_while_callbacks_run():
+    # Callback threads must not take the GIL of an interpreter that is finalizing
+    # (this aborted with "PyGILState_Release: thread state must be current" before).
+    import subprocess
+
+    for _ in range(3):
+        proc = subprocess.run(
+            [sys.executable, "-c", EXIT_WITH_BUSY_CALLBACKS], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip() == "ok"

@@ -4,6 +4,7 @@
 //! by the execnet crate's own serializer); channels travel as `Channel` objects. Every
 //! call that waits or does I/O runs with the GIL released.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use execnet::{Complex, Dict, Int, Value};
@@ -249,7 +250,12 @@ impl Channel {
     ) -> PyResult<()> {
         let ch = &self.inner;
         let deliver = move |d: Delivered| {
-            Python::attach(|py| {
+            // Once the interpreter shuts down, items are dropped: a receiver thread must not
+            // take the GIL of an interpreter that is going away.
+            if SHUTTING_DOWN.load(Ordering::SeqCst) {
+                return;
+            }
+            Python::try_attach(|py| {
                 let arg = match d.0 {
                     Some(v) => from_value(py, v),
                     None => Ok(endmarker.clone_ref(py)),
@@ -258,7 +264,7 @@ impl Channel {
                 if let Err(e) = r {
                     e.print(py);
                 }
-            })
+            });
         };
         py.detach(|| {
             if has_end {
@@ -439,6 +445,17 @@ fn parse_spec(spec: &str) -> PyResult<(Vec<(String, Option<String>)>, Vec<(Strin
     Ok((items, env))
 }
 
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Called at interpreter exit (atexit): callbacks stop calling into Python. The GIL is
+/// let go for a moment so that a callback already waiting for it finishes now rather
+/// than during finalization.
+#[pyfunction]
+fn _shutdown(py: Python<'_>) {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    py.detach(|| std::thread::sleep(Duration::from_millis(50)));
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -448,6 +465,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
     m.add_function(wrap_pyfunction!(loads, m)?)?;
     m.add_function(wrap_pyfunction!(parse_spec, m)?)?;
+    m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
     m.add("DataFormatError", py.get_type::<DataFormatError>())?;
     m.add("RemoteError", py.get_type::<RemoteError>())?;
     m.add("TimeoutError", py.get_type::<TimeoutError>())?;

@@ -448,7 +448,15 @@ class MultiChannel:
 
 
 default_group = Group()
-atexit.register(lambda: default_group.terminate(timeout=1.0))
+
+
+def _at_exit():
+    # Callbacks stop calling into Python first, then the default group's gateways end.
+    _core._shutdown()
+    default_group.terminate(timeout=1.0)
+
+
+atexit.register(_at_exit)
 
 
 def makegateway(spec=None):
