@@ -7,7 +7,9 @@
 # 2. makes the private virtual environment .venv with the reference execnet and pytest;
 # 3. runs every Rust test (unit, integration, examples built, doc tests), and the popen
 #    integration tests a second time with the worker on PyPy;
-# 4. runs the Python worker's tests (tests/python), when that folder exists.
+# 4. runs the Python worker's tests (tests/python), when that folder exists;
+# 5. builds the Python bindings (crates/execnet-py, with maturin) into .venv, runs their
+#    tests (tests/python-bindings) and a pytest-xdist run on them (tests/xdist-client).
 #
 # It stops at the first failing stage and says which one failed. Nothing is installed
 # that is already there, so on a developer machine it changes nothing it need not.
@@ -33,7 +35,10 @@ DEBIAN_NEEDS=(
 # Python packages for .venv, pinned. The Rust tests run the real execnet from here.
 EXECNET_VERSION=2.1.2
 PYTEST_VERSION=8.4.2
-PIP_PINS=("execnet==$EXECNET_VERSION" "pytest==$PYTEST_VERSION")
+MATURIN_VERSION=1.16.0       # builds the Python bindings
+PYTEST_XDIST_VERSION=3.8.0   # the real client the bindings are tried with
+PIP_PINS=("execnet==$EXECNET_VERSION" "pytest==$PYTEST_VERSION"
+          "maturin==$MATURIN_VERSION" "pytest-xdist==$PYTEST_XDIST_VERSION")
 
 VENV="$ROOT/.venv"
 
@@ -205,6 +210,30 @@ if [ -d tests/python ]; then
 else
     echo "skipped: there is no tests/python folder yet"
 fi
+
+# ---- 5. Python bindings ---------------------------------------------------------------------
+
+# crates/execnet-py is its own cargo workspace (pyo3 needs a newer Rust than the library
+# and a Python to build against), so `cargo test --workspace` above never builds it.
+stage "python bindings (maturin develop)"
+VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" develop --quiet \
+    -m crates/execnet-py/Cargo.toml "${LOCKED[@]}"
+
+stage "pytest tests/python-bindings"
+"$VENV/bin/python" -m pytest tests/python-bindings -q -p no:cacheprovider --doctest-glob='*.txt'
+
+# A real client: pytest-xdist with execnet_rs standing in for execnet (its conftest.py
+# calls execnet_rs.install_as_execnet()), in two distribution modes.
+stage "pytest-xdist on execnet_rs (tests/xdist-client)"
+for mode in "-n 4" "-n 2 --dist loadfile"; do
+    echo "--- pytest $mode"
+    # shellcheck disable=SC2086
+    out=$(cd tests/xdist-client && "$VENV/bin/python" -m pytest -p no:cacheprovider $mode tests 2>&1) \
+        || { printf '%s\n' "$out"; exit 1; }
+    printf '%s\n' "$out" | tail -n 1
+    grep -q "xdist-client: execnet is execnet_rs" <<<"$out" \
+        || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
+done
 
 STAGE="done"
 printf '\nscripts/test.sh: all stages passed\n'

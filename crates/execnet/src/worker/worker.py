@@ -756,6 +756,19 @@ class ExecModel:
     def __repr__(self):
         return "<ExecModel %s>" % self.backend
 
+    # The thread primitives execnet's ExecModel offers; code written for execnet (such as
+    # pytest-xdist's worker side) builds its locks and queues through them.
+    Lock = staticmethod(threading.Lock)
+    RLock = staticmethod(threading.RLock)
+    Event = staticmethod(threading.Event)
+    Semaphore = staticmethod(threading.Semaphore)
+    get_ident = staticmethod(threading.get_ident)
+    queue = queue
+
+    @staticmethod
+    def sleep(delay):
+        time.sleep(delay)
+
 
 _EXECMODELS = ("thread", "main_thread_only")
 

@@ -1,0 +1,535 @@
+"""execnet's API for Python programs, on the execnet-rs host (written in Rust).
+
+    import execnet_rs as execnet
+    gw = execnet.makegateway("popen")
+    ch = gw.remote_exec("channel.send(channel.receive() + 1)")
+    ch.send(1); assert ch.receive() == 2
+
+`install_as_execnet()` makes `import execnet` give this module.
+"""
+
+import atexit
+import inspect
+import queue
+import sys
+import textwrap
+import types
+
+from . import _core
+from ._core import DataFormatError, GatewayLost, HostNotFound, RemoteError, TimeoutError
+
+__all__ = [
+    "makegateway", "Group", "Gateway", "Channel", "MultiChannel", "XSpec", "default_group",
+    "dumps", "loads", "DataFormatError", "DumpError", "LoadError", "RemoteError",
+    "TimeoutError", "HostNotFound", "GatewayLost", "PopenGateway", "SshGateway",
+    "SocketGateway", "set_execmodel", "install_as_execnet",
+]
+
+
+class DumpError(DataFormatError):
+    """An object the wire format cannot carry."""
+
+
+class LoadError(DataFormatError):
+    """Bytes that are not in the wire format."""
+
+
+def dumps(obj):
+    """Serializes `obj` into execnet's dump format 2."""
+    try:
+        return _core.dumps(obj)
+    except DumpError:
+        raise
+    except DataFormatError as e:
+        raise DumpError(str(e)) from None
+
+
+def loads(data):
+    """Reads bytes of execnet's dump format 2 back into an object."""
+    try:
+        return _core.loads(bytes(data))
+    except DataFormatError as e:
+        raise LoadError(str(e)) from None
+
+
+# ---- channels (the Rust class, with the Python-only parts added) ------------------------
+
+Channel = _core.Channel
+NO_ENDMARKER_WANTED = object()
+
+
+def _channel_iter(self):
+    return self
+
+
+def _channel_next(self):
+    try:
+        return self.receive()
+    except EOFError:
+        raise StopIteration from None
+
+
+def _channel_setcallback(self, callback, endmarker=NO_ENDMARKER_WANTED):
+    has_end = endmarker is not NO_ENDMARKER_WANTED
+    self._setcallback(callback, has_end, endmarker if has_end else None)
+
+
+def _channel_makefile(self, mode="w", proxyclose=False):
+    if mode == "w":
+        return ChannelFileWrite(self, proxyclose)
+    if mode == "r":
+        return ChannelFileRead(self, proxyclose)
+    raise ValueError(f"mode {mode!r} not available")
+
+
+def _channel_gateway(self):
+    return _wrap_gateway(self._gateway)
+
+
+def _channel_getremoteerror(self):
+    """The remote error that closed this channel, if any (as execnet's private method)."""
+    try:
+        self.waitclose(0)
+    except (RemoteError, EOFError) as e:
+        return e
+    except Exception:
+        return None
+    return None
+
+
+Channel._getremoteerror = _channel_getremoteerror
+Channel.__iter__ = _channel_iter
+Channel.__next__ = _channel_next
+Channel.next = _channel_next
+Channel.setcallback = _channel_setcallback
+Channel.makefile = _channel_makefile
+Channel.gateway = property(_channel_gateway)
+Channel.RemoteError = RemoteError
+Channel.TimeoutError = TimeoutError
+
+
+class ChannelFile:
+    def __init__(self, channel, proxyclose=True):
+        self.channel = channel
+        self._proxyclose = proxyclose
+
+    def isatty(self):
+        return False
+
+    def close(self):
+        if self._proxyclose:
+            self.channel.close()
+
+    def __repr__(self):
+        state = "closed" if self.channel.isclosed() else "open"
+        return f"<ChannelFile {self.channel.id} {state}>"
+
+
+class ChannelFileWrite(ChannelFile):
+    def write(self, out):
+        self.channel.send(out)
+
+    def flush(self):
+        pass
+
+
+class ChannelFileRead(ChannelFile):
+    def __init__(self, channel, proxyclose=True):
+        super().__init__(channel, proxyclose)
+        self._buffer = None
+
+    def read(self, n):
+        try:
+            if self._buffer is None:
+                self._buffer = self.channel.receive()
+            while len(self._buffer) < n:
+                self._buffer += self.channel.receive()
+        except EOFError:
+            self.close()
+        if self._buffer is None:
+            ret = ""
+        else:
+            ret = self._buffer[:n]
+            self._buffer = self._buffer[n:]
+        return ret
+
+    def readline(self):
+        if self._buffer is not None:
+            i = self._buffer.find("\n")
+            if i != -1:
+                return self.read(i + 1)
+            line = self.read(len(self._buffer) + 1)
+        else:
+            line = self.read(1)
+        while line and line[-1] != "\n":
+            c = self.read(1)
+            if not c:
+                break
+            line += c
+        return line
+
+
+# ---- specs -------------------------------------------------------------------------------
+
+
+class XSpec:
+    """A gateway spec such as ``popen//python=python3//id=gw1``; keys read as attributes
+    (None when absent, True for a bare key), ``env`` holds the ``env:NAME=value`` items."""
+
+    popen = ssh = socket = python = chdir = nice = dont_write_bytecode = execmodel = None
+    via = id = installvia = vagrant_ssh = ssh_config = None
+
+    def __init__(self, string):
+        self._spec = string
+        items, env = _core.parse_spec(string)
+        self.env = dict(env)
+        for key, value in items:
+            if not key.startswith("env:"):
+                setattr(self, key.replace("-", "_"), True if value is None else value)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+    def __repr__(self):
+        return f"<XSpec {self._spec!r}>"
+
+    def __str__(self):
+        return self._spec
+
+    def __hash__(self):
+        return hash(self._spec)
+
+    def __eq__(self, other):
+        return self._spec == getattr(other, "_spec", None)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def _samefilesystem(self):
+        return self.popen is not None and self.chdir is None
+
+
+# ---- gateways and groups -------------------------------------------------------------------
+
+
+class RInfo:
+    def __init__(self, kwargs):
+        self.__dict__.update(kwargs)
+
+    def __repr__(self):
+        info = ", ".join(f"{k}={v}" for k, v in sorted(self.__dict__.items()))
+        return f"<RInfo {info!r}>"
+
+
+class RemoteStatus:
+    def __init__(self, numchannels, numexecuting, execmodel):
+        self.numchannels = numchannels
+        self.numexecuting = numexecuting
+        self.execmodel = execmodel
+        self.execqsize = 0
+
+    def __repr__(self):
+        return f"<RemoteStatus channels={self.numchannels} executing={self.numexecuting}>"
+
+
+_gateways = {}  # id(core gateway) is not stable; keyed by (group, id) through the wrapper
+
+
+def _wrap_gateway(core):
+    for gw in list(_gateways.values()):
+        if gw._gw == core:
+            return gw
+    return Gateway(core, None)
+
+
+class Gateway:
+    """A connection to one Python worker process."""
+
+    RemoteError = RemoteError
+
+    def __init__(self, core, group):
+        self._gw = core
+        self._group = group
+        self.id = core.id
+        self.spec = XSpec(core.spec)
+        self._rinfo_cache = None
+        _gateways[(id(group), core.id)] = self
+
+    @property
+    def execmodel(self):
+        return self.spec.execmodel or "thread"
+
+    @property
+    def remoteaddress(self):
+        return self.spec.socket or self.spec.ssh
+
+    def __repr__(self):
+        return f"<Gateway id={self.id!r} spec={str(self.spec)!r}>"
+
+    def remote_exec(self, source, **kwargs):
+        """Runs a source string, a pure function (called as ``f(channel, **kwargs)``) or a
+        module's source in the worker; returns the channel connected to it."""
+        file_name = call_name = None
+        if isinstance(source, types.ModuleType):
+            file_name = inspect.getsourcefile(source)
+            source = inspect.getsource(source)
+        elif isinstance(source, types.FunctionType):
+            code = source.__code__
+            if code.co_freevars:
+                raise ValueError(f"function {source.__name__} is not pure: it uses closure variables")
+            if not code.co_varnames or code.co_varnames[0] != "channel":
+                raise ValueError(f"function {source.__name__} must take channel as its first argument")
+            call_name = source.__name__
+            file_name = inspect.getsourcefile(source)
+            source = textwrap.dedent(inspect.getsource(source))
+        else:
+            source = textwrap.dedent(str(source))
+        if kwargs and call_name is None:
+            raise TypeError("keyword arguments are only for a function")
+        return self._gw.remote_exec(source, file_name, call_name, kwargs if call_name else None)
+
+    def newchannel(self):
+        return self._gw.newchannel()
+
+    def remote_status(self):
+        return RemoteStatus(*self._gw.remote_status())
+
+    def _rinfo(self, update=False):
+        if self._rinfo_cache is None or update:
+            self._rinfo_cache = RInfo(self._gw.rinfo())
+        return self._rinfo_cache
+
+    def hasreceiver(self):
+        return self._gw.is_alive()
+
+    def exit(self):
+        self._gw.exit()
+        if self._group is not None:
+            self._group._forget(self)
+        _gateways.pop((id(self._group), self.id), None)
+
+    def join(self, timeout=None):
+        pass
+
+    def reconfigure(self, py2str_as_py3str=True, py3str_as_py2str=False):
+        pass
+
+    def __eq__(self, other):
+        return isinstance(other, Gateway) and other._gw == self._gw
+
+    def __hash__(self):
+        return hash(self._gw)
+
+
+class Group:
+    """Gateways managed together: index by position or id, iterate, terminate."""
+
+    def __init__(self, xspecs=(), execmodel="thread"):
+        self._core = _core.Group()
+        self._gateways = []
+        self.set_execmodel(execmodel)
+        for spec in xspecs:
+            self.makegateway(spec)
+
+    def set_execmodel(self, execmodel, remote_execmodel=None):
+        """Sets the execution model; `remote_execmodel` (default: the same) is what new
+        gateways of the group use when their spec names none."""
+        if self._gateways:
+            raise ValueError("cannot set the execution model: the group already has gateways")
+        remote_execmodel = remote_execmodel or execmodel
+        for model in (execmodel, remote_execmodel):
+            if model not in ("thread", "main_thread_only"):
+                raise ValueError(f"execmodel {model!r} is not supported by execnet_rs")
+        self.execmodel = execmodel
+        self.remote_execmodel = remote_execmodel
+
+    def __repr__(self):
+        return f"<Group {[gw.id for gw in self._gateways]!r}>"
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return self._gateways[key]
+        for gw in self._gateways:
+            if gw == key or gw.id == key:
+                return gw
+        raise KeyError(key)
+
+    def __contains__(self, key):
+        try:
+            self[key]
+            return True
+        except KeyError:
+            return False
+
+    def __len__(self):
+        return len(self._gateways)
+
+    def __iter__(self):
+        return iter(list(self._gateways))
+
+    def makegateway(self, spec=None):
+        """Starts a gateway for `spec` (a string or XSpec; default ``popen``)."""
+        spec = str(spec) if spec is not None else "popen"
+        parsed = XSpec(spec)
+        if parsed.popen and parsed.python is None and parsed.via is None and sys.executable:
+            # As execnet: a popen gateway runs this interpreter unless told otherwise.
+            spec += f"//python={sys.executable}"
+        if parsed.execmodel is None and self.remote_execmodel != "thread":
+            spec += f"//execmodel={self.remote_execmodel}"
+        gw = Gateway(self._core.makegateway(spec), self)
+        self._gateways.append(gw)
+        return gw
+
+    def allocate_id(self, spec):
+        if spec.id is None:
+            spec.id = f"gw{len(self._gateways)}"
+
+    def _forget(self, gw):
+        if gw in self._gateways:
+            self._gateways.remove(gw)
+
+    def remote_exec(self, source, **kwargs):
+        return MultiChannel([gw.remote_exec(source, **kwargs) for gw in self])
+
+    def terminate(self, timeout=None):
+        self._core.terminate(timeout)
+        for gw in self._gateways:
+            _gateways.pop((id(self), gw.id), None)
+        self._gateways.clear()
+
+
+class MultiChannel:
+    """Several channels used together."""
+
+    def __init__(self, channels):
+        self._channels = list(channels)
+
+    def __len__(self):
+        return len(self._channels)
+
+    def __iter__(self):
+        return iter(self._channels)
+
+    def __getitem__(self, key):
+        return self._channels[key]
+
+    def __contains__(self, chan):
+        return chan in self._channels
+
+    def send_each(self, item):
+        for ch in self._channels:
+            ch.send(item)
+
+    def receive_each(self, withchannel=False):
+        if withchannel:
+            return [(ch, ch.receive()) for ch in self._channels]
+        return [ch.receive() for ch in self._channels]
+
+    def make_receive_queue(self, endmarker=NO_ENDMARKER_WANTED):
+        q = queue.Queue()
+        for ch in self._channels:
+            def put(item, ch=ch):
+                q.put((ch, item))
+            ch.setcallback(put, endmarker=endmarker)
+        return q
+
+    def waitclose(self):
+        first = None
+        for ch in self._channels:
+            try:
+                ch.waitclose()
+            except RemoteError as e:
+                if first is None:
+                    first = e
+        if first is not None:
+            raise first
+
+
+default_group = Group()
+
+
+def _at_exit():
+    # Callbacks stop calling into Python first, then the default group's gateways end.
+    _core._shutdown()
+    default_group.terminate(timeout=1.0)
+
+
+atexit.register(_at_exit)
+
+
+def makegateway(spec=None):
+    """Starts a gateway in the default group."""
+    return default_group.makegateway(spec)
+
+
+def set_execmodel(execmodel, remote_execmodel=None):
+    default_group.set_execmodel(execmodel, remote_execmodel)
+
+
+# ---- the seed's constructors ---------------------------------------------------------------
+
+
+def PopenGateway(python=None):
+    spec = "popen" if python is None else f"popen//python={python}"
+    return makegateway(spec)
+
+
+def SshGateway(sshaddress, remotepython=None, ssh_config=None):
+    spec = f"ssh={sshaddress}"
+    if remotepython:
+        spec += f"//python={remotepython}"
+    if ssh_config:
+        spec += f"//ssh_config={ssh_config}"
+    return makegateway(spec)
+
+
+class _SocketGatewayFactory:
+    def __call__(self, host, port):
+        return makegateway(f"socket={host}:{port}")
+
+    def new_remote(self, gateway, hostport=None):
+        """Starts a socket server inside `gateway`'s worker and connects to it."""
+        host, port = hostport if hostport is not None else ("127.0.0.1", 0)
+        return _wrap_new(default_group, gateway._gw.new_remote_socket(host, port))
+
+
+def _wrap_new(group, core):
+    gw = Gateway(core, group)
+    group._gateways.append(gw)
+    return gw
+
+
+SocketGateway = _SocketGatewayFactory()
+
+
+class RSync:
+    """execnet's directory synchronisation is not implemented by execnet_rs; the class
+    exists so that code subclassing it (pytest-xdist's --rsyncdir support) imports."""
+
+    def __init__(self, sourcedir, callback=None, verbose=True):
+        self._sourcedir = str(sourcedir)
+
+    def add_target(self, gateway, destdir, finishedcallback=None, **options):
+        raise NotImplementedError("execnet_rs does not implement RSync")
+
+    def send(self, raises=True):
+        raise NotImplementedError("execnet_rs does not implement RSync")
+
+
+# ---- standing in for execnet ----------------------------------------------------------------
+
+
+def install_as_execnet():
+    """Makes ``import execnet`` (and ``execnet.gateway_base``, ``execnet.multi``,
+    ``execnet.xspec``, ``execnet.gateway``) give this module's API in this process."""
+    me = sys.modules[__name__]
+    me.gateway_base = me
+    me.multi = me
+    me.xspec = me
+    me.gateway = me
+    me.ExecModel = str
+    for name in ("execnet", "execnet.gateway_base", "execnet.multi", "execnet.xspec", "execnet.gateway"):
+        sys.modules[name] = me
+    return me

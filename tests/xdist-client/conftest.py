@@ -1,0 +1,13 @@
+# Makes pytest-xdist use execnet_rs wherever it imports execnet (on the controller side;
+# the workers run xdist's remote module in execnet-rs's own worker).
+import sys
+
+import execnet_rs
+
+execnet_rs.install_as_execnet()
+
+
+def pytest_report_header(config):
+    # scripts/test.sh checks this line: the controller really runs on execnet_rs.
+    which = "execnet_rs" if sys.modules["execnet"] is execnet_rs else "the execnet package"
+    return f"xdist-client: execnet is {which}"
