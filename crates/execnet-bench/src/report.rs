@@ -343,6 +343,6 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("|--"));
-        assert!(lines[2].contains("| 0.50 |"));
+        assert!(lines[2].contains(" 0.50 |"), "{t}");
     }
 }
