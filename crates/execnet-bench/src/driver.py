@@ -124,6 +124,8 @@ def taskfarm(spec, p):
     group = execnet.Group()
     for _ in range(workers):
         group.makegateway(spec)
+    # as on the Rust side: every worker has answered before the timing starts
+    assert group.remote_exec("channel.send(1)").receive_each() == [1] * workers
     mch = group.remote_exec("for x in channel:\n    channel.send(x * 2)")
     queue = mch.make_receive_queue()
     t0 = clock()

@@ -164,6 +164,10 @@ fn taskfarm(spec: &str, n: usize, workers: usize, window: usize) -> Result<SideR
     for _ in 0..workers {
         group.makegateway(spec)?;
     }
+    // makegateway returns before the worker is up (execnet's waits): wait for all, so
+    // that the timing below holds no start-up on either side.
+    let hello = group.remote_exec("channel.send(1)")?;
+    ensure!(hello.receive_each::<i64>()? == vec![1; workers]);
     let mch = group.remote_exec("for x in channel:\n    channel.send(x * 2)")?;
     let mut queue = mch.make_receive_queue::<i64>()?;
     let t0 = Instant::now();
