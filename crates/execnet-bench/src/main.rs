@@ -208,6 +208,11 @@ fn run(args: Args) -> Result<()> {
             ("startup", Transport::Popen) => {
                 Some(Baseline { what: format!("{python} -c pass"), unit: "s".into(), samples: vec![] })
             }
+            ("fanout", Transport::Popen) => Some(Baseline {
+                what: format!("{} x `{python} -c pass` started together", sc.params.gateways.unwrap_or(0)),
+                unit: "s".into(),
+                samples: vec![],
+            }),
             ("bulk", _) => Some(Baseline {
                 what: "dd if=/dev/zero bs=1M | dd of=/dev/null bs=1M".into(),
                 unit: "MB/s".into(),
@@ -229,14 +234,18 @@ fn run(args: Args) -> Result<()> {
                 }
             }
             if let Some(b) = baseline.as_mut() {
-                if sc.kind == "startup" {
+                if sc.kind == "fanout" {
+                    let s = runner::bare_python_parallel(&python, sc.params.gateways.unwrap_or(1))?;
+                    line.push_str(&format!("  bare pythons {} ms", report::num(s * 1e3)));
+                    b.samples.push(s);
+                } else if sc.kind == "startup" {
                     let s = runner::bare_python(&python, sc.params.inner.unwrap_or(1))?;
                     line.push_str(&format!("  bare python {} ms", report::num(median(&s) * 1e3)));
                     b.samples.extend(s);
                 } else {
                     // the same number of MiB as the scenario moves, at least 1000 for
                     // a figure that start-up costs do not blur
-                    let mib = (sc.params.n.unwrap_or(0) * sc.params.size.unwrap_or(0) >> 20).max(1000);
+                    let mib = ((sc.params.n.unwrap_or(0) * sc.params.size.unwrap_or(0)) >> 20).max(1000);
                     let s = runner::dd_pipe(mib)?;
                     line.push_str(&format!("  dd {} MB/s", report::num(s)));
                     b.samples.push(s);

@@ -210,6 +210,28 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
                 skipped: None,
             });
         }
+        ("fanout", Some(floor)) => {
+            let floor_ms = floor * 1e3;
+            out.push(Row {
+                id: format!("{}-vs-bare-python", res.id),
+                label: format!(
+                    "{} / {} bare pythons started together ({} ms)",
+                    res.id,
+                    sc.params.gateways.unwrap_or(0),
+                    num(floor_ms)
+                ),
+                unit: "x that".into(),
+                better: Better::Lower,
+                rs: opt(rs / floor_ms),
+                py: opt(py / floor_ms),
+                ratio: None,
+                target: None,
+                target_text: "(reference)".into(),
+                met: None,
+                verdict: "-".into(),
+                skipped: None,
+            });
+        }
         ("bulk", Some(dd)) => {
             let t = Target::FractionAtLeast(plan::BULK_FRACTION_OF_DD);
             let (met, verdict) = judge(t, rs / dd, "");

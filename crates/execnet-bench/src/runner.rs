@@ -140,6 +140,26 @@ pub fn bare_python(python: &str, count: usize) -> Result<Vec<f64>> {
     Ok(samples)
 }
 
+/// Seconds for `k` copies of `python -c pass` started together and all waited for: the
+/// floor under a fan-out of `k` gateways on this machine.
+pub fn bare_python_parallel(python: &str, k: usize) -> Result<f64> {
+    let t0 = Instant::now();
+    let children = (0..k)
+        .map(|_| {
+            Command::new(python)
+                .args(["-c", "pass"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {python}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for mut c in children {
+        c.wait()?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 /// MB/s (10^6 bytes) that `dd` moves through a pipe: `dd if=/dev/zero bs=1M count=N |
 /// dd of=/dev/null bs=1M`, timed from outside (the shell and both dd starts included,
 /// which is under 1% at these sizes).

@@ -93,12 +93,16 @@ for name in sys.argv[2].split(","):
 print(json.dumps(out))
 "#;
 
-/// (name, dumps of our value) for every payload, with a loader for each kind.
+type Dumper = Box<dyn Fn() -> Vec<u8>>;
+type Loader = Box<dyn Fn(&[u8])>;
+
+/// A payload: its name, our dumps of it, and functions that dump it and load it back
+/// as its own Rust type.
 struct Payload {
     name: &'static str,
     bytes: Vec<u8>,
-    dumps: Box<dyn Fn() -> Vec<u8>>,
-    loads_typed: Box<dyn Fn(&[u8])>,
+    dumps: Dumper,
+    loads_typed: Loader,
 }
 
 fn payload<T>(name: &'static str, make: fn() -> T) -> Payload
