@@ -26,11 +26,12 @@ const BLUE: RGBColor = RGBColor(66, 120, 200);
 const GREY: RGBColor = RGBColor(150, 150, 150);
 
 /// Draws the chart of the rows that have a ratio; `subtitle` says when and under what load.
-pub fn draw(path: &Path, rows: &[Row], subtitle: &str) -> Result<()> {
+/// Returns false, drawing nothing, when no row has one.
+pub fn draw(path: &Path, rows: &[Row], subtitle: &str) -> Result<bool> {
     register_fonts();
     let bars: Vec<(&Row, f64)> = rows.iter().filter_map(|r| r.advantage().map(|a| (r, a))).collect();
     if bars.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let n = bars.len();
     let xmax = bars
@@ -113,5 +114,5 @@ pub fn draw(path: &Path, rows: &[Row], subtitle: &str) -> Result<()> {
         root.draw(&Text::new(r.label.clone(), (x - 10, y), label_style.clone())).map_err(e)?;
     }
     root.present().map_err(e)?;
-    Ok(())
+    Ok(true)
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p execnet-bench -- [--python PATH] [--only A,B] [--reps N] [--quick]
-//!                                         [--out DIR] [--ssh HOST] [--no-chart] [--list]
+//!                                         [--out DIR] [--ssh TARGET] [--no-chart] [--list]
 //! ```
 //!
 //! Each scenario runs on execnet-rs (this program again, `--side-rs`) and on execnet (the
@@ -41,7 +41,9 @@ options:
   --reps N        repetitions per side (default: 5; 3 for taskfarm and scale)
   --quick         small sizes and one repetition: a smoke run, figures meaningless
   --out DIR       where results.json and ratios.png go (default: results)
-  --ssh HOST      the host for the ssh rows (default: $EXECNET_BENCH_SSH, else 127.0.0.1)
+  --ssh TARGET    what follows `ssh=` in the ssh rows' spec: host arguments, then
+                  optional //-items, e.g. 'execnet-test//ssh_config=FILE' for a test
+                  sshd (default: $EXECNET_BENCH_SSH; without one they are skipped)
   --no-chart      do not draw ratios.png
   --list          list the scenarios and exit
 ";
@@ -110,18 +112,33 @@ fn side_rs(args: Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Whether the ssh rows can run: Ok(spec), or why not.
-fn ssh_spec(python: &str, host: Option<&str>) -> std::result::Result<String, String> {
-    let spec = Transport::Ssh.spec(python, host);
+/// Whether the ssh rows can run: Ok(spec), or why not. `target` is what goes after
+/// `ssh=` (host arguments, then optional `//`-items such as `ssh_config=FILE`).
+fn ssh_spec(python: &str, target: Option<&str>) -> std::result::Result<String, String> {
+    // First ask this build whether it has ssh gateways at all, with a spec that cannot
+    // connect or prompt (port 1 on loopback, batch mode).
+    let probe = Transport::Ssh.spec(python, Some("-o BatchMode=yes -o ConnectTimeout=2 -p 1 127.0.0.1"));
+    match execnet::makegateway(probe.as_str()) {
+        Err(execnet::Error::Spec { reason, .. }) if reason.contains("not supported") => {
+            return Err("ssh gateways not available in this build".into())
+        }
+        Ok(gw) => {
+            let _ = gw.exit();
+        }
+        Err(_) => {}
+    }
+    let Some(target) = target else {
+        return Err("no ssh target: give --ssh (or $EXECNET_BENCH_SSH), e.g. a test sshd's \
+                    'execnet-test//ssh_config=FILE'"
+            .into());
+    };
+    let spec = Transport::Ssh.spec(python, Some(target));
     match execnet::makegateway(spec.as_str()) {
         Ok(gw) => {
             let _ = gw.exit();
             Ok(spec)
         }
-        Err(execnet::Error::Spec { reason, .. }) if reason.contains("not supported") => {
-            Err("ssh gateways not available in this build".into())
-        }
-        Err(e) => Err(format!("no ssh gateway to {} ({e})", host.unwrap_or("127.0.0.1"))),
+        Err(e) => Err(format!("no ssh gateway for {spec:?}: {e}")),
     }
 }
 
@@ -303,8 +320,11 @@ fn run(args: Args) -> Result<()> {
             meta_py["python"].as_str().unwrap_or("?"),
             if args.quick { " (QUICK)" } else { "" }
         );
-        chart::draw(&png, &rows, &subtitle)?;
-        eprintln!("chart: {}", png.display());
+        if chart::draw(&png, &rows, &subtitle)? {
+            eprintln!("chart: {}", png.display());
+        } else {
+            eprintln!("no chart: no row has figures on both sides");
+        }
     }
     Ok(())
 }

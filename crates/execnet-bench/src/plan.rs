@@ -15,10 +15,11 @@ pub enum Transport {
 
 impl Transport {
     /// The gateway spec for `python` (the interpreter path, on the remote side for ssh).
-    pub fn spec(self, python: &str, ssh_host: Option<&str>) -> String {
+    /// `ssh_target` is what follows `ssh=`: host arguments and optional `//`-items.
+    pub fn spec(self, python: &str, ssh_target: Option<&str>) -> String {
         match self {
             Transport::Popen => format!("popen//python={python}"),
-            Transport::Ssh => format!("ssh={}//python={python}", ssh_host.unwrap_or("127.0.0.1")),
+            Transport::Ssh => format!("ssh={}//python={python}", ssh_target.unwrap_or("127.0.0.1")),
         }
     }
 }
