@@ -16,6 +16,7 @@ mod plan;
 mod report;
 mod runner;
 mod scenarios;
+mod sshd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,8 +43,9 @@ options:
   --quick         small sizes and one repetition: a smoke run, figures meaningless
   --out DIR       where results.json and ratios.png go (default: results)
   --ssh TARGET    what follows `ssh=` in the ssh rows' spec: host arguments, then
-                  optional //-items, e.g. 'execnet-test//ssh_config=FILE' for a test
-                  sshd (default: $EXECNET_BENCH_SSH; without one they are skipped)
+                  optional //-items, e.g. 'myhost//ssh_config=FILE' (default:
+                  $EXECNET_BENCH_SSH; else a private sshd on 127.0.0.1 is started
+                  for the run, when /usr/sbin/sshd exists)
   --no-chart      do not draw ratios.png
   --list          list the scenarios and exit
 ";
@@ -112,27 +114,41 @@ fn side_rs(args: Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Whether the ssh rows can run: Ok(spec), or why not. `target` is what goes after
-/// `ssh=` (host arguments, then optional `//`-items such as `ssh_config=FILE`).
-fn ssh_spec(python: &str, target: Option<&str>) -> std::result::Result<String, String> {
-    // First ask this build whether it has ssh gateways at all, with a spec that cannot
-    // connect or prompt (port 1 on loopback, batch mode).
+/// Whether this build has ssh gateways, asked with a spec that cannot connect or
+/// prompt (port 1 on loopback, batch mode).
+fn ssh_in_this_build(python: &str) -> bool {
     let probe = Transport::Ssh.spec(python, Some("-o BatchMode=yes -o ConnectTimeout=2 -p 1 127.0.0.1"));
     match execnet::makegateway(probe.as_str()) {
-        Err(execnet::Error::Spec { reason, .. }) if reason.contains("not supported") => {
-            return Err("ssh gateways not available in this build".into())
-        }
+        Err(execnet::Error::Spec { reason, .. }) if reason.contains("not supported") => false,
         Ok(gw) => {
             let _ = gw.exit();
+            true
         }
-        Err(_) => {}
+        Err(_) => true,
     }
-    let Some(target) = target else {
-        return Err("no ssh target: give --ssh (or $EXECNET_BENCH_SSH), e.g. a test sshd's \
-                    'execnet-test//ssh_config=FILE'"
-            .into());
+}
+
+/// The ssh rows' spec, or why they are skipped. `target` is what goes after `ssh=`
+/// (host arguments, then optional `//`-items such as `ssh_config=FILE`); without one, a
+/// private test sshd is started (and kept in `server` for the next ssh row).
+fn ssh_spec(
+    python: &str,
+    target: Option<&str>,
+    server: &mut Option<sshd::TestSshd>,
+) -> std::result::Result<String, String> {
+    if !ssh_in_this_build(python) {
+        return Err("ssh gateways not available in this build".into());
+    }
+    let target = match target {
+        Some(t) => t.to_string(),
+        None => {
+            if server.is_none() {
+                *server = Some(sshd::start().map_err(|e| format!("no ssh target given and no test sshd: {e}"))?);
+            }
+            server.as_ref().expect("started").target.clone()
+        }
     };
-    let spec = Transport::Ssh.spec(python, Some(target));
+    let spec = Transport::Ssh.spec(python, Some(&target));
     match execnet::makegateway(spec.as_str()) {
         Ok(gw) => {
             let _ = gw.exit();
@@ -189,13 +205,14 @@ fn run(args: Args) -> Result<()> {
     );
 
     let mut results = Vec::new();
+    let mut test_sshd = None;
     for sc in &selected {
         let reps = args.reps.unwrap_or(sc.reps).max(1);
         let spec = match sc.transport {
             Transport::Popen => Ok(sc.transport.spec(&python, None)),
             Transport::Ssh => {
                 let host = args.ssh.clone().or_else(|| std::env::var("EXECNET_BENCH_SSH").ok());
-                ssh_spec(&python, host.as_deref())
+                ssh_spec(&python, host.as_deref(), &mut test_sshd)
             }
         };
         let mut res = ScenarioResult {
@@ -274,6 +291,7 @@ fn run(args: Args) -> Result<()> {
         results.push(res);
     }
 
+    drop(test_sshd);
     let load_after = runner::loadavg();
     let rows: Vec<report::Row> = results.iter().flat_map(report::rows).collect();
     let table = report::table(&rows);
