@@ -204,8 +204,9 @@ fn run(args: Args) -> Result<()> {
         if args.quick { ", QUICK run: the figures mean nothing" } else { "" }
     );
 
-    let mut results = Vec::new();
+    let mut results: Vec<ScenarioResult> = Vec::new();
     let mut test_sshd = None;
+    let run_clock = runner::CpuClock::now();
     for sc in &selected {
         let reps = args.reps.unwrap_or(sc.reps).max(1);
         let spec = match sc.transport {
@@ -227,8 +228,12 @@ fn run(args: Args) -> Result<()> {
             py: Vec::new(),
             order: Vec::new(),
             baseline: None,
+            loadavg_at_start: runner::loadavg(),
+            others_cpu_seconds: 0.0,
+            others_cpu_percent: 0.0,
             scenario: Some(sc.clone()),
         };
+        let clock = runner::CpuClock::now();
         let spec = match spec {
             Ok(spec) => spec,
             Err(why) => {
@@ -285,21 +290,32 @@ fn run(args: Args) -> Result<()> {
                     b.samples.push(s);
                 }
             }
+            let (_, pct) = runner::CpuClock::now().others_since(&clock);
+            line.push_str(&format!("  [others {pct:.1}% CPU so far]"));
             eprintln!("{line}");
         }
+        (res.others_cpu_seconds, res.others_cpu_percent) = runner::CpuClock::now().others_since(&clock);
         res.baseline = baseline;
         results.push(res);
     }
 
     drop(test_sshd);
     let load_after = runner::loadavg();
+    let (_, others_pct) = runner::CpuClock::now().others_since(&run_clock);
+    let (worst_pct, worst_id) = results
+        .iter()
+        .filter(|r| r.skipped.is_none())
+        .map(|r| (r.others_cpu_percent, r.id.clone()))
+        .fold((0.0, String::new()), |a, b| if b.0 > a.0 { b } else { a });
     let rows: Vec<report::Row> = results.iter().flat_map(report::rows).collect();
     let table = report::table(&rows);
     let when = humantime(started);
     let cpu = cpu_model();
     let header = format!(
-        "execnet-rs {} vs execnet {execnet_version}, python {} ({python}); {} cores {cpu}; \
-         load average {load_before} before, {load_after} after; {when}{}",
+        "execnet-rs {} vs execnet {execnet_version}, python {} ({python}); {} cores {cpu}; {when}\n\
+         load average {load_before} at the start ({load_after} at the end, our own workers included); \
+         other programs used {others_pct:.1}% of the machine's CPU during the run \
+         (at most {worst_pct:.1}%, in {worst_id}){}",
         env!("CARGO_PKG_VERSION"),
         meta_py["python"].as_str().unwrap_or("?"),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -321,6 +337,7 @@ fn run(args: Args) -> Result<()> {
             "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
             "loadavg_before": load_before,
             "loadavg_after": load_after,
+            "others_cpu_percent": others_pct,
             "started_unix": started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "quick": args.quick,
             "command": std::env::args().collect::<Vec<_>>(),
@@ -334,7 +351,7 @@ fn run(args: Args) -> Result<()> {
     if !args.no_chart {
         let png = out_dir.join("ratios.png");
         let subtitle = format!(
-            "medians, python {}, execnet {execnet_version}, load {load_before} before / {load_after} after, {when}{}",
+            "medians; python {}, execnet {execnet_version}; load {load_before} at the start, others' CPU {others_pct:.1}%; {when}{}",
             meta_py["python"].as_str().unwrap_or("?"),
             if args.quick { " (QUICK)" } else { "" }
         );

@@ -25,6 +25,11 @@ pub struct ScenarioResult {
     /// A plain reference measured in the same repetitions (bare python, dd).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+    /// Load average when the scenario started, and the CPU that other programs used
+    /// while it ran (seconds, and percent of the whole machine).
+    pub loadavg_at_start: String,
+    pub others_cpu_seconds: f64,
+    pub others_cpu_percent: f64,
     #[serde(skip)]
     pub scenario: Option<Scenario>,
 }

@@ -217,3 +217,47 @@ pub fn loadavg() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
 }
+
+/// CPU seconds: used by the whole machine (all cores, from /proc/stat), and by this
+/// process with every child it has waited for (the sides, and through them their
+/// workers, which each side reaps). The difference over a scenario is what other
+/// programs took meanwhile: the interference figure the report gives.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuClock {
+    machine: f64,
+    ours: f64,
+    at: Instant,
+}
+
+impl CpuClock {
+    pub fn now() -> CpuClock {
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().next()?.to_string();
+                let f: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+                // user nice system idle iowait irq softirq steal: busy is all but idle, iowait
+                let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7).unwrap_or(&0.0);
+                // SAFETY: sysconf has no preconditions.
+                let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+                Some(busy / if hz > 0.0 { hz } else { 100.0 })
+            })
+            .unwrap_or(f64::NAN);
+        let usage = |who| {
+            // SAFETY: getrusage writes into the struct we pass.
+            let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+            unsafe { libc::getrusage(who, &mut r) };
+            let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
+            t(r.ru_utime) + t(r.ru_stime)
+        };
+        CpuClock { machine, ours: usage(libc::RUSAGE_SELF) + usage(libc::RUSAGE_CHILDREN), at: Instant::now() }
+    }
+
+    /// Since `earlier`: (CPU seconds others used, as a percentage of the whole machine).
+    pub fn others_since(&self, earlier: &CpuClock) -> (f64, f64) {
+        let others = ((self.machine - earlier.machine) - (self.ours - earlier.ours)).max(0.0);
+        let wall = (self.at - earlier.at).as_secs_f64();
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        (others, if wall > 0.0 { others / (wall * cores) * 100.0 } else { 0.0 })
+    }
+}
