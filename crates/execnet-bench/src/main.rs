@@ -184,6 +184,13 @@ fn run(args: Args) -> Result<()> {
              (scripts/test.sh makes .venv with execnet 2.1.2)"
         ),
     };
+    // A relative path (".venv/bin/python") is made absolute, without resolving symlinks
+    // (a venv's python is a symlink: resolving it would lose the venv, and execnet).
+    let python = if python.contains('/') && !python.starts_with('/') {
+        std::env::current_dir()?.join(&python).to_string_lossy().into_owned()
+    } else {
+        python
+    };
     let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("results"));
     let sides = Sides {
         rs_exe: std::env::current_exe().context("finding this program")?,
