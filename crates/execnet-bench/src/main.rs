@@ -235,6 +235,7 @@ fn run(args: Args) -> Result<()> {
             py: Vec::new(),
             order: Vec::new(),
             baseline: None,
+            failures: Vec::new(),
             loadavg_at_start: runner::loadavg(),
             others_cpu_seconds: 0.0,
             others_cpu_percent: 0.0,
@@ -271,7 +272,15 @@ fn run(args: Args) -> Result<()> {
             res.order.push(format!("{}, {}", side_name(order[0]), side_name(order[1])));
             let mut line = format!("{:<14} {}/{}:", sc.id, rep + 1, reps);
             for side in order {
-                let run = sides.run(side, sc.kind, &spec, &sc.params)?;
+                let run = match sides.run(side, sc.kind, &spec, &sc.params) {
+                    Ok(run) => run,
+                    Err(e) => {
+                        // One failed run (a hang, a crash) is reported, not fatal.
+                        line.push_str(&format!("  {} FAILED", side_name(side)));
+                        res.failures.push(format!("repetition {}, {}: {e:#}", rep + 1, side_name(side)));
+                        continue;
+                    }
+                };
                 let m = median(&run.samples) * sc.metric.display_scale;
                 line.push_str(&format!("  {} {} {}", side_name(side), report::num(m), sc.metric.unit));
                 match side {

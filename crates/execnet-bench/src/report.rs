@@ -25,6 +25,9 @@ pub struct ScenarioResult {
     /// A plain reference measured in the same repetitions (bare python, dd).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+    /// Repetitions of a side that failed (timed out, crashed), with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
     /// Load average when the scenario started, and the CPU that other programs used
     /// while it ran (seconds, and percent of the whole machine).
     pub loadavg_at_start: String,
@@ -171,6 +174,23 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
             skipped: Some(why.clone()),
         }];
     }
+    if res.rs.is_empty() || res.py.is_empty() {
+        let why = format!("failed: {}", res.failures.join("; "));
+        return vec![Row {
+            id: res.id.clone(),
+            label: res.id.clone(),
+            unit: m.unit.into(),
+            better: m.better,
+            rs: opt(median(&all_samples(&res.rs)) * m.display_scale),
+            py: opt(median(&all_samples(&res.py)) * m.display_scale),
+            ratio: None,
+            target: Some(sc.target),
+            target_text: target_text(sc.target, m.unit),
+            met: None,
+            verdict: why,
+            skipped: None,
+        }];
+    }
     let rs = median(&all_samples(&res.rs)) * m.display_scale;
     let py = median(&all_samples(&res.py)) * m.display_scale;
     let ratio = rs / py;
@@ -178,7 +198,10 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
         Target::RatioAtMost(_) | Target::RatioAtLeast(_) => ratio,
         _ => rs,
     };
-    let (met, verdict) = judge(sc.target, main_value, m.unit);
+    let (met, mut verdict) = judge(sc.target, main_value, m.unit);
+    if !res.failures.is_empty() {
+        verdict.push_str(&format!(" ({} failed run(s): see the JSON)", res.failures.len()));
+    }
     let label = if sc.kind == "scale" { format!("{} (host RSS)", res.id) } else { res.id.clone() };
     let mut out = vec![Row {
         id: res.id.clone(),

@@ -14,7 +14,7 @@ use crate::scenarios::{Params, SideRun};
 pub const DRIVER_SOURCE: &str = include_str!("driver.py");
 
 /// The longest one side of one repetition may take before it is killed.
-const SIDE_TIMEOUT: Duration = Duration::from_secs(600);
+const SIDE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Which implementation a side runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
