@@ -1,6 +1,6 @@
 //! The PNG chart of the ratios: for each row compared with execnet, how many times better
 //! execnet-rs is (execnet's time / ours, or our rate / execnet's), the target as a black
-//! tick, parity as a grey line. Text uses DejaVu Sans compiled into the binary, so no
+//! tick, parity as a grey line; green when the row's target is met, red when not. Text uses DejaVu Sans compiled into the binary, so no
 //! system font is needed.
 
 use std::path::Path;
@@ -38,7 +38,7 @@ pub fn draw(path: &Path, rows: &[Row], subtitle: &str) -> Result<bool> {
         .iter()
         .flat_map(|(r, a)| [*a, r.target_advantage().unwrap_or(0.0)])
         .fold(1.0f64, f64::max)
-        * 1.22;
+        * 1.35;
     let height = 150 + 46 * n as u32;
     let root = BitMapBackend::new(path, (1000, height)).into_drawing_area();
     let e = |e: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {e:?}", path.display());
@@ -77,9 +77,9 @@ pub fn draw(path: &Path, rows: &[Row], subtitle: &str) -> Result<bool> {
     chart
         .draw_series(bars.iter().enumerate().map(|(i, (r, a))| {
             let color = match r.met {
-                _ if r.target_advantage().is_none() => BLUE,
                 Some(true) => GREEN,
-                _ => RED,
+                Some(false) => RED,
+                None => BLUE,
             };
             let (lo, hi) = band(i);
             Rectangle::new([(0.0, lo), (*a, hi)], color.filled())
@@ -99,11 +99,15 @@ pub fn draw(path: &Path, rows: &[Row], subtitle: &str) -> Result<bool> {
     let value_style = ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
     chart
         .draw_series(bars.iter().enumerate().map(|(i, (r, a))| {
-            let text = match r.target_advantage() {
-                Some(t) => format!("{}x (target {}x)", num(*a), num(t)),
-                None => format!("{}x (its target is absolute: see the table)", num(*a)),
+            let text = match (r.target_advantage(), r.met) {
+                (Some(t), _) => format!("{}x (target {}x)", num(*a), num(t)),
+                (None, Some(true)) => format!("{}x (absolute target {}: met)", num(*a), r.target_text),
+                (None, Some(false)) => format!("{}x (absolute target {}: missed)", num(*a), r.target_text),
+                (None, None) => format!("{}x", num(*a)),
             };
-            EmptyElement::at((*a, top - i as f64 - 0.5)) + Text::new(text, (6, 0), value_style.clone())
+            // right of the bar and of the target tick, whichever is further
+            let x = r.target_advantage().map_or(*a, |t| a.max(t));
+            EmptyElement::at((x, top - i as f64 - 0.5)) + Text::new(text, (8, 0), value_style.clone())
         }))
         .map_err(e)?;
     // Row labels left of the plotting area, placed through the chart's own mapping (the

@@ -47,6 +47,7 @@ options:
                   $EXECNET_BENCH_SSH; else a private sshd on 127.0.0.1 is started
                   for the run, when /usr/sbin/sshd exists)
   --no-chart      do not draw ratios.png
+  --replot DIR    print the table and redraw the chart of DIR/results.json (no run)
   --list          list the scenarios and exit
 ";
 
@@ -60,6 +61,7 @@ struct Args {
     ssh: Option<String>,
     no_chart: bool,
     list: bool,
+    replot: Option<PathBuf>,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
@@ -77,6 +79,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--ssh" => a.ssh = Some(value("--ssh")?),
             "--no-chart" => a.no_chart = true,
             "--list" => a.list = true,
+            "--replot" => a.replot = Some(value("--replot")?.into()),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -158,7 +161,35 @@ fn ssh_spec(
     }
 }
 
+/// `--replot DIR`: the table and the chart again, from DIR/results.json.
+fn replot(dir: &std::path::Path) -> Result<()> {
+    let path = dir.join("results.json");
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let rows: Vec<report::Row> = serde_json::from_value(doc["rows"].clone())?;
+    let meta = &doc["meta"];
+    print!("{}", report::table(&rows));
+    let subtitle = format!(
+        "medians; python {}, execnet {}; load {} at the start, others' CPU {:.1}%; {}{}",
+        meta["python"]["python"].as_str().unwrap_or("?"),
+        meta["execnet"].as_str().unwrap_or("?"),
+        meta["loadavg_before"].as_str().unwrap_or("?"),
+        meta["others_cpu_percent"].as_f64().unwrap_or(f64::NAN),
+        meta["started"].as_str().map(String::from).unwrap_or_else(|| format!("unix time {}", meta["started_unix"])),
+        if meta["quick"] == true { " (QUICK)" } else { "" },
+    );
+    let png = dir.join("ratios.png");
+    if chart::draw(&png, &rows, &subtitle)? {
+        eprintln!("chart: {}", png.display());
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> Result<()> {
+    if let Some(dir) = &args.replot {
+        return replot(dir);
+    }
     let all = plan::scenarios(args.quick);
     if args.list {
         for s in &all {
@@ -354,6 +385,7 @@ fn run(args: Args) -> Result<()> {
             "loadavg_before": load_before,
             "loadavg_after": load_after,
             "others_cpu_percent": others_pct,
+            "started": when,
             "started_unix": started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "quick": args.quick,
             "command": std::env::args().collect::<Vec<_>>(),

@@ -1,6 +1,6 @@
 //! From raw samples to the table's rows: medians, ratios, targets and verdicts.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::{self, Better, Scenario, Target};
 use crate::runner::median;
@@ -45,7 +45,7 @@ pub struct Baseline {
 }
 
 /// One line of the table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub id: String,
     pub label: String,
@@ -61,7 +61,7 @@ pub struct Row {
     pub met: Option<bool>,
     /// "yes", or by how much it is missed.
     pub verdict: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
 }
 
