@@ -1,0 +1,211 @@
+"""The execnet side of execnet-bench: runs one scenario with the execnet package.
+
+    python driver.py SCENARIO SPEC PARAMS_JSON
+    python driver.py meta
+
+Standard library and execnet only.  It prints one JSON object on stdout:
+{"samples": [...], "extra": {...}}, where each sample is the scenario's figure
+(seconds, or a rate) timed inside this process with time.perf_counter(), after
+this interpreter and execnet were imported.  The Rust side (src/scenarios.rs)
+does the same work with execnet-rs and prints the same object, so both are
+timed alike.  Keep the two in step.
+"""
+
+import json
+import os
+import sys
+import time
+
+import execnet
+
+clock = time.perf_counter
+
+
+def host_status():
+    """(VmRSS in KiB, number of threads) of this process."""
+    rss = None
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+                break
+    return rss, len(os.listdir("/proc/self/task"))
+
+
+def end(gw):
+    """Exit one gateway and wait for its process, as execnet's Group.terminate
+    does for each member (without the helper threads it starts for that)."""
+    gw.exit()
+    gw.join()
+    gw._io.wait()
+
+
+def ready_gateway(spec):
+    """A gateway that has answered once, so that its start is not timed."""
+    gw = execnet.makegateway(spec)
+    ch = gw.remote_exec("channel.send(channel.receive())")
+    ch.send(1)
+    assert ch.receive() == 1
+    ch.waitclose()
+    return gw
+
+
+def startup(spec, p):
+    samples = []
+    for _ in range(p["inner"]):
+        t0 = clock()
+        gw = execnet.makegateway(spec)
+        ch = gw.remote_exec("channel.send(1)")
+        assert ch.receive() == 1
+        end(gw)
+        samples.append(clock() - t0)
+    return samples, {}
+
+
+def roundtrip(spec, p):
+    n = p["n"]
+    gw = ready_gateway(spec)
+    ch = gw.remote_exec("for x in channel:\n    channel.send(x)")
+    ch.send(-1)
+    assert ch.receive() == -1
+    t0 = clock()
+    for i in range(n):
+        ch.send(i)
+        ch.receive()
+    t = clock() - t0
+    ch.close()
+    end(gw)
+    return [n / t], {"seconds": t}
+
+
+def stream(spec, p):
+    n = p["n"]
+    gw = ready_gateway(spec)
+    t0 = clock()
+    ch = gw.remote_exec("for i in range(%d):\n    channel.send(i)" % n)
+    receive = ch.receive
+    for _ in range(n):
+        receive()
+    t = clock() - t0
+    ch.waitclose()
+    end(gw)
+    return [n / t], {"seconds": t}
+
+
+def bulk(spec, p):
+    n, size = p["n"], p["size"]
+    gw = ready_gateway(spec)
+    t0 = clock()
+    ch = gw.remote_exec("b = bytes(%d)\nfor _ in range(%d):\n    channel.send(b)" % (size, n))
+    total = 0
+    for _ in range(n):
+        total += len(ch.receive())
+    t = clock() - t0
+    assert total == n * size
+    ch.waitclose()
+    end(gw)
+    return [total / t / 1e6], {"seconds": t}
+
+
+def fanout(spec, p):
+    k = p["gateways"]
+    t0 = clock()
+    group = execnet.Group()
+    for _ in range(k):
+        group.makegateway(spec)
+    mch = group.remote_exec("channel.send(1)")
+    assert mch.receive_each() == [1] * k
+    group.terminate(timeout=10)
+    return [clock() - t0], {}
+
+
+def taskfarm(spec, p):
+    n, workers, window = p["n"], p["workers"], p["window"]
+    group = execnet.Group()
+    for _ in range(workers):
+        group.makegateway(spec)
+    # as on the Rust side: every worker has answered before the timing starts
+    assert group.remote_exec("channel.send(1)").receive_each() == [1] * workers
+    mch = group.remote_exec("for x in channel:\n    channel.send(x * 2)")
+    queue = mch.make_receive_queue()
+    t0 = clock()
+    sent = 0
+    for ch in mch:
+        for _ in range(min(window, n - sent)):
+            ch.send(sent)
+            sent += 1
+    total = 0
+    for _ in range(n):
+        ch, item = queue.get()
+        total += item
+        if sent < n:
+            ch.send(sent)
+            sent += 1
+    t = clock() - t0
+    assert total == n * (n - 1)
+    for ch in mch:
+        ch.close()
+    group.terminate(timeout=10)
+    return [n / t], {"seconds": t}
+
+
+def scale(spec, p):
+    k = p["gateways"]
+    rss0, threads0 = host_status()
+    t0 = clock()
+    group = execnet.Group()
+    for _ in range(k):
+        group.makegateway(spec)
+    mch = group.remote_exec("channel.send(1)")
+    assert mch.receive_each() == [1] * k
+    t_up = clock() - t0
+    rss1, threads1 = host_status()
+    t1 = clock()
+    group.terminate(timeout=30)
+    t_down = clock() - t1
+    rss_per = (rss1 - rss0) / k
+    threads_per = (threads1 - threads0) / k
+    return [rss_per], {
+        "threads_per_gateway": threads_per,
+        "rss_kib_before": rss0,
+        "rss_kib_after": rss1,
+        "threads_before": threads0,
+        "threads_after": threads1,
+        "seconds_up": t_up,
+        "seconds_down": t_down,
+    }
+
+
+def meta():
+    return {
+        "python": sys.version.split()[0],
+        "implementation": sys.implementation.name,
+        "executable": sys.executable,
+        "execnet": execnet.__version__,
+    }
+
+
+SCENARIOS = {
+    "startup": startup,
+    "roundtrip": roundtrip,
+    "stream": stream,
+    "bulk": bulk,
+    "fanout": fanout,
+    "taskfarm": taskfarm,
+    "scale": scale,
+}
+
+
+def main(argv):
+    if argv[1:] == ["meta"]:
+        out = meta()
+    else:
+        name, spec, params = argv[1], argv[2], json.loads(argv[3])
+        samples, extra = SCENARIOS[name](spec, params)
+        out = {"samples": samples, "extra": extra}
+    sys.stdout.write(json.dumps(out) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

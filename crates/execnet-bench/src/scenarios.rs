@@ -1,0 +1,232 @@
+//! The execnet-rs side of each scenario, the twin of `driver.py` (the execnet side).
+//!
+//! `execnet-bench` runs each repetition in a fresh process (`execnet-bench --side-rs
+//! SCENARIO SPEC PARAMS_JSON`), as it runs the driver for the execnet side, so that both
+//! sides are timed the same way: inside the process, after its start, including gateway
+//! start-up only where the scenario says so. The output is one JSON line, a [`SideRun`].
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use execnet::{Channel, Gateway, Group};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// What one process run of one side reports: the scenario's figure for each sample
+/// (seconds, or a rate), and scenario-specific figures.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SideRun {
+    pub samples: Vec<f64>,
+    #[serde(default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The parameters of a scenario; both sides get the same JSON object.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Params {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateways: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+}
+
+fn get(v: Option<usize>, name: &str) -> Result<usize> {
+    v.with_context(|| format!("parameter {name} missing"))
+}
+
+/// Runs scenario `name` on execnet-rs with gateways made from `spec`.
+pub fn run(name: &str, spec: &str, p: &Params) -> Result<SideRun> {
+    match name {
+        "startup" => startup(spec, get(p.inner, "inner")?),
+        "roundtrip" => roundtrip(spec, get(p.n, "n")?),
+        "stream" => stream(spec, get(p.n, "n")?),
+        "bulk" => bulk(spec, get(p.n, "n")?, get(p.size, "size")?),
+        "fanout" => fanout(spec, get(p.gateways, "gateways")?),
+        "taskfarm" => taskfarm(spec, get(p.n, "n")?, get(p.workers, "workers")?, get(p.window, "window")?),
+        "scale" => scale(spec, get(p.gateways, "gateways")?),
+        other => bail!("unknown scenario {other}"),
+    }
+}
+
+fn secs(t: Duration) -> f64 {
+    t.as_secs_f64()
+}
+
+fn extra(pairs: &[(&str, serde_json::Value)]) -> serde_json::Map<String, serde_json::Value> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// (VmRSS in KiB, number of threads) of this process.
+pub fn host_status() -> Result<(u64, usize)> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    Ok((rss, threads))
+}
+
+/// A gateway that has answered once, so that its start is not timed.
+fn ready_gateway(spec: &str) -> Result<Gateway> {
+    let gw = execnet::makegateway(spec)?;
+    let ch = gw.remote_exec("channel.send(channel.receive())")?;
+    ch.send(&1)?;
+    ensure!(ch.receive::<i64>()? == 1);
+    ch.waitclose(None)?;
+    Ok(gw)
+}
+
+fn startup(spec: &str, inner: usize) -> Result<SideRun> {
+    let mut samples = Vec::with_capacity(inner);
+    for _ in 0..inner {
+        let t0 = Instant::now();
+        let gw = execnet::makegateway(spec)?;
+        let ch = gw.remote_exec("channel.send(1)")?;
+        ensure!(ch.receive::<i64>()? == 1);
+        gw.exit()?;
+        samples.push(secs(t0.elapsed()));
+        drop(ch);
+    }
+    Ok(SideRun { samples, extra: Default::default() })
+}
+
+fn roundtrip(spec: &str, n: usize) -> Result<SideRun> {
+    let gw = ready_gateway(spec)?;
+    let ch = gw.remote_exec("for x in channel:\n    channel.send(x)")?;
+    ch.send(&-1)?;
+    ensure!(ch.receive::<i64>()? == -1);
+    let t0 = Instant::now();
+    for i in 0..n as i64 {
+        ch.send(&i)?;
+        let _: i64 = ch.receive()?;
+    }
+    let t = secs(t0.elapsed());
+    ch.close()?;
+    gw.exit()?;
+    Ok(SideRun { samples: vec![n as f64 / t], extra: extra(&[("seconds", t.into())]) })
+}
+
+fn stream(spec: &str, n: usize) -> Result<SideRun> {
+    let gw = ready_gateway(spec)?;
+    let t0 = Instant::now();
+    let ch = gw.remote_exec(format!("for i in range({n}):\n    channel.send(i)"))?;
+    for _ in 0..n {
+        let _: i64 = ch.receive()?;
+    }
+    let t = secs(t0.elapsed());
+    ch.waitclose(None)?;
+    gw.exit()?;
+    Ok(SideRun { samples: vec![n as f64 / t], extra: extra(&[("seconds", t.into())]) })
+}
+
+fn bulk(spec: &str, n: usize, size: usize) -> Result<SideRun> {
+    let gw = ready_gateway(spec)?;
+    let t0 = Instant::now();
+    let ch = gw.remote_exec(format!("b = bytes({size})\nfor _ in range({n}):\n    channel.send(b)"))?;
+    let mut total = 0usize;
+    for _ in 0..n {
+        total += ch.receive::<ByteBuf>()?.len();
+    }
+    let t = secs(t0.elapsed());
+    ensure!(total == n * size);
+    ch.waitclose(None)?;
+    gw.exit()?;
+    Ok(SideRun { samples: vec![total as f64 / t / 1e6], extra: extra(&[("seconds", t.into())]) })
+}
+
+fn fanout(spec: &str, k: usize) -> Result<SideRun> {
+    let t0 = Instant::now();
+    let group = Group::new();
+    for _ in 0..k {
+        group.makegateway(spec)?;
+    }
+    let mch = group.remote_exec("channel.send(1)")?;
+    ensure!(mch.receive_each::<i64>()? == vec![1; k]);
+    group.terminate(Duration::from_secs(10));
+    let t = secs(t0.elapsed());
+    drop(mch);
+    Ok(SideRun { samples: vec![t], extra: Default::default() })
+}
+
+fn taskfarm(spec: &str, n: usize, workers: usize, window: usize) -> Result<SideRun> {
+    let group = Group::new();
+    for _ in 0..workers {
+        group.makegateway(spec)?;
+    }
+    // makegateway returns before the worker is up (execnet's waits): wait for all, so
+    // that the timing below holds no start-up on either side.
+    let hello = group.remote_exec("channel.send(1)")?;
+    ensure!(hello.receive_each::<i64>()? == vec![1; workers]);
+    let mch = group.remote_exec("for x in channel:\n    channel.send(x * 2)")?;
+    let mut queue = mch.make_receive_queue::<i64>()?;
+    let t0 = Instant::now();
+    let mut sent = 0i64;
+    let n_i = n as i64;
+    for ch in mch.channels() {
+        for _ in 0..window.min((n_i - sent) as usize) {
+            ch.send(&sent)?;
+            sent += 1;
+        }
+    }
+    let mut total = 0i64;
+    let mut received = 0;
+    while received < n {
+        let (ch, item): (Channel, Option<i64>) = queue.get()?;
+        let item = item.context("a worker channel closed before the end")?;
+        total += item;
+        received += 1;
+        if sent < n_i {
+            ch.send(&sent)?;
+            sent += 1;
+        }
+    }
+    let t = secs(t0.elapsed());
+    ensure!(total == n_i * (n_i - 1));
+    for ch in mch.channels() {
+        ch.close()?;
+    }
+    group.terminate(Duration::from_secs(10));
+    Ok(SideRun { samples: vec![n as f64 / t], extra: extra(&[("seconds", t.into())]) })
+}
+
+fn scale(spec: &str, k: usize) -> Result<SideRun> {
+    let (rss0, threads0) = host_status()?;
+    let t0 = Instant::now();
+    let group = Group::new();
+    for _ in 0..k {
+        group.makegateway(spec)?;
+    }
+    let mch = group.remote_exec("channel.send(1)")?;
+    ensure!(mch.receive_each::<i64>()? == vec![1; k]);
+    let t_up = secs(t0.elapsed());
+    let (rss1, threads1) = host_status()?;
+    let t1 = Instant::now();
+    group.terminate(Duration::from_secs(30));
+    let t_down = secs(t1.elapsed());
+    drop(mch);
+    let rss_per = (rss1 as f64 - rss0 as f64) / k as f64;
+    let threads_per = (threads1 as f64 - threads0 as f64) / k as f64;
+    Ok(SideRun {
+        samples: vec![rss_per],
+        extra: extra(&[
+            ("threads_per_gateway", threads_per.into()),
+            ("rss_kib_before", rss0.into()),
+            ("rss_kib_after", rss1.into()),
+            ("threads_before", threads0.into()),
+            ("threads_after", threads1.into()),
+            ("seconds_up", t_up.into()),
+            ("seconds_down", t_down.into()),
+        ]),
+    })
+}
