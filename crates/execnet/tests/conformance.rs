@@ -260,24 +260,30 @@ fn run_python_cell(execnet_python: &str, args: &[&str]) -> Results {
 }
 
 fn print_table(scenarios: &[Scenario], cells: &[(String, Results)]) {
+    use std::fmt::Write as _;
+    let mut t = String::new();
     let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(10);
-    println!("\nconformance matrix (host · worker · transport):");
+    let _ = writeln!(t, "conformance matrix (host · worker · transport):");
     for (i, (cell, _)) in cells.iter().enumerate() {
-        println!("  [{}] {cell}", i + 1);
+        let _ = writeln!(t, "  [{}] {cell}", i + 1);
     }
     let header: Vec<String> = (1..=cells.len()).map(|i| format!("{:<8}", format!("[{i}]"))).collect();
-    println!("{:<width$}  {}", "scenario", header.join(" "));
+    let _ = writeln!(t, "{:<width$}  {}", "scenario", header.join(" "));
     for (row, s) in scenarios.iter().enumerate() {
         let marks: Vec<String> = cells.iter().map(|(_, r)| format!("{:<8}", r[row].1)).collect();
-        println!("{:<width$}  {}", s.name, marks.join(" "));
+        let _ = writeln!(t, "{:<width$}  {}", s.name, marks.join(" "));
     }
     for (cell, results) in cells {
         for (name, status, detail) in results {
             if status != "passed" {
-                println!("{cell} / {name}: {status}: {detail}");
+                let _ = writeln!(t, "{cell} / {name}: {status}: {detail}");
             }
         }
     }
+    println!("\n{t}");
+    // The test command shows this file after the run (test output is captured).
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance-matrix.txt");
+    let _ = std::fs::write(path, t);
 }
 
 #[test]
