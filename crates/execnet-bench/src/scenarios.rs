@@ -145,29 +145,29 @@ fn bulk(spec: &str, n: usize, size: usize) -> Result<SideRun> {
     Ok(SideRun { samples: vec![total as f64 / t / 1e6], extra: extra(&[("seconds", t.into())]) })
 }
 
-fn fanout(spec: &str, k: usize) -> Result<SideRun> {
-    let t0 = Instant::now();
+/// A group of `k` gateways for `spec`, each of which has answered once.
+fn start_group(spec: &str, k: usize) -> Result<Group> {
     let group = Group::new();
     for _ in 0..k {
         group.makegateway(spec)?;
     }
     let mch = group.remote_exec("channel.send(1)")?;
     ensure!(mch.receive_each::<i64>()? == vec![1; k]);
+    Ok(group)
+}
+
+fn fanout(spec: &str, k: usize) -> Result<SideRun> {
+    let t0 = Instant::now();
+    let group = start_group(spec, k)?;
     group.terminate(Duration::from_secs(10));
     let t = secs(t0.elapsed());
-    drop(mch);
     Ok(SideRun { samples: vec![t], extra: Default::default() })
 }
 
 fn taskfarm(spec: &str, n: usize, workers: usize, window: usize) -> Result<SideRun> {
-    let group = Group::new();
-    for _ in 0..workers {
-        group.makegateway(spec)?;
-    }
-    // makegateway returns before the worker is up (execnet's waits): wait for all, so
-    // that the timing below holds no start-up on either side.
-    let hello = group.remote_exec("channel.send(1)")?;
-    ensure!(hello.receive_each::<i64>()? == vec![1; workers]);
+    // makegateway returns before the worker is up (execnet's waits): start_group waits
+    // for all, so that the timing below holds no start-up on either side.
+    let group = start_group(spec, workers)?;
     let mch = group.remote_exec("for x in channel:\n    channel.send(x * 2)")?;
     let mut queue = mch.make_receive_queue::<i64>()?;
     let t0 = Instant::now();
@@ -203,18 +203,12 @@ fn taskfarm(spec: &str, n: usize, workers: usize, window: usize) -> Result<SideR
 fn scale(spec: &str, k: usize) -> Result<SideRun> {
     let (rss0, threads0) = host_status()?;
     let t0 = Instant::now();
-    let group = Group::new();
-    for _ in 0..k {
-        group.makegateway(spec)?;
-    }
-    let mch = group.remote_exec("channel.send(1)")?;
-    ensure!(mch.receive_each::<i64>()? == vec![1; k]);
+    let group = start_group(spec, k)?;
     let t_up = secs(t0.elapsed());
     let (rss1, threads1) = host_status()?;
     let t1 = Instant::now();
     group.terminate(Duration::from_secs(30));
     let t_down = secs(t1.elapsed());
-    drop(mch);
     let rss_per = (rss1 as f64 - rss0 as f64) / k as f64;
     let threads_per = (threads1 as f64 - threads0 as f64) / k as f64;
     Ok(SideRun {
