@@ -74,10 +74,26 @@ pub struct Scenario {
     pub target: Target,
 }
 
-const TIME_MS: Metric = Metric { unit: "ms", display_scale: 1e3, better: Better::Lower };
-const RATE: Metric = Metric { unit: "1/s", display_scale: 1.0, better: Better::Higher };
-const MBPS: Metric = Metric { unit: "MB/s", display_scale: 1.0, better: Better::Higher };
-const KIB: Metric = Metric { unit: "KiB/gateway", display_scale: 1.0, better: Better::Lower };
+const TIME_MS: Metric = Metric {
+    unit: "ms",
+    display_scale: 1e3,
+    better: Better::Lower,
+};
+const RATE: Metric = Metric {
+    unit: "1/s",
+    display_scale: 1.0,
+    better: Better::Higher,
+};
+const MBPS: Metric = Metric {
+    unit: "MB/s",
+    display_scale: 1.0,
+    better: Better::Higher,
+};
+const KIB: Metric = Metric {
+    unit: "KiB/gateway",
+    display_scale: 1.0,
+    better: Better::Lower,
+};
 
 /// Every scenario, full size (`quick` shrinks sizes and repetitions to a smoke run).
 pub fn scenarios(quick: bool) -> Vec<Scenario> {
@@ -90,7 +106,10 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
         transport,
         what: "create a gateway, receive the first item of a remote_exec, exit (one sample each)",
         reps: reps(5),
-        params: Params { inner: q(5, 2), ..Default::default() },
+        params: Params {
+            inner: q(5, 2),
+            ..Default::default()
+        },
         metric: TIME_MS,
         target: Target::RatioAtMost(0.5),
     };
@@ -100,7 +119,10 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
         transport,
         what: "send an int, receive the echo; round trips per second",
         reps: reps(5),
-        params: Params { n: q(20_000, 2_000), ..Default::default() },
+        params: Params {
+            n: q(20_000, 2_000),
+            ..Default::default()
+        },
         metric: RATE,
         target: Target::RatioAtLeast(2.5),
     };
@@ -113,7 +135,10 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             transport: Transport::Popen,
             what: "the remote sends small ints; items per second",
             reps: reps(5),
-            params: Params { n: q(200_000, 20_000), ..Default::default() },
+            params: Params {
+                n: q(200_000, 20_000),
+                ..Default::default()
+            },
             metric: RATE,
             target: Target::RatioAtLeast(3.0),
         },
@@ -123,7 +148,11 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             transport: Transport::Popen,
             what: "the remote sends 1 MiB bytes items; MB/s (10^6 bytes)",
             reps: reps(5),
-            params: Params { n: q(500, 50), size: Some(1 << 20), ..Default::default() },
+            params: Params {
+                n: q(500, 50),
+                size: Some(1 << 20),
+                ..Default::default()
+            },
             metric: MBPS,
             target: Target::RatioAtLeast(2.0),
         },
@@ -133,7 +162,10 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             transport: Transport::Popen,
             what: "make gateways in a group, each sends one item, terminate the group",
             reps: reps(5),
-            params: Params { gateways: q(16, 4), ..Default::default() },
+            params: Params {
+                gateways: q(16, 4),
+                ..Default::default()
+            },
             metric: TIME_MS,
             target: Target::RatioAtMost(0.4),
         },
@@ -143,7 +175,12 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             transport: Transport::Popen,
             what: "small tasks over workers through a MultiChannel receive queue; tasks per second",
             reps: reps(3),
-            params: Params { n: q(100_000, 5_000), workers: Some(8), window: Some(32), ..Default::default() },
+            params: Params {
+                n: q(100_000, 5_000),
+                workers: Some(8),
+                window: Some(32),
+                ..Default::default()
+            },
             metric: RATE,
             target: Target::RatioAtLeast(2.0),
         },
@@ -153,7 +190,10 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             transport: Transport::Popen,
             what: "gateways alive at once: host RSS and threads per gateway",
             reps: reps(3),
-            params: Params { gateways: q(256, 16), ..Default::default() },
+            params: Params {
+                gateways: q(256, 16),
+                ..Default::default()
+            },
             metric: KIB,
             target: Target::Below(1024.0),
         },

@@ -86,11 +86,15 @@ impl Row {
 }
 
 fn all_samples(runs: &[SideRun]) -> Vec<f64> {
-    runs.iter().flat_map(|r| r.samples.iter().copied()).collect()
+    runs.iter()
+        .flat_map(|r| r.samples.iter().copied())
+        .collect()
 }
 
 fn all_extra(runs: &[SideRun], key: &str) -> Vec<f64> {
-    runs.iter().filter_map(|r| r.extra.get(key).and_then(|v| v.as_f64())).collect()
+    runs.iter()
+        .filter_map(|r| r.extra.get(key).and_then(|v| v.as_f64()))
+        .collect()
 }
 
 fn opt(x: f64) -> Option<f64> {
@@ -134,11 +138,21 @@ fn judge(t: Target, value: f64, unit: &str) -> (Option<bool>, String) {
     let (met, miss) = match t {
         Target::RatioAtMost(v) => (
             value <= v,
-            format!("no: {} > {}; execnet-rs needs {:.0}% less time", num(value), num(v), (1.0 - v / value) * 100.0),
+            format!(
+                "no: {} > {}; execnet-rs needs {:.0}% less time",
+                num(value),
+                num(v),
+                (1.0 - v / value) * 100.0
+            ),
         ),
         Target::RatioAtLeast(v) => (
             value >= v,
-            format!("no: {} < {}; execnet-rs needs {}x its rate", num(value), num(v), num(v / value)),
+            format!(
+                "no: {} < {}; execnet-rs needs {}x its rate",
+                num(value),
+                num(v),
+                num(v / value)
+            ),
         ),
         Target::DiffAtMost(v) => (
             value <= v,
@@ -146,10 +160,21 @@ fn judge(t: Target, value: f64, unit: &str) -> (Option<bool>, String) {
         ),
         Target::FractionAtLeast(v) => (
             value >= v,
-            format!("no: {:.0}% < {:.0}%; needs {}x its rate", value * 100.0, v * 100.0, num(v / value)),
+            format!(
+                "no: {:.0}% < {:.0}%; needs {}x its rate",
+                value * 100.0,
+                v * 100.0,
+                num(v / value)
+            ),
         ),
-        Target::Below(v) => (value < v, format!("no: {} {unit}, {} over", num(value), num(value - v))),
-        Target::AtMost(v) => (value <= v, format!("no: {} {unit}, {} over", num(value), num(value - v))),
+        Target::Below(v) => (
+            value < v,
+            format!("no: {} {unit}, {} over", num(value), num(value - v)),
+        ),
+        Target::AtMost(v) => (
+            value <= v,
+            format!("no: {} {unit}, {} over", num(value), num(value - v)),
+        ),
     };
     (Some(met), if met { "yes".into() } else { miss })
 }
@@ -200,9 +225,16 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
     };
     let (met, mut verdict) = judge(sc.target, main_value, m.unit);
     if !res.failures.is_empty() {
-        verdict.push_str(&format!(" ({} failed run(s): see the JSON)", res.failures.len()));
+        verdict.push_str(&format!(
+            " ({} failed run(s): see the JSON)",
+            res.failures.len()
+        ));
     }
-    let label = if sc.kind == "scale" { format!("{} (host RSS)", res.id) } else { res.id.clone() };
+    let label = if sc.kind == "scale" {
+        format!("{} (host RSS)", res.id)
+    } else {
+        res.id.clone()
+    };
     let mut out = vec![Row {
         id: res.id.clone(),
         label,
@@ -305,7 +337,15 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
 
 /// The table, as Markdown (so that it can go into the README as it is).
 pub fn table(rows: &[Row]) -> String {
-    let header = ["scenario", "unit", "execnet-rs", "execnet", "rs/execnet", "target", "met"];
+    let header = [
+        "scenario",
+        "unit",
+        "execnet-rs",
+        "execnet",
+        "rs/execnet",
+        "target",
+        "met",
+    ];
     let body: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {

@@ -45,22 +45,26 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// A connection over a local child process's stdin and stdout (popen, ssh), whose
-    /// worker speaks over stdio.
+    /// worker speaks over stdio; `cache` is the compiled-worker cache entry (popen only).
     pub(crate) fn over_child_stdio(
         mut child: Child,
         config: &crate::worker::WorkerConfig,
         program: String,
+        cache: &crate::worker::CacheEntry,
         explain_loss: Option<ExplainLoss>,
     ) -> Connection {
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn Read + Send>);
         Connection {
             reader: Box::new(stdout),
             writer: Box::new(stdin),
             child: Some(child),
             stderr,
-            bootstrap: crate::worker::stdio_bootstrap_line(config).into_bytes(),
+            bootstrap: crate::worker::stdio_bootstrap_line(config, cache).into_bytes(),
             program,
             force_close: None,
             explain_loss,

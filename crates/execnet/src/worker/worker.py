@@ -38,12 +38,16 @@ order and never race with a close.
 import builtins
 import io
 import os
-import queue
 import select
 import struct
 import sys
 import threading
 import time
+
+try:  # the C queue, without queue.py and heapq (~1 ms of every start-up)
+    from _queue import Empty, SimpleQueue
+except ImportError:  # PyPy
+    from queue import Empty, SimpleQueue
 
 # traceback is imported where a traceback is formatted: it costs ~2 ms of every
 # start-up and most workers never need it.
@@ -540,7 +544,7 @@ class Channel:
         self._closed = False
         self._owes_close = True
         self._receive_closed = threading.Event()
-        self._items = queue.SimpleQueue()
+        self._items = SimpleQueue()
         self._callback = None
         self._error = None
 
@@ -569,7 +573,7 @@ class Channel:
             raise OSError("cannot receive() on %r: a callback takes its items" % self)
         try:
             item = items.get(timeout=timeout)
-        except queue.Empty:
+        except Empty:
             raise self.TimeoutError("no item after %r seconds" % timeout) from None
         if item is _END:
             items.put(_END)  # for the next receiver
@@ -625,7 +629,7 @@ class Channel:
             while True:
                 try:
                     item = items.get_nowait()
-                except queue.Empty:
+                except Empty:
                     break
                 if item is _END:
                     break
@@ -765,7 +769,12 @@ class ExecModel:
     Event = staticmethod(threading.Event)
     Semaphore = staticmethod(threading.Semaphore)
     get_ident = staticmethod(threading.get_ident)
-    queue = queue
+
+    @property
+    def queue(self):
+        import queue  # on demand: few workers need it
+
+        return queue
 
     @staticmethod
     def sleep(delay):
@@ -787,7 +796,7 @@ class _ThreadPool:
     def __init__(self):
         self._lock = threading.Lock()
         self._idle = 0  # threads waiting on self._calls, minus calls queued there
-        self._calls = queue.SimpleQueue()
+        self._calls = SimpleQueue()
 
     def submit(self, function, *args):
         with self._lock:
@@ -816,7 +825,7 @@ class _MainThreadQueue:
     """execmodel "main_thread_only": the main thread runs the calls one at a time, in order."""
 
     def __init__(self):
-        self._calls = queue.SimpleQueue()
+        self._calls = SimpleQueue()
 
     def submit(self, function, *args):
         self._calls.put((function, args))
@@ -1176,11 +1185,18 @@ class WorkerGateway:
             reason = self._receive_frames()
         except BaseException as exc:  # a broken connection, or an interrupt
             reason = "reading stopped: %r" % (exc,)
-        watchdog = threading.Timer(_SHUTDOWN_DEADLINE_SECONDS, on_finished)
-        watchdog.daemon = True
-        watchdog.start()
+        with self._lock:
+            # User code may hold up the shutdown (an execution still running, a callback
+            # given its end marker); with none of that, no watchdog thread is needed.
+            may_block = self._executing or any(c._callback for c in self._channels.values())
+        watchdog = None
+        if may_block:
+            watchdog = threading.Timer(_SHUTDOWN_DEADLINE_SECONDS, on_finished)
+            watchdog.daemon = True
+            watchdog.start()
         self._shutdown(reason)
-        watchdog.cancel()
+        if watchdog is not None:
+            watchdog.cancel()
         on_finished()
 
     def _receive_frames(self):
