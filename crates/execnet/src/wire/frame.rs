@@ -129,29 +129,22 @@ pub fn read_frame<R: Read>(r: &mut R, max_len: usize) -> Result<Option<(Header, 
     let header = decode_header(&h, max_len)?;
     let mut payload = Vec::new();
     // Read in bounded steps so that a lying length cannot allocate more than arrives.
+    // read_to_end fills the reserved capacity without zeroing it first.
     let mut remaining = header.len;
     while remaining > 0 {
         let step = remaining.min(1 << 20);
-        let start = payload.len();
-        payload.resize(start + step, 0);
-        let mut filled = 0;
-        while filled < step {
-            match r.read(&mut payload[start + filled..start + step]) {
-                Ok(0) => {
-                    return Err(Error::data_format(
-                        format!(
-                            "stream ended inside the payload of a {} frame ({} of {} bytes)",
-                            header.code.name(),
-                            start + filled,
-                            header.len
-                        ),
-                        None,
-                    ))
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
+        payload.reserve_exact(step);
+        let got = r.by_ref().take(step as u64).read_to_end(&mut payload)?;
+        if got < step {
+            return Err(Error::data_format(
+                format!(
+                    "stream ended inside the payload of a {} frame ({} of {} bytes)",
+                    header.code.name(),
+                    payload.len(),
+                    header.len
+                ),
+                None,
+            ));
         }
         remaining -= step;
     }

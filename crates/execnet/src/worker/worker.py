@@ -97,6 +97,21 @@ _IDLE_THREADS_KEPT = 8
 # Buffer size for reading frames.
 _READ_BUFFER_SIZE = 64 * 1024
 
+# Sending (see WorkerGateway._write_frame): a frame sent less than this long
+# after the previous one is queued and written with the frames around it.
+_COALESCE_SECONDS = 25e-6
+# The most bytes that wait in that queue.
+_COALESCE_LIMIT = 256 * 1024
+
+# A write of at least this many bytes to a pipe grows the pipe from the
+# kernel's default 64 KiB to _BIG_PIPE_BYTES (once): fewer wake-ups per
+# megabyte.  Small-message gateways leave their pipes alone: the kernel counts
+# pipe capacity against a per-user budget.
+_GROW_PIPE_AT = 256 * 1024
+_BIG_PIPE_BYTES = 1024 * 1024
+
+_monotonic = time.monotonic
+
 
 def _message_name(code):
     return _MESSAGE_NAMES.get(code, "UNKNOWN(%d)" % code)
@@ -571,6 +586,7 @@ class Channel:
         items = self._items
         if items is None:
             raise OSError("cannot receive() on %r: a callback takes its items" % self)
+        self.gateway._flush_pending()
         try:
             item = items.get(timeout=timeout)
         except Empty:
@@ -599,6 +615,7 @@ class Channel:
 
     def waitclose(self, timeout=None):
         """Wait until no more items can arrive; raise RemoteError if the peer failed."""
+        self.gateway._flush_pending()
         if not self._receive_closed.wait(timeout):
             raise self.TimeoutError("%r still open after %r seconds" % (self, timeout))
         if self._error is not None:
@@ -898,7 +915,16 @@ class WorkerGateway:
         self.execmodel = ExecModel(execmodel)
         self._read = read  # read(n) -> up to n bytes, fewer only at end of input
         self._write = write  # write(data): writes all of data
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # held while writing: frames stay whole
+        self._buf_lock = threading.Lock()  # guards the queued frames and the flags below
+        self._pending = []  # frames queued for the flusher (see _write_frame)
+        self._pending_bytes = 0
+        self._last_send = 0.0
+        self._flush_requested = False
+        self._flusher_started = False
+        self._flush_wanted = threading.Lock()  # released to wake the flusher
+        self._flush_wanted.acquire()
+        self._write_error = None  # set once writing failed: the host is gone
         self._lock = threading.RLock()
         self._exec_done = threading.Condition(self._lock)
         self._channels = {}  # id -> live Channel
@@ -954,13 +980,78 @@ class WorkerGateway:
 
     # -- sending ------------------------------------------------------------
 
+    # Frames go out in the order they were sent, whole.  A frame sent on its
+    # own is written at once.  Frames sent in a burst (less than
+    # _COALESCE_SECONDS after the previous one) are queued instead, and the
+    # flusher thread writes all that is queued in one system call: a loop of
+    # sends then costs no write each.  The flusher needs the GIL, so a sender
+    # that keeps computing delays its queued frames by at most the
+    # interpreter's switch interval (5 ms); a thread about to wait for the
+    # host (receive, waitclose) writes them itself first.  At most
+    # _COALESCE_LIMIT bytes wait: beyond that the sender writes them and its
+    # frame itself, and blocks while the host is not reading, as an unqueued
+    # write would.
+
     def _write_frame(self, frame):
-        """Write a whole frame; the lock keeps frames of different threads apart."""
+        """Send a whole frame, now or in the next batch."""
+        if self._write_error is not None:
+            raise OSError("cannot send to the host: %s" % self._write_error)
+        now = _monotonic()
+        with self._buf_lock:
+            burst = now - self._last_send < _COALESCE_SECONDS
+            self._last_send = now
+            if burst and self._pending_bytes + len(frame) <= _COALESCE_LIMIT:
+                self._pending.append(frame)
+                self._pending_bytes += len(frame)
+                if not self._flush_requested:
+                    self._flush_requested = True
+                    self._flush_wanted.release()
+                    if not self._flusher_started:
+                        self._flusher_started = True
+                        _start_thread(self._flusher_main, "execnet-flusher")
+                return
+        self._flush(frame)
+
+    def _flush(self, frame=None):
+        """Write the queued frames, then frame (if any), in one piece where sensible."""
         with self._write_lock:
+            with self._buf_lock:
+                batch = self._pending
+                if batch:
+                    self._pending = []
+                    self._pending_bytes = 0
             try:
-                self._write(frame)
+                if batch:
+                    if frame is not None and len(frame) <= _COALESCE_LIMIT:
+                        batch.append(frame)
+                        frame = None
+                    self._write(b"".join(batch) if len(batch) > 1 else batch[0])
+                if frame is not None:
+                    self._write(frame)
             except (OSError, ValueError) as exc:
+                self._write_error = exc
                 raise OSError("cannot send to the host: %s" % exc) from exc
+
+    def _flush_pending(self):
+        """Write queued frames now (before this thread waits for the host); never raises."""
+        if self._pending:
+            try:
+                self._flush()
+            except OSError:
+                pass  # the reader finds out that the host is gone
+
+    def _flusher_main(self):
+        """The flusher thread: write what is queued whenever frames were queued."""
+        while True:
+            self._flush_wanted.acquire()
+            with self._buf_lock:
+                self._flush_requested = False
+            if self._write_error is not None:
+                return
+            try:
+                self._flush()
+            except OSError:
+                return
 
     def _send_frame(self, code, channel_id, payload=b""):
         self._write_frame(_HEADER.pack(code, channel_id, len(payload)) + payload)
@@ -1195,6 +1286,10 @@ class WorkerGateway:
             watchdog.daemon = True
             watchdog.start()
         self._shutdown(reason)
+        try:
+            self._flush()  # waits for a flush in progress, writes what is left
+        except OSError:
+            pass
         if watchdog is not None:
             watchdog.cancel()
         on_finished()
@@ -1263,14 +1358,14 @@ class WorkerGateway:
             return handle
 
         self._handlers = {code: traced(code, handler) for code, handler in self._handlers.items()}
-        write = self._write
+        write_frame = self._write_frame
 
-        def traced_write(frame):
+        def traced_write_frame(frame):
             code, channel_id, size = _HEADER.unpack_from(frame)
             trace("sending", _message_name(code), "channel", channel_id, "length", size)
-            write(frame)
+            write_frame(frame)
 
-        self._write = traced_write
+        self._write_frame = traced_write_frame
 
 
 def _parse_exec_task(task):
@@ -1426,10 +1521,17 @@ def _exit_after_hangup(fd):
 
 
 def _fd_writer(fd):
-    """A function writing all of its data to fd, looping on partial writes."""
+    """A function writing all of its data to fd, looping on partial writes.
+
+    The first write of _GROW_PIPE_AT bytes or more grows the pipe (Linux).
+    """
     write = os.write
+    small = [True]
 
     def write_all(data):
+        if small and len(data) >= _GROW_PIPE_AT:
+            small.clear()
+            _grow_pipe(fd)
         written = write(fd, data)
         if written < len(data):
             view = memoryview(data)
@@ -1437,6 +1539,23 @@ def _fd_writer(fd):
                 written += write(fd, view[written:])
 
     return write_all
+
+
+def _grow_pipe(fd):
+    """Give the pipe at fd a capacity of _BIG_PIPE_BYTES, if this system allows."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _BIG_PIPE_BYTES)
+    except (ImportError, OSError):
+        pass  # not a pipe, or over the per-user pipe budget: keep the pipe as it is
+
+
+def _start_thread(function, name):
+    """Start function in a daemon thread."""
+    threading.Thread(target=function, name=name, daemon=True).start()
 
 
 def _set_nodelay(sock):
