@@ -5,11 +5,13 @@
 #
 # 1. installs the Debian packages the tests need, when they are missing;
 # 2. makes the private virtual environment .venv with the reference execnet and pytest;
-# 3. runs every Rust test (unit, integration, examples built, doc tests), and the popen
-#    integration tests a second time with the worker on PyPy;
+# 3. builds the Python bindings (crates/execnet-py, with maturin) into .venv, then runs
+#    every Rust test (unit, integration, examples built, doc tests; the benchmark's smoke
+#    test uses the bindings), and the popen integration tests a second time with the
+#    worker on PyPy;
 # 4. runs the Python worker's tests (tests/python), when that folder exists;
-# 5. builds the Python bindings (crates/execnet-py, with maturin) into .venv, runs their
-#    tests (tests/python-bindings) and a pytest-xdist run on them (tests/xdist-client).
+# 5. runs the bindings' tests (tests/python-bindings) and a pytest-xdist run on them
+#    (tests/xdist-client).
 #
 # It stops at the first failing stage and says which one failed. Nothing is installed
 # that is already there, so on a developer machine it changes nothing it need not.
@@ -170,6 +172,14 @@ if [ -f Cargo.lock ]; then
     LOCKED=(--locked)
 fi
 
+# crates/execnet-py is its own cargo workspace (pyo3 needs a newer Rust than the library
+# and a Python to build against), so `cargo test --workspace` below never builds it. It
+# is built into .venv first: execnet-bench's smoke test runs its py-* rows (execnet_rs
+# against execnet) with $EXECNET_PYTHON, and under CI=true requires the bindings there.
+stage "python bindings (maturin develop)"
+VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" develop --quiet \
+    -m crates/execnet-py/Cargo.toml "${LOCKED[@]}"
+
 # --all-targets builds and runs lib, bins, tests, examples and benches in test mode, but
 # leaves out doc tests, which get their own run.
 # The reliability tests run here too (faults, load, hostile, leaks, fuzz_wire); the fuzz
@@ -213,12 +223,6 @@ else
 fi
 
 # ---- 5. Python bindings ---------------------------------------------------------------------
-
-# crates/execnet-py is its own cargo workspace (pyo3 needs a newer Rust than the library
-# and a Python to build against), so `cargo test --workspace` above never builds it.
-stage "python bindings (maturin develop)"
-VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" develop --quiet \
-    -m crates/execnet-py/Cargo.toml "${LOCKED[@]}"
 
 stage "pytest tests/python-bindings"
 "$VENV/bin/python" -m pytest tests/python-bindings -q -p no:cacheprovider --doctest-glob='*.txt'
