@@ -240,5 +240,24 @@ for mode in "-n 4" "-n 2 --dist loadfile"; do
         || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
 done
 
+# --rsyncdir: xdist sends the project to the workers' chdir with execnet_rs's RSync, and
+# the workers run that copy (test_runs_from_the_rsynced_copy checks where it runs).
+echo "--- pytest --dist load --tx 2*popen//chdir=DIR --rsyncdir ."
+rsync_dir=$(mktemp -d)
+status=0
+out=$(cd tests/xdist-client && XDIST_CLIENT_RSYNC_DIR="$rsync_dir" timeout 300 \
+      "$VENV/bin/python" -m pytest -p no:cacheprovider -v --dist load \
+      --tx "2*popen//chdir=$rsync_dir" --rsyncdir "$PWD" "$PWD/tests" 2>&1) || status=$?
+copied=0
+cmp -s tests/xdist-client/tests/test_a.py "$rsync_dir/xdist-client/tests/test_a.py" || copied=$?
+rm -rf "$rsync_dir"
+[ "$status" -eq 0 ] || { printf '%s\n' "$out"; die "the xdist --rsyncdir run failed (status $status)"; }
+printf '%s\n' "$out" | tail -n 1
+[ "$copied" -eq 0 ] || { printf '%s\n' "$out"; die "--rsyncdir did not copy tests/test_a.py"; }
+grep -q "PASSED xdist-client/tests/test_a.py::test_runs_from_the_rsynced_copy" <<<"$out" \
+    || { printf '%s\n' "$out"; die "the workers did not run the rsynced copy"; }
+grep -q "xdist-client: execnet is execnet_rs" <<<"$out" \
+    || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
+
 STAGE="done"
 printf '\nscripts/test.sh: all stages passed\n'
