@@ -1,4 +1,4 @@
-"""Fixtures for the bindings' tests.
+"""Fixtures for the bindings' tests: a private sshd, and a time limit for blocking calls.
 
 ``sshd``: a private OpenSSH server on 127.0.0.1, as the Rust ssh tests start one
 (crates/execnet/tests/common/sshd.rs): Debian's /usr/sbin/sshd in the foreground on a
@@ -14,6 +14,7 @@ import os
 import pwd
 import socket
 import subprocess
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -156,3 +157,29 @@ def sshd(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait(timeout=10)
+
+
+def _within(seconds, fn, *args):
+    """Runs fn(*args) in a thread; fails the test if it has not returned in time (the
+    gateways' teardown then ends whatever it waits for)."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # handed to the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn} did not return within {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+@pytest.fixture
+def within():
+    """``within(seconds, fn, *args)``: calls that may block (RSync.send) with a limit."""
+    return _within

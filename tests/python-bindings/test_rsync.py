@@ -1,32 +1,11 @@
 """execnet_rs.RSync: a source tree synced to popen gateways' directories."""
 
 import os
-import threading
 import time
 
 import pytest
 
 import execnet_rs as execnet
-
-
-def within(seconds, fn, *args):
-    """Runs fn(*args) in a thread; fails the test if it has not returned in time (the
-    gateways' teardown then ends whatever it waits for)."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as e:  # handed to the test's thread
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"{fn} did not return within {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 def snapshot(top):
@@ -71,7 +50,7 @@ def source(tmp_path):
     return src
 
 
-def test_tree_with_symlinks_and_a_deleted_file_reaches_two_gateways(two_gateways, source, tmp_path):
+def test_tree_with_symlinks_and_a_deleted_file_reaches_two_gateways(two_gateways, source, tmp_path, within):
     gw1, gw2 = two_gateways
     dest1, dest2 = tmp_path / "dest1", tmp_path / "dest2"
     dest1.mkdir()
@@ -114,7 +93,7 @@ def test_tree_with_symlinks_and_a_deleted_file_reaches_two_gateways(two_gateways
     assert got == want
 
 
-def test_relative_destdir_is_in_the_workers_directory(tmp_path, source):
+def test_relative_destdir_is_in_the_workers_directory(tmp_path, source, within):
     work = tmp_path / "work"
     work.mkdir()
     group = execnet.Group()
@@ -128,7 +107,7 @@ def test_relative_destdir_is_in_the_workers_directory(tmp_path, source):
         group.terminate(timeout=5)
 
 
-def test_only_changed_files_are_sent_and_reported(two_gateways, source, tmp_path, capsys):
+def test_only_changed_files_are_sent_and_reported(two_gateways, source, tmp_path, capsys, within):
     gw = two_gateways[0]
     calls = []
 
@@ -160,7 +139,7 @@ def test_only_changed_files_are_sent_and_reported(two_gateways, source, tmp_path
     assert (tmp_path / "dest" / "run.sh").read_text() == "#!/bin/sh\necho changed\n"
 
 
-def test_filter_leaves_paths_out(two_gateways, source, tmp_path):
+def test_filter_leaves_paths_out(two_gateways, source, tmp_path, within):
     seen = []
 
     class Filtered(execnet.RSync):
@@ -179,7 +158,7 @@ def test_filter_leaves_paths_out(two_gateways, source, tmp_path):
     assert str(source) not in seen
 
 
-def test_send_without_targets(two_gateways, source, tmp_path):
+def test_send_without_targets(two_gateways, source, tmp_path, within):
     rsync = execnet.RSync(source, verbose=False)
     with pytest.raises(OSError):
         rsync.send()
@@ -193,7 +172,7 @@ def test_send_without_targets(two_gateways, source, tmp_path):
         rsync.add_target(two_gateways[0], tmp_path / "d2", bogus=True)
 
 
-def test_remote_failure_raises_and_releases_the_other_target(two_gateways, source, tmp_path):
+def test_remote_failure_raises_and_releases_the_other_target(two_gateways, source, tmp_path, within):
     gw1, gw2 = two_gateways
     blocked = tmp_path / "a-file"
     blocked.write_text("a file where a directory should be\n")

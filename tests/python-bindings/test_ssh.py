@@ -86,3 +86,20 @@ def test_ssh_login_refused_is_an_error(sshd, tmp_path):
     finally:
         if gw is not None:
             gw.exit()
+
+
+def test_rsync_over_ssh(sshd, tmp_path, within):
+    source = tmp_path / "source"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "file.txt").write_text("over ssh\n")
+    os.symlink("sub/file.txt", source / "link")
+    dest = tmp_path / "dest"
+    gw = execnet.makegateway(sshd.spec())
+    try:
+        rsync = execnet.RSync(source, verbose=False)
+        rsync.add_target(gw, str(dest))
+        within(60, rsync.send)
+        assert (dest / "sub" / "file.txt").read_text() == "over ssh\n"
+        assert os.readlink(dest / "link") == "sub/file.txt"
+    finally:
+        gw.exit()
