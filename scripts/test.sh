@@ -5,11 +5,13 @@
 #
 # 1. installs the Debian packages the tests need, when they are missing;
 # 2. makes the private virtual environment .venv with the reference execnet and pytest;
-# 3. runs every Rust test (unit, integration, examples built, doc tests), and the popen
-#    integration tests a second time with the worker on PyPy;
+# 3. builds the Python bindings (crates/execnet-py, with maturin) into .venv, then runs
+#    every Rust test (unit, integration, examples built, doc tests; the benchmark's smoke
+#    test uses the bindings), and the popen integration tests a second time with the
+#    worker on PyPy;
 # 4. runs the Python worker's tests (tests/python), when that folder exists;
-# 5. builds the Python bindings (crates/execnet-py, with maturin) into .venv, runs their
-#    tests (tests/python-bindings) and a pytest-xdist run on them (tests/xdist-client).
+# 5. runs the bindings' tests (tests/python-bindings) and a pytest-xdist run on them
+#    (tests/xdist-client).
 #
 # It stops at the first failing stage and says which one failed. Nothing is installed
 # that is already there, so on a developer machine it changes nothing it need not.
@@ -170,6 +172,14 @@ if [ -f Cargo.lock ]; then
     LOCKED=(--locked)
 fi
 
+# crates/execnet-py is its own cargo workspace (pyo3 needs a newer Rust than the library
+# and a Python to build against), so `cargo test --workspace` below never builds it. It
+# is built into .venv first: execnet-bench's smoke test runs its py-* rows (execnet_rs
+# against execnet) with $EXECNET_PYTHON, and under CI=true requires the bindings there.
+stage "python bindings (maturin develop)"
+VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" develop --quiet \
+    -m crates/execnet-py/Cargo.toml "${LOCKED[@]}"
+
 # --all-targets builds and runs lib, bins, tests, examples and benches in test mode, but
 # leaves out doc tests, which get their own run.
 # The reliability tests run here too (faults, load, hostile, leaks, fuzz_wire); the fuzz
@@ -214,12 +224,6 @@ fi
 
 # ---- 5. Python bindings ---------------------------------------------------------------------
 
-# crates/execnet-py is its own cargo workspace (pyo3 needs a newer Rust than the library
-# and a Python to build against), so `cargo test --workspace` above never builds it.
-stage "python bindings (maturin develop)"
-VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" develop --quiet \
-    -m crates/execnet-py/Cargo.toml "${LOCKED[@]}"
-
 stage "pytest tests/python-bindings"
 "$VENV/bin/python" -m pytest tests/python-bindings -q -p no:cacheprovider --doctest-glob='*.txt'
 
@@ -235,6 +239,25 @@ for mode in "-n 4" "-n 2 --dist loadfile"; do
     grep -q "xdist-client: execnet is execnet_rs" <<<"$out" \
         || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
 done
+
+# --rsyncdir: xdist sends the project to the workers' chdir with execnet_rs's RSync, and
+# the workers run that copy (test_runs_from_the_rsynced_copy checks where it runs).
+echo "--- pytest --dist load --tx 2*popen//chdir=DIR --rsyncdir ."
+rsync_dir=$(mktemp -d)
+status=0
+out=$(cd tests/xdist-client && XDIST_CLIENT_RSYNC_DIR="$rsync_dir" timeout 300 \
+      "$VENV/bin/python" -m pytest -p no:cacheprovider -v --dist load \
+      --tx "2*popen//chdir=$rsync_dir" --rsyncdir "$PWD" "$PWD/tests" 2>&1) || status=$?
+copied=0
+cmp -s tests/xdist-client/tests/test_a.py "$rsync_dir/xdist-client/tests/test_a.py" || copied=$?
+rm -rf "$rsync_dir"
+[ "$status" -eq 0 ] || { printf '%s\n' "$out"; die "the xdist --rsyncdir run failed (status $status)"; }
+printf '%s\n' "$out" | tail -n 1
+[ "$copied" -eq 0 ] || { printf '%s\n' "$out"; die "--rsyncdir did not copy tests/test_a.py"; }
+grep -q "PASSED xdist-client/tests/test_a.py::test_runs_from_the_rsynced_copy" <<<"$out" \
+    || { printf '%s\n' "$out"; die "the workers did not run the rsynced copy"; }
+grep -q "xdist-client: execnet is execnet_rs" <<<"$out" \
+    || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
 
 STAGE="done"
 printf '\nscripts/test.sh: all stages passed\n'

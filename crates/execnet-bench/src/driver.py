@@ -1,9 +1,13 @@
 """The execnet side of execnet-bench: runs one scenario with the execnet package.
 
-    python driver.py SCENARIO SPEC PARAMS_JSON
-    python driver.py meta
+    python driver.py [--bindings] SCENARIO SPEC PARAMS_JSON
+    python driver.py [--bindings] meta
 
-Standard library and execnet only.  It prints one JSON object on stdout:
+Standard library and execnet only.  With --bindings the same code runs on the
+Python bindings of execnet-rs instead (``import execnet_rs as execnet``): the
+py-* rows, where both sides are this script under the same interpreter.
+
+It prints one JSON object on stdout:
 {"samples": [...], "extra": {...}}, where each sample is the scenario's figure
 (seconds, or a rate) timed inside this process with time.perf_counter(), after
 this interpreter and execnet were imported.  The Rust side (src/scenarios.rs)
@@ -16,7 +20,9 @@ import os
 import sys
 import time
 
-import execnet
+# execnet, or execnet_rs under --bindings: imported by main()
+execnet = None
+BINDINGS = False
 
 clock = time.perf_counter
 
@@ -34,10 +40,12 @@ def host_status():
 
 def end(gw):
     """Exit one gateway and wait for its process, as execnet's Group.terminate
-    does for each member (without the helper threads it starts for that)."""
+    does for each member (without the helper threads it starts for that).
+    execnet_rs's exit() itself waits for the process and reaps it."""
     gw.exit()
-    gw.join()
-    gw._io.wait()
+    if not BINDINGS:
+        gw.join()
+        gw._io.wait()
 
 
 def ready_gateway(spec):
@@ -176,7 +184,23 @@ def scale(spec, p):
     }
 
 
+def package_version(name):
+    try:
+        from importlib import metadata
+
+        return metadata.version(name)
+    except Exception:
+        return "?"
+
+
 def meta():
+    if BINDINGS:
+        return {
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "execnet_rs": package_version("execnet-rs"),
+            "file": execnet.__file__,
+        }
     return {
         "python": sys.version.split()[0],
         "implementation": sys.implementation.name,
@@ -197,6 +221,22 @@ SCENARIOS = {
 
 
 def main(argv):
+    global execnet, BINDINGS
+    argv = list(argv)
+    if argv[1:2] == ["--bindings"]:
+        del argv[1]
+        BINDINGS = True
+        try:
+            import execnet_rs as module
+        except ImportError as e:
+            if argv[1:] != ["meta"]:
+                raise
+            # the Rust side reports the row as skipped, with this reason
+            sys.stdout.write(json.dumps({"unavailable": "%s: %s" % (type(e).__name__, e)}) + "\n")
+            return
+    else:
+        import execnet as module
+    execnet = module
     if argv[1:] == ["meta"]:
         out = meta()
     else:

@@ -8,8 +8,10 @@
 //! Each scenario runs on execnet-rs (this program again, `--side-rs`) and on execnet (the
 //! driver script `driver.py` run by `--python`), one process per side and repetition,
 //! the two sides alternating which goes first. Both spawn their workers with the same
-//! interpreter. The table of medians goes to stdout, progress to stderr, the raw figures
-//! to `DIR/results.json` and the chart to `DIR/ratios.png`.
+//! interpreter. The py-* rows run the driver on both sides, the execnet-rs side with
+//! `import execnet_rs as execnet` (the Python bindings). The table of medians goes to
+//! stdout, progress to stderr, the raw figures to `DIR/results.json` and the chart to
+//! `DIR/ratios.png`.
 
 mod chart;
 mod plan;
@@ -24,7 +26,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use plan::{Scenario, Transport};
+use plan::{Host, Scenario, Transport};
 use report::{Baseline, ScenarioResult};
 use runner::{median, side_name, Side, Sides};
 
@@ -37,7 +39,9 @@ a table of medians, ratios and targets.
 options:
   --python PATH   the interpreter for both sides' workers and for the execnet driver;
                   it must have the execnet package (default: $EXECNET_PYTHON, then
-                  .venv/bin/python in this folder or above, as scripts/test.sh makes it)
+                  .venv/bin/python in this folder or above, as scripts/test.sh makes it);
+                  the py-* rows also need the Python bindings (execnet_rs) built into
+                  it, and are skipped, saying so, without them
   --only A,B      run only these scenarios (see --list)
   --reps N        repetitions per side (default: 5; 3 for taskfarm and scale)
   --quick         small sizes and one repetition: a smoke run, figures meaningless
@@ -272,10 +276,20 @@ fn run(args: Args) -> Result<()> {
 
     let mut results: Vec<ScenarioResult> = Vec::new();
     let mut test_sshd = None;
+    // whether execnet_rs imports under `python`: asked once, for the first py-* row
+    let mut bindings: Option<std::result::Result<serde_json::Value, String>> = None;
     let run_clock = runner::CpuClock::now();
     for sc in &selected {
         let reps = args.reps.unwrap_or(sc.reps).max(1);
+        let bindings = match sc.host {
+            Host::Rust => Ok(()),
+            Host::PythonBindings => bindings
+                .get_or_insert_with(|| sides.bindings_meta())
+                .clone()
+                .map(|_| ()),
+        };
         let spec = match sc.transport {
+            _ if bindings.is_err() => bindings.clone().map(|_| String::new()),
             Transport::Popen => Ok(sc.transport.spec(&python, None)),
             Transport::Ssh => {
                 let host = args
@@ -314,6 +328,9 @@ fn run(args: Args) -> Result<()> {
             }
         };
         let mut baseline = match (sc.kind, sc.transport) {
+            // the bindings' rows compare two Python hosts; the plain references are
+            // in the Rust rows already
+            _ if sc.host != Host::Rust => None,
             ("startup", Transport::Popen) => Some(Baseline {
                 what: format!("{python} -c pass"),
                 unit: "s".into(),
@@ -344,7 +361,7 @@ fn run(args: Args) -> Result<()> {
                 .push(format!("{}, {}", side_name(order[0]), side_name(order[1])));
             let mut line = format!("{:<14} {}/{}:", sc.id, rep + 1, reps);
             for side in order {
-                let run = match sides.run(side, sc.kind, &spec, &sc.params) {
+                let run = match sides.run(side, sc.host, sc.kind, &spec, &sc.params) {
                     Ok(run) => run,
                     Err(e) => {
                         // One failed run (a hang, a crash) is reported, not fatal.
@@ -433,6 +450,11 @@ fn run(args: Args) -> Result<()> {
             "execnet_rs": env!("CARGO_PKG_VERSION"),
             "execnet": execnet_version,
             "python": meta_py,
+            // execnet_rs under `python`, when a py-* row asked (null otherwise)
+            "python_bindings": bindings.as_ref().map(|b| match b {
+                Ok(meta) => meta.clone(),
+                Err(why) => json!({ "unavailable": why }),
+            }),
             "python_path": python,
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "cpu": cpu,

@@ -24,6 +24,16 @@ impl Transport {
     }
 }
 
+/// Which program drives the execnet-rs side of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// This program, with the execnet crate (`--side-rs`).
+    Rust,
+    /// The execnet driver script with `import execnet_rs as execnet`: the Python
+    /// bindings (crates/execnet-py), under the same interpreter as the execnet side.
+    PythonBindings,
+}
+
 /// Which way is better for a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,11 +77,13 @@ pub struct Scenario {
     /// The scenario both sides run (`startup`, `roundtrip`, ...).
     pub kind: &'static str,
     pub transport: Transport,
+    pub host: Host,
     pub what: &'static str,
     pub reps: usize,
     pub params: Params,
     pub metric: Metric,
-    pub target: Target,
+    /// None for rows that are compared without a goal (the Python bindings' rows).
+    pub target: Option<Target>,
 }
 
 const TIME_MS: Metric = Metric {
@@ -104,6 +116,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
         id,
         kind: "startup",
         transport,
+        host: Host::Rust,
         what: "create a gateway, receive the first item of a remote_exec, exit (one sample each)",
         reps: reps(5),
         params: Params {
@@ -111,12 +124,13 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             ..Default::default()
         },
         metric: TIME_MS,
-        target: Target::RatioAtMost(0.5),
+        target: Some(Target::RatioAtMost(0.5)),
     };
     let roundtrip = |id, transport| Scenario {
         id,
         kind: "roundtrip",
         transport,
+        host: Host::Rust,
         what: "send an int, receive the echo; round trips per second",
         reps: reps(5),
         params: Params {
@@ -124,15 +138,16 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             ..Default::default()
         },
         metric: RATE,
-        target: Target::RatioAtLeast(2.5),
+        target: Some(Target::RatioAtLeast(2.5)),
     };
-    vec![
+    let mut all = vec![
         startup("startup", Transport::Popen),
         roundtrip("roundtrip", Transport::Popen),
         Scenario {
             id: "stream",
             kind: "stream",
             transport: Transport::Popen,
+            host: Host::Rust,
             what: "the remote sends small ints; items per second",
             reps: reps(5),
             params: Params {
@@ -140,12 +155,13 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
                 ..Default::default()
             },
             metric: RATE,
-            target: Target::RatioAtLeast(3.0),
+            target: Some(Target::RatioAtLeast(3.0)),
         },
         Scenario {
             id: "bulk",
             kind: "bulk",
             transport: Transport::Popen,
+            host: Host::Rust,
             what: "the remote sends 1 MiB bytes items; MB/s (10^6 bytes)",
             reps: reps(5),
             params: Params {
@@ -154,12 +170,13 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
                 ..Default::default()
             },
             metric: MBPS,
-            target: Target::RatioAtLeast(2.0),
+            target: Some(Target::RatioAtLeast(2.0)),
         },
         Scenario {
             id: "fanout",
             kind: "fanout",
             transport: Transport::Popen,
+            host: Host::Rust,
             what: "make gateways in a group, each sends one item, terminate the group",
             reps: reps(5),
             params: Params {
@@ -167,12 +184,13 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
                 ..Default::default()
             },
             metric: TIME_MS,
-            target: Target::RatioAtMost(0.4),
+            target: Some(Target::RatioAtMost(0.4)),
         },
         Scenario {
             id: "taskfarm",
             kind: "taskfarm",
             transport: Transport::Popen,
+            host: Host::Rust,
             what: "small tasks over workers through a MultiChannel receive queue; tasks per second",
             reps: reps(3),
             params: Params {
@@ -182,12 +200,13 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
                 ..Default::default()
             },
             metric: RATE,
-            target: Target::RatioAtLeast(2.0),
+            target: Some(Target::RatioAtLeast(2.0)),
         },
         Scenario {
             id: "scale",
             kind: "scale",
             transport: Transport::Popen,
+            host: Host::Rust,
             what: "gateways alive at once: host RSS and threads per gateway",
             reps: reps(3),
             params: Params {
@@ -195,11 +214,31 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
                 ..Default::default()
             },
             metric: KIB,
-            target: Target::Below(1024.0),
+            target: Some(Target::Below(1024.0)),
         },
         startup("ssh-startup", Transport::Ssh),
         roundtrip("ssh-roundtrip", Transport::Ssh),
-    ]
+    ];
+    // The same scenarios from Python: execnet_rs (the bindings) against execnet, both
+    // driven by driver.py under one interpreter. Same sizes; no targets set for them.
+    let from_python: Vec<Scenario> = ["startup", "roundtrip", "stream"]
+        .iter()
+        .map(|kind| {
+            let base = all.iter().find(|s| s.id == *kind).expect("popen row");
+            Scenario {
+                id: match *kind {
+                    "startup" => "py-startup",
+                    "roundtrip" => "py-roundtrip",
+                    _ => "py-stream",
+                },
+                host: Host::PythonBindings,
+                target: None,
+                ..base.clone()
+            }
+        })
+        .collect();
+    all.extend(from_python);
+    all
 }
 
 /// Target for the startup row against a bare `python -c pass`, in ms.

@@ -129,6 +129,12 @@ fn target_text(t: Target, unit: &str) -> String {
     }
 }
 
+/// The target column for a row that may have no target.
+fn target_text_of(t: Option<Target>, unit: &str) -> String {
+    t.map(|t| target_text(t, unit))
+        .unwrap_or_else(|| "-".into())
+}
+
 /// (met, verdict) for `value` (the ratio, difference, fraction or plain figure the
 /// target speaks of).
 fn judge(t: Target, value: f64, unit: &str) -> (Option<bool>, String) {
@@ -192,8 +198,8 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
             rs: None,
             py: None,
             ratio: None,
-            target: Some(sc.target),
-            target_text: target_text(sc.target, m.unit),
+            target: sc.target,
+            target_text: target_text_of(sc.target, m.unit),
             met: None,
             verdict: format!("skipped: {why}"),
             skipped: Some(why.clone()),
@@ -209,8 +215,8 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
             rs: opt(median(&all_samples(&res.rs)) * m.display_scale),
             py: opt(median(&all_samples(&res.py)) * m.display_scale),
             ratio: None,
-            target: Some(sc.target),
-            target_text: target_text(sc.target, m.unit),
+            target: sc.target,
+            target_text: target_text_of(sc.target, m.unit),
             met: None,
             verdict: why,
             skipped: None,
@@ -219,11 +225,11 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
     let rs = median(&all_samples(&res.rs)) * m.display_scale;
     let py = median(&all_samples(&res.py)) * m.display_scale;
     let ratio = rs / py;
-    let main_value = match sc.target {
-        Target::RatioAtMost(_) | Target::RatioAtLeast(_) => ratio,
-        _ => rs,
+    let (met, mut verdict) = match sc.target {
+        Some(t @ (Target::RatioAtMost(_) | Target::RatioAtLeast(_))) => judge(t, ratio, m.unit),
+        Some(t) => judge(t, rs, m.unit),
+        None => (None, "-".to_string()),
     };
-    let (met, mut verdict) = judge(sc.target, main_value, m.unit);
     if !res.failures.is_empty() {
         verdict.push_str(&format!(
             " ({} failed run(s): see the JSON)",
@@ -243,8 +249,8 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
         rs: opt(rs),
         py: opt(py),
         ratio: opt(ratio),
-        target: Some(sc.target),
-        target_text: target_text(sc.target, m.unit),
+        target: sc.target,
+        target_text: target_text_of(sc.target, m.unit),
         met,
         verdict,
         skipped: None,

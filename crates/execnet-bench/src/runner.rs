@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::plan::Host;
 use crate::scenarios::{Params, SideRun};
 
 /// The execnet side's driver script, written to a temporary file for the run.
@@ -53,15 +54,29 @@ pub struct Sides {
 
 impl Sides {
     /// Runs `scenario` once on `side` in a fresh process and returns what it reported.
-    pub fn run(&self, side: Side, scenario: &str, spec: &str, params: &Params) -> Result<SideRun> {
+    /// For `Host::PythonBindings` the execnet-rs side is the driver too, importing
+    /// `execnet_rs` in place of `execnet`.
+    pub fn run(
+        &self,
+        side: Side,
+        host: Host,
+        scenario: &str,
+        spec: &str,
+        params: &Params,
+    ) -> Result<SideRun> {
         let params = serde_json::to_string(params)?;
-        let mut cmd = match side {
-            Side::Rs => {
+        let mut cmd = match (side, host) {
+            (Side::Rs, Host::PythonBindings) => {
+                let mut c = Command::new(&self.python);
+                c.arg(&self.driver.0).arg("--bindings");
+                c
+            }
+            (Side::Rs, Host::Rust) => {
                 let mut c = Command::new(&self.rs_exe);
                 c.arg("--side-rs");
                 c
             }
-            Side::Py => {
+            (Side::Py, _) => {
                 let mut c = Command::new(&self.python);
                 c.arg(&self.driver.0);
                 c
@@ -90,6 +105,25 @@ impl Sides {
             )
         })?;
         Ok(serde_json::from_str(out.trim())?)
+    }
+
+    /// The driver's `--bindings meta` report (execnet_rs's version and file), or why
+    /// the Python bindings cannot be used from this interpreter.
+    pub fn bindings_meta(&self) -> std::result::Result<serde_json::Value, String> {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(&self.driver.0).args(["--bindings", "meta"]);
+        let meta: serde_json::Value = run_with_timeout(cmd, Duration::from_secs(60))
+            .and_then(|out| Ok(serde_json::from_str(out.trim())?))
+            .map_err(|e| format!("{} cannot run the driver: {e:#}", self.python))?;
+        match meta["unavailable"].as_str() {
+            None => Ok(meta),
+            Some(why) => Err(format!(
+                "execnet_rs is not importable from {} ({why}); build the Python bindings into \
+                 its venv: `VIRTUAL_ENV=.venv .venv/bin/maturin develop -m crates/execnet-py/Cargo.toml` \
+                 (scripts/test.sh does this)",
+                self.python
+            )),
+        }
     }
 }
 

@@ -17,12 +17,13 @@ import types
 
 from . import _core
 from ._core import DataFormatError, GatewayLost, HostNotFound, RemoteError, TimeoutError
+from .rsync import RSync
 
 __all__ = [
     "makegateway", "Group", "Gateway", "Channel", "MultiChannel", "XSpec", "default_group",
     "dumps", "loads", "DataFormatError", "DumpError", "LoadError", "RemoteError",
     "TimeoutError", "HostNotFound", "GatewayLost", "PopenGateway", "SshGateway",
-    "SocketGateway", "set_execmodel", "install_as_execnet",
+    "SocketGateway", "RSync", "set_execmodel", "install_as_execnet",
 ]
 
 
@@ -502,20 +503,6 @@ def _wrap_new(group, core):
 
 
 SocketGateway = _SocketGatewayFactory()
-
-
-class RSync:
-    """execnet's directory synchronisation is not implemented by execnet_rs; the class
-    exists so that code subclassing it (pytest-xdist's --rsyncdir support) imports."""
-
-    def __init__(self, sourcedir, callback=None, verbose=True):
-        self._sourcedir = str(sourcedir)
-
-    def add_target(self, gateway, destdir, finishedcallback=None, **options):
-        raise NotImplementedError("execnet_rs does not implement RSync")
-
-    def send(self, raises=True):
-        raise NotImplementedError("execnet_rs does not implement RSync")
 
 
 # ---- standing in for execnet ----------------------------------------------------------------
