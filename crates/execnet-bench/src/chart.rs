@@ -15,11 +15,7 @@ use crate::report::{num, Row};
 fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            dejavu::sans::regular(),
-        );
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
         let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
     });
 }
@@ -33,10 +29,7 @@ const GREY: RGBColor = RGBColor(150, 150, 150);
 /// Returns false, drawing nothing, when no row has one.
 pub fn draw(path: &Path, rows: &[Row], subtitle: &str) -> Result<bool> {
     register_fonts();
-    let bars: Vec<(&Row, f64)> = rows
-        .iter()
-        .filter_map(|r| r.advantage().map(|a| (r, a)))
-        .collect();
+    let bars: Vec<(&Row, f64)> = rows.iter().filter_map(|r| r.advantage().map(|a| (r, a))).collect();
     if bars.is_empty() {
         return Ok(false);
     }
@@ -55,18 +48,11 @@ pub fn draw(path: &Path, rows: &[Row], subtitle: &str) -> Result<bool> {
         .draw(&Text::new(
             "execnet-rs vs execnet: times better (bar), target (black tick)",
             (16, 8),
-            ("sans-serif", 21)
-                .into_font()
-                .style(FontStyle::Bold)
-                .color(&BLACK),
+            ("sans-serif", 21).into_font().style(FontStyle::Bold).color(&BLACK),
         ))
         .map_err(e)?;
     title_area
-        .draw(&Text::new(
-            subtitle.to_string(),
-            (16, 36),
-            ("sans-serif", 14).into_font().color(&GREY),
-        ))
+        .draw(&Text::new(subtitle.to_string(), (16, 36), ("sans-serif", 14).into_font().color(&GREY)))
         .map_err(e)?;
     let mut chart = ChartBuilder::on(&rest)
         .margin_left(250)
@@ -108,47 +94,28 @@ pub fn draw(path: &Path, rows: &[Row], subtitle: &str) -> Result<bool> {
         }))
         .map_err(e)?;
     chart
-        .draw_series(std::iter::once(PathElement::new(
-            vec![(1.0, 0.0), (1.0, top)],
-            GREY.stroke_width(1),
-        )))
+        .draw_series(std::iter::once(PathElement::new(vec![(1.0, 0.0), (1.0, top)], GREY.stroke_width(1))))
         .map_err(e)?;
-    let value_style = ("sans-serif", 14)
-        .into_font()
-        .color(&BLACK)
-        .pos(Pos::new(HPos::Left, VPos::Center));
+    let value_style = ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
     chart
         .draw_series(bars.iter().enumerate().map(|(i, (r, a))| {
             let text = match (r.target_advantage(), r.met) {
                 (Some(t), _) => format!("{}x (target {}x)", num(*a), num(t)),
-                (None, Some(true)) => {
-                    format!("{}x (absolute target {}: met)", num(*a), r.target_text)
-                }
-                (None, Some(false)) => {
-                    format!("{}x (absolute target {}: missed)", num(*a), r.target_text)
-                }
+                (None, Some(true)) => format!("{}x (absolute target {}: met)", num(*a), r.target_text),
+                (None, Some(false)) => format!("{}x (absolute target {}: missed)", num(*a), r.target_text),
                 (None, None) => format!("{}x", num(*a)),
             };
             // right of the bar and of the target tick, whichever is further
             let x = r.target_advantage().map_or(*a, |t| a.max(t));
-            EmptyElement::at((x, top - i as f64 - 0.5))
-                + Text::new(text, (8, 0), value_style.clone())
+            EmptyElement::at((x, top - i as f64 - 0.5)) + Text::new(text, (8, 0), value_style.clone())
         }))
         .map_err(e)?;
     // Row labels left of the plotting area, placed through the chart's own mapping (the
     // chart clips what it draws to its area, so they are drawn on the root).
-    let label_style = ("sans-serif", 15)
-        .into_font()
-        .color(&BLACK)
-        .pos(Pos::new(HPos::Right, VPos::Center));
+    let label_style = ("sans-serif", 15).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
     for (i, (r, _)) in bars.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(0.0, top - i as f64 - 0.5));
-        root.draw(&Text::new(
-            r.label.clone(),
-            (x - 10, y),
-            label_style.clone(),
-        ))
-        .map_err(e)?;
+        root.draw(&Text::new(r.label.clone(), (x - 10, y), label_style.clone())).map_err(e)?;
     }
     root.present().map_err(e)?;
     Ok(true)

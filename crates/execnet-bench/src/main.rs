@@ -27,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use plan::{Host, Scenario, Transport};
-use report::{Baseline, ScenarioResult};
+use report::{ScenarioResult, Baseline};
 use runner::{median, side_name, Side, Sides};
 
 const USAGE: &str = "\
@@ -75,13 +75,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         match arg.as_str() {
             "--python" => a.python = Some(value("--python")?),
             "--only" => {
-                a.only = Some(
-                    value("--only")?
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect(),
-                )
+                a.only = Some(value("--only")?.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             }
             "--reps" => a.reps = Some(value("--reps")?.parse().context("--reps takes a number")?),
             "--quick" => a.quick = true,
@@ -130,10 +124,7 @@ fn side_rs(args: Vec<String>) -> Result<()> {
 /// Whether this build has ssh gateways, asked with a spec that cannot connect or
 /// prompt (port 1 on loopback, batch mode).
 fn ssh_in_this_build(python: &str) -> bool {
-    let probe = Transport::Ssh.spec(
-        python,
-        Some("-o BatchMode=yes -o ConnectTimeout=2 -p 1 127.0.0.1"),
-    );
+    let probe = Transport::Ssh.spec(python, Some("-o BatchMode=yes -o ConnectTimeout=2 -p 1 127.0.0.1"));
     match execnet::makegateway(probe.as_str()) {
         Err(execnet::Error::Spec { reason, .. }) if reason.contains("not supported") => false,
         Ok(gw) => {
@@ -159,10 +150,7 @@ fn ssh_spec(
         Some(t) => t.to_string(),
         None => {
             if server.is_none() {
-                *server = Some(
-                    sshd::start()
-                        .map_err(|e| format!("no ssh target given and no test sshd: {e}"))?,
-                );
+                *server = Some(sshd::start().map_err(|e| format!("no ssh target given and no test sshd: {e}"))?);
             }
             server.as_ref().expect("started").target.clone()
         }
@@ -192,15 +180,8 @@ fn replot(dir: &std::path::Path) -> Result<()> {
         meta["execnet"].as_str().unwrap_or("?"),
         meta["loadavg_before"].as_str().unwrap_or("?"),
         meta["others_cpu_percent"].as_f64().unwrap_or(f64::NAN),
-        meta["started"]
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(|| format!("unix time {}", meta["started_unix"])),
-        if meta["quick"] == true {
-            " (QUICK)"
-        } else {
-            ""
-        },
+        meta["started"].as_str().map(String::from).unwrap_or_else(|| format!("unix time {}", meta["started_unix"])),
+        if meta["quick"] == true { " (QUICK)" } else { "" },
     );
     let png = dir.join("ratios.png");
     if chart::draw(&png, &rows, &subtitle)? {
@@ -228,9 +209,7 @@ fn run(args: Args) -> Result<()> {
                     bail!("unknown scenario {name:?} (see --list)");
                 }
             }
-            all.into_iter()
-                .filter(|s| names.iter().any(|n| n == s.id))
-                .collect()
+            all.into_iter().filter(|s| names.iter().any(|n| n == s.id)).collect()
         }
     };
     let python = match args.python.clone().or_else(runner::default_python) {
@@ -243,10 +222,7 @@ fn run(args: Args) -> Result<()> {
     // A relative path (".venv/bin/python") is made absolute, without resolving symlinks
     // (a venv's python is a symlink: resolving it would lose the venv, and execnet).
     let python = if python.contains('/') && !python.starts_with('/') {
-        std::env::current_dir()?
-            .join(&python)
-            .to_string_lossy()
-            .into_owned()
+        std::env::current_dir()?.join(&python).to_string_lossy().into_owned()
     } else {
         python
     };
@@ -267,11 +243,7 @@ fn run(args: Args) -> Result<()> {
         "execnet-bench: python {} ({}), execnet {execnet_version}, load {load_before}{}",
         meta_py["python"].as_str().unwrap_or("?"),
         python,
-        if args.quick {
-            ", QUICK run: the figures mean nothing"
-        } else {
-            ""
-        }
+        if args.quick { ", QUICK run: the figures mean nothing" } else { "" }
     );
 
     let mut results: Vec<ScenarioResult> = Vec::new();
@@ -283,19 +255,13 @@ fn run(args: Args) -> Result<()> {
         let reps = args.reps.unwrap_or(sc.reps).max(1);
         let bindings = match sc.host {
             Host::Rust => Ok(()),
-            Host::PythonBindings => bindings
-                .get_or_insert_with(|| sides.bindings_meta())
-                .clone()
-                .map(|_| ()),
+            Host::PythonBindings => bindings.get_or_insert_with(|| sides.bindings_meta()).clone().map(|_| ()),
         };
         let spec = match sc.transport {
             _ if bindings.is_err() => bindings.clone().map(|_| String::new()),
             Transport::Popen => Ok(sc.transport.spec(&python, None)),
             Transport::Ssh => {
-                let host = args
-                    .ssh
-                    .clone()
-                    .or_else(|| std::env::var("EXECNET_BENCH_SSH").ok());
+                let host = args.ssh.clone().or_else(|| std::env::var("EXECNET_BENCH_SSH").ok());
                 ssh_spec(&python, host.as_deref(), &mut test_sshd)
             }
         };
@@ -331,16 +297,11 @@ fn run(args: Args) -> Result<()> {
             // the bindings' rows compare two Python hosts; the plain references are
             // in the Rust rows already
             _ if sc.host != Host::Rust => None,
-            ("startup", Transport::Popen) => Some(Baseline {
-                what: format!("{python} -c pass"),
-                unit: "s".into(),
-                samples: vec![],
-            }),
+            ("startup", Transport::Popen) => {
+                Some(Baseline { what: format!("{python} -c pass"), unit: "s".into(), samples: vec![] })
+            }
             ("fanout", Transport::Popen) => Some(Baseline {
-                what: format!(
-                    "{} x `{python} -c pass` started together",
-                    sc.params.gateways.unwrap_or(0)
-                ),
+                what: format!("{} x `{python} -c pass` started together", sc.params.gateways.unwrap_or(0)),
                 unit: "s".into(),
                 samples: vec![],
             }),
@@ -352,13 +313,8 @@ fn run(args: Args) -> Result<()> {
             _ => None,
         };
         for rep in 0..reps {
-            let order = if rep % 2 == 0 {
-                [Side::Rs, Side::Py]
-            } else {
-                [Side::Py, Side::Rs]
-            };
-            res.order
-                .push(format!("{}, {}", side_name(order[0]), side_name(order[1])));
+            let order = if rep % 2 == 0 { [Side::Rs, Side::Py] } else { [Side::Py, Side::Rs] };
+            res.order.push(format!("{}, {}", side_name(order[0]), side_name(order[1])));
             let mut line = format!("{:<14} {}/{}:", sc.id, rep + 1, reps);
             for side in order {
                 let run = match sides.run(side, sc.host, sc.kind, &spec, &sc.params) {
@@ -366,21 +322,12 @@ fn run(args: Args) -> Result<()> {
                     Err(e) => {
                         // One failed run (a hang, a crash) is reported, not fatal.
                         line.push_str(&format!("  {} FAILED", side_name(side)));
-                        res.failures.push(format!(
-                            "repetition {}, {}: {e:#}",
-                            rep + 1,
-                            side_name(side)
-                        ));
+                        res.failures.push(format!("repetition {}, {}: {e:#}", rep + 1, side_name(side)));
                         continue;
                     }
                 };
                 let m = median(&run.samples) * sc.metric.display_scale;
-                line.push_str(&format!(
-                    "  {} {} {}",
-                    side_name(side),
-                    report::num(m),
-                    sc.metric.unit
-                ));
+                line.push_str(&format!("  {} {} {}", side_name(side), report::num(m), sc.metric.unit));
                 match side {
                     Side::Rs => res.rs.push(run),
                     Side::Py => res.py.push(run),
@@ -393,16 +340,12 @@ fn run(args: Args) -> Result<()> {
                     b.samples.push(s);
                 } else if sc.kind == "startup" {
                     let s = runner::bare_python(&python, sc.params.inner.unwrap_or(1))?;
-                    line.push_str(&format!(
-                        "  bare python {} ms",
-                        report::num(median(&s) * 1e3)
-                    ));
+                    line.push_str(&format!("  bare python {} ms", report::num(median(&s) * 1e3)));
                     b.samples.extend(s);
                 } else {
                     // the same number of MiB as the scenario moves, at least 1000 for
                     // a figure that start-up costs do not blur
-                    let mib =
-                        ((sc.params.n.unwrap_or(0) * sc.params.size.unwrap_or(0)) >> 20).max(1000);
+                    let mib = ((sc.params.n.unwrap_or(0) * sc.params.size.unwrap_or(0)) >> 20).max(1000);
                     let s = runner::dd_pipe(mib)?;
                     line.push_str(&format!("  dd {} MB/s", report::num(s)));
                     b.samples.push(s);
@@ -412,8 +355,7 @@ fn run(args: Args) -> Result<()> {
             line.push_str(&format!("  [others {pct:.1}% CPU so far]"));
             eprintln!("{line}");
         }
-        (res.others_cpu_seconds, res.others_cpu_percent) =
-            runner::CpuClock::now().others_since(&clock);
+        (res.others_cpu_seconds, res.others_cpu_percent) = runner::CpuClock::now().others_since(&clock);
         res.baseline = baseline;
         results.push(res);
     }
@@ -492,20 +434,13 @@ fn run(args: Args) -> Result<()> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
         .unwrap_or_default()
 }
 
 /// UTC date and time, without a date crate.
 fn humantime(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let days = (secs / 86400) as i64;
     let (h, m) = ((secs % 86400) / 3600, (secs % 3600) / 60);
     // civil-from-days (proleptic Gregorian)
@@ -533,12 +468,7 @@ mod tests {
 
     #[test]
     fn args() {
-        let a = parse_args(
-            ["--quick", "--only", "startup,roundtrip"]
-                .iter()
-                .map(|s| s.to_string()),
-        )
-        .unwrap();
+        let a = parse_args(["--quick", "--only", "startup,roundtrip"].iter().map(|s| s.to_string())).unwrap();
         assert!(a.quick);
         assert_eq!(a.only.unwrap(), ["startup", "roundtrip"]);
         assert!(parse_args(["--bogus"].iter().map(|s| s.to_string())).is_err());

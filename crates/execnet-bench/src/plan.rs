@@ -86,26 +86,10 @@ pub struct Scenario {
     pub target: Option<Target>,
 }
 
-const TIME_MS: Metric = Metric {
-    unit: "ms",
-    display_scale: 1e3,
-    better: Better::Lower,
-};
-const RATE: Metric = Metric {
-    unit: "1/s",
-    display_scale: 1.0,
-    better: Better::Higher,
-};
-const MBPS: Metric = Metric {
-    unit: "MB/s",
-    display_scale: 1.0,
-    better: Better::Higher,
-};
-const KIB: Metric = Metric {
-    unit: "KiB/gateway",
-    display_scale: 1.0,
-    better: Better::Lower,
-};
+const TIME_MS: Metric = Metric { unit: "ms", display_scale: 1e3, better: Better::Lower };
+const RATE: Metric = Metric { unit: "1/s", display_scale: 1.0, better: Better::Higher };
+const MBPS: Metric = Metric { unit: "MB/s", display_scale: 1.0, better: Better::Higher };
+const KIB: Metric = Metric { unit: "KiB/gateway", display_scale: 1.0, better: Better::Lower };
 
 /// Every scenario, full size (`quick` shrinks sizes and repetitions to a smoke run).
 pub fn scenarios(quick: bool) -> Vec<Scenario> {
@@ -119,10 +103,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
         host: Host::Rust,
         what: "create a gateway, receive the first item of a remote_exec, exit (one sample each)",
         reps: reps(5),
-        params: Params {
-            inner: q(5, 2),
-            ..Default::default()
-        },
+        params: Params { inner: q(5, 2), ..Default::default() },
         metric: TIME_MS,
         target: Some(Target::RatioAtMost(0.5)),
     };
@@ -133,10 +114,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
         host: Host::Rust,
         what: "send an int, receive the echo; round trips per second",
         reps: reps(5),
-        params: Params {
-            n: q(20_000, 2_000),
-            ..Default::default()
-        },
+        params: Params { n: q(20_000, 2_000), ..Default::default() },
         metric: RATE,
         target: Some(Target::RatioAtLeast(2.5)),
     };
@@ -150,10 +128,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             host: Host::Rust,
             what: "the remote sends small ints; items per second",
             reps: reps(5),
-            params: Params {
-                n: q(200_000, 20_000),
-                ..Default::default()
-            },
+            params: Params { n: q(200_000, 20_000), ..Default::default() },
             metric: RATE,
             target: Some(Target::RatioAtLeast(3.0)),
         },
@@ -164,11 +139,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             host: Host::Rust,
             what: "the remote sends 1 MiB bytes items; MB/s (10^6 bytes)",
             reps: reps(5),
-            params: Params {
-                n: q(500, 50),
-                size: Some(1 << 20),
-                ..Default::default()
-            },
+            params: Params { n: q(500, 50), size: Some(1 << 20), ..Default::default() },
             metric: MBPS,
             target: Some(Target::RatioAtLeast(2.0)),
         },
@@ -179,10 +150,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             host: Host::Rust,
             what: "make gateways in a group, each sends one item, terminate the group",
             reps: reps(5),
-            params: Params {
-                gateways: q(16, 4),
-                ..Default::default()
-            },
+            params: Params { gateways: q(16, 4), ..Default::default() },
             metric: TIME_MS,
             target: Some(Target::RatioAtMost(0.4)),
         },
@@ -193,12 +161,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             host: Host::Rust,
             what: "small tasks over workers through a MultiChannel receive queue; tasks per second",
             reps: reps(3),
-            params: Params {
-                n: q(100_000, 5_000),
-                workers: Some(8),
-                window: Some(32),
-                ..Default::default()
-            },
+            params: Params { n: q(100_000, 5_000), workers: Some(8), window: Some(32), ..Default::default() },
             metric: RATE,
             target: Some(Target::RatioAtLeast(2.0)),
         },
@@ -209,10 +172,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             host: Host::Rust,
             what: "gateways alive at once: host RSS and threads per gateway",
             reps: reps(3),
-            params: Params {
-                gateways: q(256, 16),
-                ..Default::default()
-            },
+            params: Params { gateways: q(256, 16), ..Default::default() },
             metric: KIB,
             target: Some(Target::Below(1024.0)),
         },

@@ -86,15 +86,11 @@ impl Row {
 }
 
 fn all_samples(runs: &[SideRun]) -> Vec<f64> {
-    runs.iter()
-        .flat_map(|r| r.samples.iter().copied())
-        .collect()
+    runs.iter().flat_map(|r| r.samples.iter().copied()).collect()
 }
 
 fn all_extra(runs: &[SideRun], key: &str) -> Vec<f64> {
-    runs.iter()
-        .filter_map(|r| r.extra.get(key).and_then(|v| v.as_f64()))
-        .collect()
+    runs.iter().filter_map(|r| r.extra.get(key).and_then(|v| v.as_f64())).collect()
 }
 
 fn opt(x: f64) -> Option<f64> {
@@ -131,8 +127,7 @@ fn target_text(t: Target, unit: &str) -> String {
 
 /// The target column for a row that may have no target.
 fn target_text_of(t: Option<Target>, unit: &str) -> String {
-    t.map(|t| target_text(t, unit))
-        .unwrap_or_else(|| "-".into())
+    t.map(|t| target_text(t, unit)).unwrap_or_else(|| "-".into())
 }
 
 /// (met, verdict) for `value` (the ratio, difference, fraction or plain figure the
@@ -144,21 +139,11 @@ fn judge(t: Target, value: f64, unit: &str) -> (Option<bool>, String) {
     let (met, miss) = match t {
         Target::RatioAtMost(v) => (
             value <= v,
-            format!(
-                "no: {} > {}; execnet-rs needs {:.0}% less time",
-                num(value),
-                num(v),
-                (1.0 - v / value) * 100.0
-            ),
+            format!("no: {} > {}; execnet-rs needs {:.0}% less time", num(value), num(v), (1.0 - v / value) * 100.0),
         ),
         Target::RatioAtLeast(v) => (
             value >= v,
-            format!(
-                "no: {} < {}; execnet-rs needs {}x its rate",
-                num(value),
-                num(v),
-                num(v / value)
-            ),
+            format!("no: {} < {}; execnet-rs needs {}x its rate", num(value), num(v), num(v / value)),
         ),
         Target::DiffAtMost(v) => (
             value <= v,
@@ -166,21 +151,10 @@ fn judge(t: Target, value: f64, unit: &str) -> (Option<bool>, String) {
         ),
         Target::FractionAtLeast(v) => (
             value >= v,
-            format!(
-                "no: {:.0}% < {:.0}%; needs {}x its rate",
-                value * 100.0,
-                v * 100.0,
-                num(v / value)
-            ),
+            format!("no: {:.0}% < {:.0}%; needs {}x its rate", value * 100.0, v * 100.0, num(v / value)),
         ),
-        Target::Below(v) => (
-            value < v,
-            format!("no: {} {unit}, {} over", num(value), num(value - v)),
-        ),
-        Target::AtMost(v) => (
-            value <= v,
-            format!("no: {} {unit}, {} over", num(value), num(value - v)),
-        ),
+        Target::Below(v) => (value < v, format!("no: {} {unit}, {} over", num(value), num(value - v))),
+        Target::AtMost(v) => (value <= v, format!("no: {} {unit}, {} over", num(value), num(value - v))),
     };
     (Some(met), if met { "yes".into() } else { miss })
 }
@@ -231,16 +205,9 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
         None => (None, "-".to_string()),
     };
     if !res.failures.is_empty() {
-        verdict.push_str(&format!(
-            " ({} failed run(s): see the JSON)",
-            res.failures.len()
-        ));
+        verdict.push_str(&format!(" ({} failed run(s): see the JSON)", res.failures.len()));
     }
-    let label = if sc.kind == "scale" {
-        format!("{} (host RSS)", res.id)
-    } else {
-        res.id.clone()
-    };
+    let label = if sc.kind == "scale" { format!("{} (host RSS)", res.id) } else { res.id.clone() };
     let mut out = vec![Row {
         id: res.id.clone(),
         label,
@@ -343,15 +310,7 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
 
 /// The table, as Markdown (so that it can go into the README as it is).
 pub fn table(rows: &[Row]) -> String {
-    let header = [
-        "scenario",
-        "unit",
-        "execnet-rs",
-        "execnet",
-        "rs/execnet",
-        "target",
-        "met",
-    ];
+    let header = ["scenario", "unit", "execnet-rs", "execnet", "rs/execnet", "target", "met"];
     let body: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {

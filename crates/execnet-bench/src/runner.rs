@@ -29,10 +29,8 @@ pub struct DriverFile(pub PathBuf);
 
 impl DriverFile {
     pub fn write() -> Result<DriverFile> {
-        let path =
-            std::env::temp_dir().join(format!("execnet-bench-driver-{}.py", std::process::id()));
-        std::fs::write(&path, DRIVER_SOURCE)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let path = std::env::temp_dir().join(format!("execnet-bench-driver-{}.py", std::process::id()));
+        std::fs::write(&path, DRIVER_SOURCE).with_context(|| format!("writing {}", path.display()))?;
         Ok(DriverFile(path))
     }
 }
@@ -56,14 +54,7 @@ impl Sides {
     /// Runs `scenario` once on `side` in a fresh process and returns what it reported.
     /// For `Host::PythonBindings` the execnet-rs side is the driver too, importing
     /// `execnet_rs` in place of `execnet`.
-    pub fn run(
-        &self,
-        side: Side,
-        host: Host,
-        scenario: &str,
-        spec: &str,
-        params: &Params,
-    ) -> Result<SideRun> {
+    pub fn run(&self, side: Side, host: Host, scenario: &str, spec: &str, params: &Params) -> Result<SideRun> {
         let params = serde_json::to_string(params)?;
         let mut cmd = match (side, host) {
             (Side::Rs, Host::PythonBindings) => {
@@ -85,11 +76,7 @@ impl Sides {
         cmd.args([scenario, spec, &params]);
         let out = run_with_timeout(cmd, SIDE_TIMEOUT)
             .with_context(|| format!("{scenario} on {}", side_name(side)))?;
-        let line = out
-            .lines()
-            .rev()
-            .find(|l| l.trim_start().starts_with('{'))
-            .unwrap_or("");
+        let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
         serde_json::from_str(line)
             .with_context(|| format!("{scenario} on {}: bad report {out:?}", side_name(side)))
     }
@@ -99,10 +86,7 @@ impl Sides {
         let mut cmd = Command::new(&self.python);
         cmd.arg(&self.driver.0).arg("meta");
         let out = run_with_timeout(cmd, Duration::from_secs(60)).with_context(|| {
-            format!(
-                "{} cannot run the execnet driver: does it have the execnet package?",
-                self.python
-            )
+            format!("{} cannot run the execnet driver: does it have the execnet package?", self.python)
         })?;
         Ok(serde_json::from_str(out.trim())?)
     }
@@ -137,9 +121,7 @@ pub fn side_name(side: Side) -> &'static str {
 /// Runs `cmd` (stderr passed on), returns its stdout; fails on a non-zero exit or when
 /// it outlives `timeout` (then it is killed).
 fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
     let mut stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
@@ -209,14 +191,9 @@ pub fn bare_python_parallel(python: &str, k: usize) -> Result<f64> {
 /// dd of=/dev/null bs=1M`, timed from outside (the shell and both dd starts included,
 /// which is under 1% at these sizes).
 pub fn dd_pipe(mib: usize) -> Result<f64> {
-    let script = format!(
-        "dd if=/dev/zero bs=1M count={mib} status=none | dd of=/dev/null bs=1M status=none"
-    );
+    let script = format!("dd if=/dev/zero bs=1M count={mib} status=none | dd of=/dev/null bs=1M status=none");
     let t0 = Instant::now();
-    let status = Command::new("sh")
-        .args(["-c", &script])
-        .status()
-        .context("running sh -c dd ...")?;
+    let status = Command::new("sh").args(["-c", &script]).status().context("running sh -c dd ...")?;
     let t = t0.elapsed().as_secs_f64();
     if !status.success() {
         bail!("{script}: {status}");
@@ -285,18 +262,9 @@ impl CpuClock {
             .ok()
             .and_then(|s| {
                 let line = s.lines().next()?.to_string();
-                let f: Vec<f64> = line
-                    .split_whitespace()
-                    .skip(1)
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
+                let f: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
                 // user nice system idle iowait irq softirq steal: busy is all but idle, iowait
-                let busy = f.first()?
-                    + f.get(1)?
-                    + f.get(2)?
-                    + f.get(5)?
-                    + f.get(6)?
-                    + f.get(7).unwrap_or(&0.0);
+                let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7).unwrap_or(&0.0);
                 // SAFETY: sysconf has no preconditions.
                 let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
                 Some(busy / if hz > 0.0 { hz } else { 100.0 })
@@ -309,27 +277,14 @@ impl CpuClock {
             let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
             t(r.ru_utime) + t(r.ru_stime)
         };
-        CpuClock {
-            machine,
-            ours: usage(libc::RUSAGE_SELF) + usage(libc::RUSAGE_CHILDREN),
-            at: Instant::now(),
-        }
+        CpuClock { machine, ours: usage(libc::RUSAGE_SELF) + usage(libc::RUSAGE_CHILDREN), at: Instant::now() }
     }
 
     /// Since `earlier`: (CPU seconds others used, as a percentage of the whole machine).
     pub fn others_since(&self, earlier: &CpuClock) -> (f64, f64) {
         let others = ((self.machine - earlier.machine) - (self.ours - earlier.ours)).max(0.0);
         let wall = (self.at - earlier.at).as_secs_f64();
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1) as f64;
-        (
-            others,
-            if wall > 0.0 {
-                others / (wall * cores) * 100.0
-            } else {
-                0.0
-            },
-        )
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        (others, if wall > 0.0 { others / (wall * cores) * 100.0 } else { 0.0 })
     }
 }

@@ -50,12 +50,7 @@ pub fn run(name: &str, spec: &str, p: &Params) -> Result<SideRun> {
         "stream" => stream(spec, get(p.n, "n")?),
         "bulk" => bulk(spec, get(p.n, "n")?, get(p.size, "size")?),
         "fanout" => fanout(spec, get(p.gateways, "gateways")?),
-        "taskfarm" => taskfarm(
-            spec,
-            get(p.n, "n")?,
-            get(p.workers, "workers")?,
-            get(p.window, "window")?,
-        ),
+        "taskfarm" => taskfarm(spec, get(p.n, "n")?, get(p.workers, "workers")?, get(p.window, "window")?),
         "scale" => scale(spec, get(p.gateways, "gateways")?),
         other => bail!("unknown scenario {other}"),
     }
@@ -66,10 +61,7 @@ fn secs(t: Duration) -> f64 {
 }
 
 fn extra(pairs: &[(&str, serde_json::Value)]) -> serde_json::Map<String, serde_json::Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 /// (VmRSS in KiB, number of threads) of this process.
@@ -106,10 +98,7 @@ fn startup(spec: &str, inner: usize) -> Result<SideRun> {
         samples.push(secs(t0.elapsed()));
         drop(ch);
     }
-    Ok(SideRun {
-        samples,
-        extra: Default::default(),
-    })
+    Ok(SideRun { samples, extra: Default::default() })
 }
 
 fn roundtrip(spec: &str, n: usize) -> Result<SideRun> {
@@ -125,10 +114,7 @@ fn roundtrip(spec: &str, n: usize) -> Result<SideRun> {
     let t = secs(t0.elapsed());
     ch.close()?;
     gw.exit()?;
-    Ok(SideRun {
-        samples: vec![n as f64 / t],
-        extra: extra(&[("seconds", t.into())]),
-    })
+    Ok(SideRun { samples: vec![n as f64 / t], extra: extra(&[("seconds", t.into())]) })
 }
 
 fn stream(spec: &str, n: usize) -> Result<SideRun> {
@@ -141,18 +127,13 @@ fn stream(spec: &str, n: usize) -> Result<SideRun> {
     let t = secs(t0.elapsed());
     ch.waitclose(None)?;
     gw.exit()?;
-    Ok(SideRun {
-        samples: vec![n as f64 / t],
-        extra: extra(&[("seconds", t.into())]),
-    })
+    Ok(SideRun { samples: vec![n as f64 / t], extra: extra(&[("seconds", t.into())]) })
 }
 
 fn bulk(spec: &str, n: usize, size: usize) -> Result<SideRun> {
     let gw = ready_gateway(spec)?;
     let t0 = Instant::now();
-    let ch = gw.remote_exec(format!(
-        "b = bytes({size})\nfor _ in range({n}):\n    channel.send(b)"
-    ))?;
+    let ch = gw.remote_exec(format!("b = bytes({size})\nfor _ in range({n}):\n    channel.send(b)"))?;
     let mut total = 0usize;
     for _ in 0..n {
         total += ch.receive::<ByteBuf>()?.len();
@@ -161,10 +142,7 @@ fn bulk(spec: &str, n: usize, size: usize) -> Result<SideRun> {
     ensure!(total == n * size);
     ch.waitclose(None)?;
     gw.exit()?;
-    Ok(SideRun {
-        samples: vec![total as f64 / t / 1e6],
-        extra: extra(&[("seconds", t.into())]),
-    })
+    Ok(SideRun { samples: vec![total as f64 / t / 1e6], extra: extra(&[("seconds", t.into())]) })
 }
 
 /// A group of `k` gateways for `spec`, each of which has answered once.
@@ -183,10 +161,7 @@ fn fanout(spec: &str, k: usize) -> Result<SideRun> {
     let group = start_group(spec, k)?;
     group.terminate(Duration::from_secs(10));
     let t = secs(t0.elapsed());
-    Ok(SideRun {
-        samples: vec![t],
-        extra: Default::default(),
-    })
+    Ok(SideRun { samples: vec![t], extra: Default::default() })
 }
 
 fn taskfarm(spec: &str, n: usize, workers: usize, window: usize) -> Result<SideRun> {
@@ -222,10 +197,7 @@ fn taskfarm(spec: &str, n: usize, workers: usize, window: usize) -> Result<SideR
         ch.close()?;
     }
     group.terminate(Duration::from_secs(10));
-    Ok(SideRun {
-        samples: vec![n as f64 / t],
-        extra: extra(&[("seconds", t.into())]),
-    })
+    Ok(SideRun { samples: vec![n as f64 / t], extra: extra(&[("seconds", t.into())]) })
 }
 
 fn scale(spec: &str, k: usize) -> Result<SideRun> {

@@ -30,27 +30,18 @@ impl Drop for TestSshd {
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{cmd:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("{cmd:?}: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
 /// Starts the server, or says why it cannot.
 pub fn start() -> Result<TestSshd, String> {
     if !std::path::Path::new(SSHD).exists() {
-        return Err(format!(
-            "no {SSHD} to start a test sshd (Debian's openssh-server)"
-        ));
+        return Err(format!("no {SSHD} to start a test sshd (Debian's openssh-server)"));
     }
     let dir = std::env::temp_dir().join(format!("execnet-bench-sshd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -59,16 +50,10 @@ pub fn start() -> Result<TestSshd, String> {
     for key in ["host_key", "client_key"] {
         run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f", &d(key)]))?;
     }
-    let read =
-        |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"));
-    let write = |name: &str, text: String| {
-        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
-    };
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"));
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"));
     write("authorized_keys", read("client_key.pub")?)?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let user = std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
@@ -87,10 +72,7 @@ pub fn start() -> Result<TestSshd, String> {
             d("authorized_keys")
         ),
     )?;
-    write(
-        "known_hosts",
-        format!("[127.0.0.1]:{port} {}", read("host_key.pub")?),
-    )?;
+    write("known_hosts", format!("[127.0.0.1]:{port} {}", read("host_key.pub")?))?;
     write(
         "ssh_config",
         format!(
@@ -111,18 +93,12 @@ pub fn start() -> Result<TestSshd, String> {
         .map_err(|e| format!("starting {SSHD}: {e}"))?;
     let target = format!("{HOST_ALIAS}//ssh_config={}", d("ssh_config"));
     let log = dir.join("sshd.log");
-    let server = TestSshd {
-        target,
-        child,
-        dir: dir.clone(),
-    };
+    let server = TestSshd { target, child, dir: dir.clone() };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!(
-                "the test sshd did not listen on port {port}: {log}"
-            ));
+            return Err(format!("the test sshd did not listen on port {port}: {log}"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

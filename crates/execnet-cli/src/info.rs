@@ -17,17 +17,10 @@ pub(crate) fn info(args: SpecArgs) -> ExitCode {
         }
     };
     let results: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = gateways
-            .iter()
-            .map(|gw| s.spawn(move || gw.rinfo()))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rinfo thread"))
-            .collect()
+        let handles: Vec<_> = gateways.iter().map(|gw| s.spawn(move || gw.rinfo())).collect();
+        handles.into_iter().map(|h| h.join().expect("rinfo thread")).collect()
     });
-    let mut rows =
-        vec![["ID", "SPEC", "PYTHON", "VERSION", "PLATFORM", "PID", "CWD"].map(String::from)];
+    let mut rows = vec![["ID", "SPEC", "PYTHON", "VERSION", "PLATFORM", "PID", "CWD"].map(String::from)];
     let mut failed = false;
     for (gw, result) in gateways.iter().zip(results) {
         match result {
@@ -54,16 +47,12 @@ pub(crate) fn info(args: SpecArgs) -> ExitCode {
             }
         }
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> =
+        (0..7).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = std::io::stdout().lock();
     for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
+        let line: Vec<String> =
+            row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     if failed {

@@ -14,9 +14,7 @@ pub(crate) fn to_json(v: &Value) -> serde_json::Value {
             Some(n) => J::from(n),
             None => J::String(i.to_string()),
         },
-        Value::Float(f) => {
-            serde_json::Number::from_f64(*f).map_or_else(|| J::String(f.to_string()), J::Number)
-        }
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| J::String(f.to_string()), J::Number),
         Value::Complex(c) => serde_json::json!({"real": c.re, "imag": c.im}),
         Value::Str(s) => J::String(s.clone()),
         Value::Bytes(b) => {
@@ -34,13 +32,10 @@ pub(crate) fn to_json(v: &Value) -> serde_json::Value {
                         .collect(),
                 )
             } else {
-                J::Array(
-                    d.iter()
-                        .map(|(k, v)| J::Array(vec![to_json(k), to_json(v)]))
-                        .collect(),
-                )
+                J::Array(d.iter().map(|(k, v)| J::Array(vec![to_json(k), to_json(v)])).collect())
             }
         }
         Value::Channel(ch) => serde_json::json!({ "channel": ch.id() }),
     }
 }
+

@@ -48,25 +48,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run code on every gateway in parallel and print what it sends.
-    #[command(
-        after_help = "Items go to stdout, one per line ([ID] first when there are several \
+    #[command(after_help = "Items go to stdout, one per line ([ID] first when there are several \
         gateways). Gateways start and run in parallel; on a terminal a progress bar shows them, \
         and with several gateways (or on a terminal) a summary on stderr ends the run: one line \
         per gateway with ok, remote error, unreachable, lost or timed out, and how long it took.\n\n\
         Exit status: 0 when the code ran everywhere without error, 1 when \
         the code raised on some gateway (its traceback goes to stderr), 2 when a gateway could \
-        not be started or was lost, or --timeout passed."
-    )]
+        not be started or was lost, or --timeout passed.")]
     Run(RunArgs),
     /// Show the interpreter behind each gateway (executable, version, platform, pid, cwd).
     Info(SpecArgs),
     /// Accept socket gateways: run each client's worker in a fresh Python process.
-    #[command(
-        after_help = "Prints `listening on socket=ADDR` for each listener on stdout, then \
+    #[command(after_help = "Prints `listening on socket=ADDR` for each listener on stdout, then \
         logs connections and refusals on stderr. Safe by default: listens on 127.0.0.1, and \
         refuses a non-loopback address unless --token-file or --insecure is given. SIGINT or \
-        SIGTERM stops it: its workers get SIGTERM, then SIGKILL after --grace seconds."
-    )]
+        SIGTERM stops it: its workers get SIGTERM, then SIGKILL after --grace seconds.")]
     Serve(serve::ServeArgs),
 }
 
@@ -92,12 +88,7 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) specs: SpecArgs,
     /// Python code to run (it sees the global `channel`).
-    #[arg(
-        short = 'c',
-        long = "code",
-        value_name = "CODE",
-        conflicts_with = "file"
-    )]
+    #[arg(short = 'c', long = "code", value_name = "CODE", conflicts_with = "file")]
     pub(crate) code: Option<String>,
     /// A Python file to run instead of -c.
     #[arg(value_name = "FILE", required_unless_present = "code")]
@@ -127,9 +118,8 @@ pub(crate) fn start_gateways(group: &Group, specs: &[String]) -> Result<Vec<Gate
     specs
         .iter()
         .map(|spec| {
-            group
-                .makegateway(spec.as_str())
-                .map_err(|e| format!("execnet: {e}"))
+            group.makegateway(spec.as_str()).map_err(|e| format!("execnet: {e}"))
         })
         .collect()
 }
+

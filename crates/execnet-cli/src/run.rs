@@ -50,10 +50,7 @@ impl Outcome {
     }
     /// Failures of the gateway (status 2), as opposed to failures of the code (status 1).
     fn gateway_failed(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Unreachable(_) | Outcome::Lost(_) | Outcome::TimedOut
-        )
+        matches!(self, Outcome::Unreachable(_) | Outcome::Lost(_) | Outcome::TimedOut)
     }
 }
 
@@ -69,13 +66,10 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn left(&self) -> Option<Duration> {
-        self.timeout
-            .map(|(_, end)| end.saturating_duration_since(Instant::now()))
+        self.timeout.map(|(_, end)| end.saturating_duration_since(Instant::now()))
     }
     fn timeout_text(&self) -> String {
-        self.timeout
-            .map(|(t, _)| format!("{}s", t.as_secs_f64()))
-            .unwrap_or_default()
+        self.timeout.map(|(t, _)| format!("{}s", t.as_secs_f64())).unwrap_or_default()
     }
 }
 
@@ -100,18 +94,15 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} {elapsed:>4} [{bar:24}] {pos}/{len} done  {msg}",
-        ) {
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:24}] {pos}/{len} done  {msg}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         if visible {
             bar.enable_steady_tick(Duration::from_millis(120));
         }
-        Progress {
-            bar,
-            counts: Mutex::new((total, 0)),
-        }
+        Progress { bar, counts: Mutex::new((total, 0)) }
     }
 
     fn update(&self, change: impl FnOnce(&mut (usize, usize))) {
@@ -184,9 +175,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
     let mut auto_ids = 0;
     for spec in &specs {
         // The id the group gives (or gave) this gateway, for failures to start.
-        let explicit = XSpec::new(spec)
-            .ok()
-            .and_then(|s| s.id().map(str::to_string));
+        let explicit = XSpec::new(spec).ok().and_then(|s| s.id().map(str::to_string));
         let id = explicit.unwrap_or_else(|| {
             auto_ids += 1;
             format!("gw{}", auto_ids - 1)
@@ -231,12 +220,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
                             Outcome::Unreachable(first_line(why))
                         }
                     };
-                    Report {
-                        id: id.clone(),
-                        spec: spec.clone(),
-                        outcome,
-                        elapsed: start.elapsed(),
-                    }
+                    Report { id: id.clone(), spec: spec.clone(), outcome, elapsed: start.elapsed() }
                 })
             })
             .collect();
@@ -259,10 +243,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
     }
     if reports.iter().any(|r| r.outcome.gateway_failed()) {
         ExitCode::from(2)
-    } else if reports
-        .iter()
-        .any(|r| matches!(r.outcome, Outcome::RemoteError(_)))
-    {
+    } else if reports.iter().any(|r| matches!(r.outcome, Outcome::RemoteError(_))) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -274,12 +255,7 @@ fn first_line(text: &str) -> String {
 }
 
 fn last_line(text: &str) -> String {
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
 /// Why a gateway was lost, in one line (the details went to stderr already).
@@ -291,16 +267,10 @@ fn lost_reason(e: &Error) -> String {
 }
 
 fn run_one(gw: &Gateway, source: Source, shared: &Shared) -> Outcome {
-    let tag = if shared.prefix {
-        format!("[{}] ", gw.id())
-    } else {
-        String::new()
-    };
+    let tag = if shared.prefix { format!("[{}] ", gw.id()) } else { String::new() };
     let progress = shared.progress;
     // Wait until the worker answers, so that "starting" and "unreachable" mean what they say.
-    let ready = gw
-        .remote_exec("pass")
-        .and_then(|probe| probe.waitclose(shared.left()));
+    let ready = gw.remote_exec("pass").and_then(|probe| probe.waitclose(shared.left()));
     match ready {
         Ok(()) => progress.started(),
         Err(e) => {
@@ -401,21 +371,9 @@ fn print_summary(reports: &[Report], total: Duration) {
         total.as_secs_f64(),
         counts.join(", ")
     );
-    let id_w = reports
-        .iter()
-        .map(|r| r.id.chars().count())
-        .max()
-        .unwrap_or(0);
-    let spec_w = reports
-        .iter()
-        .map(|r| r.spec.chars().count())
-        .max()
-        .unwrap_or(0);
-    let label_w = reports
-        .iter()
-        .map(|r| r.outcome.label().len())
-        .max()
-        .unwrap_or(0);
+    let id_w = reports.iter().map(|r| r.id.chars().count()).max().unwrap_or(0);
+    let spec_w = reports.iter().map(|r| r.spec.chars().count()).max().unwrap_or(0);
+    let label_w = reports.iter().map(|r| r.outcome.label().len()).max().unwrap_or(0);
     for r in reports {
         let line = format!(
             "  {:<id_w$}  {:<spec_w$}  {:<label_w$}  {:>6.2}s  {}",

@@ -54,9 +54,7 @@ fn seconds(name: &str, value: f64) -> Result<Duration, String> {
     if value.is_finite() && value > 0.0 && value < 1e9 {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(format!(
-            "--{name} must be a positive number of seconds, not {value}"
-        ))
+        Err(format!("--{name} must be a positive number of seconds, not {value}"))
     }
 }
 
@@ -85,11 +83,7 @@ fn config(args: ServeArgs) -> Result<ServeConfig, String> {
 }
 
 pub(crate) fn serve(args: ServeArgs) -> ExitCode {
-    let level = if args.quiet {
-        tracing::Level::WARN
-    } else {
-        tracing::Level::INFO
-    };
+    let level = if args.quiet { tracing::Level::WARN } else { tracing::Level::INFO };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -40,27 +40,17 @@ impl Serve {
             s
         });
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = line
             .trim_end()
             .strip_prefix("listening on socket=")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Serve {
-            child,
-            addr,
-            stderr: Some(stderr),
-        }
+        Serve { child, addr, stderr: Some(stderr) }
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok, "kill {sig}");
     }
 
@@ -94,15 +84,10 @@ impl Drop for Serve {
 fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) {
             let after = stat.rsplit(')').next().unwrap_or("");
-            let ppid = after
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok());
+            let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
             if ppid == Some(pid) {
                 out.push(child);
             }
@@ -113,17 +98,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !matches!(
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .chars()
-                    .next(),
-                Some('Z') | Some('X')
-            )
-        })
+        .map(|s| !matches!(s.rsplit(')').next().unwrap_or("").trim_start().chars().next(), Some('Z') | Some('X')))
         .unwrap_or(false)
 }
 
@@ -142,15 +117,7 @@ fn serves_logs_refusals_and_ends_its_workers_on_sigint() {
 
     // The command-line client.
     let out = Command::new(env!("CARGO_BIN_EXE_execnet"))
-        .args([
-            "run",
-            "-x",
-            &spec,
-            "-x",
-            &spec,
-            "-c",
-            "channel.send(channel.gateway.id)",
-        ])
+        .args(["run", "-x", &spec, "-x", &spec, "-c", "channel.send(channel.gateway.id)"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -164,16 +131,11 @@ fn serves_logs_refusals_and_ends_its_workers_on_sigint() {
     raw.write_all(b"hello\n").unwrap();
     let mut reply = String::new();
     raw.read_to_string(&mut reply).unwrap();
-    assert!(
-        reply.starts_with("EXECNET-REFUSED the first line is not a Python string literal"),
-        "{reply}"
-    );
+    assert!(reply.starts_with("EXECNET-REFUSED the first line is not a Python string literal"), "{reply}");
 
     // A worker that is busy when the server stops.
     let gw = execnet::makegateway(spec.as_str()).unwrap();
-    let ch = gw
-        .remote_exec("import os, time\nchannel.send(os.getpid())\ntime.sleep(60)")
-        .unwrap();
+    let ch = gw.remote_exec("import os, time\nchannel.send(os.getpid())\ntime.sleep(60)").unwrap();
     let pid: u32 = ch.receive().unwrap();
     assert_eq!(children_of(server.child.id()), [pid]);
 
@@ -181,75 +143,37 @@ fn serves_logs_refusals_and_ends_its_workers_on_sigint() {
     let (code, log) = server.wait();
     assert_eq!(code, Some(0), "{log}");
     assert!(!alive(pid), "worker {pid} outlived the server");
-    assert!(
-        log.contains(&format!(
-            "refused {peer}: the first line is not a Python string literal"
-        )),
-        "{log}"
-    );
-    assert!(
-        log.contains("serving 127.0.0.1:") && log.contains("SIGTERM"),
-        "{log}"
-    );
-    assert!(
-        log.contains("4 connections accepted, 3 served, 1 refused"),
-        "{log}"
-    );
-    assert!(
-        ch.waitclose(Some(Duration::from_secs(10))).is_err(),
-        "the gateway is lost"
-    );
+    assert!(log.contains(&format!("refused {peer}: the first line is not a Python string literal")), "{log}");
+    assert!(log.contains("serving 127.0.0.1:") && log.contains("SIGTERM"), "{log}");
+    assert!(log.contains("4 connections accepted, 3 served, 1 refused"), "{log}");
+    assert!(ch.waitclose(Some(Duration::from_secs(10))).is_err(), "the gateway is lost");
 }
 
 #[test]
 fn unix_socket_with_token_and_once() {
     let dir = tempfile::tempdir().unwrap();
-    let token = private_file(
-        dir.path(),
-        "token",
-        "a long random token, 0123456789\n",
-        0o600,
-    );
+    let token = private_file(dir.path(), "token", "a long random token, 0123456789\n", 0o600);
     let sock = dir.path().join("serve.sock");
-    let mut server = Serve::start(&[
-        "--unix",
-        sock.to_str().unwrap(),
-        "--token-file",
-        &token,
-        "--once",
-        "--quiet",
-    ]);
+    let mut server =
+        Serve::start(&["--unix", sock.to_str().unwrap(), "--token-file", &token, "--once", "--quiet"]);
     assert_eq!(server.addr, format!("unix:{}", sock.display()));
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
-    let wrong = private_file(
-        dir.path(),
-        "wrong",
-        "not the token at all, 0123456789",
-        0o600,
-    );
+    let wrong = private_file(dir.path(), "wrong", "not the token at all, 0123456789", 0o600);
     let e = execnet::makegateway(format!("socket={}//token_file={wrong}", server.addr).as_str())
         .unwrap_err()
         .to_string();
     assert!(e.contains("authentication failed"), "{e}");
 
-    let gw = execnet::makegateway(format!("socket={}//token_file={token}", server.addr).as_str())
-        .unwrap();
+    let gw = execnet::makegateway(format!("socket={}//token_file={token}", server.addr).as_str()).unwrap();
     let pid = gw.rinfo().unwrap().pid;
-    assert_eq!(
-        children_of(server.child.id()),
-        [pid],
-        "the worker is a child of the server"
-    );
+    assert_eq!(children_of(server.child.id()), [pid], "the worker is a child of the server");
     gw.exit().unwrap();
     // --once: the server ends by itself once its one worker has.
     let (code, log) = server.wait();
     assert_eq!(code, Some(0), "{log}");
-    assert!(
-        log.contains("refused unix peer pid") && log.contains("authentication failed"),
-        "{log}"
-    );
+    assert!(log.contains("refused unix peer pid") && log.contains("authentication failed"), "{log}");
     assert!(!log.contains("INFO"), "--quiet logs refusals only: {log}");
     assert!(!sock.exists());
 }
@@ -266,42 +190,22 @@ fn sigterm_stops_an_idle_server() {
 #[test]
 fn unsafe_settings_are_refused_before_listening() {
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_execnet"))
-            .arg("serve")
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stdout)
-        );
+        let out = Command::new(env!("CARGO_BIN_EXE_execnet")).arg("serve").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stdout));
         assert!(out.stdout.is_empty(), "{args:?} printed an address");
         text(&out.stderr)
     };
     // A non-loopback address without a token (only the argument check runs: nothing is
     // bound and no traffic is sent).
     let err = run(&["--listen", "0.0.0.0:0"]);
-    assert!(
-        err.contains("refusing to listen on 0.0.0.0:0") && err.contains("--token-file"),
-        "{err}"
-    );
+    assert!(err.contains("refusing to listen on 0.0.0.0:0") && err.contains("--token-file"), "{err}");
     let err = run(&["--listen", "[::]:0"]);
     assert!(err.contains("refusing to listen on [::]:0"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
-    let shared = private_file(
-        dir.path(),
-        "shared",
-        "a long random token, 0123456789",
-        0o644,
-    );
+    let shared = private_file(dir.path(), "shared", "a long random token, 0123456789", 0o644);
     let err = run(&["--listen", "0.0.0.0:0", "--token-file", &shared]);
-    assert!(
-        err.contains("can be read by other users") && err.contains("chmod 600"),
-        "{err}"
-    );
+    assert!(err.contains("can be read by other users") && err.contains("chmod 600"), "{err}");
     let short = private_file(dir.path(), "short", "secret", 0o600);
     let err = run(&["--token-file", &short]);
     assert!(err.contains("at least 16"), "{err}");

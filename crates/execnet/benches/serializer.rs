@@ -52,11 +52,7 @@ fn records_100() -> Vec<Record> {
         .collect()
 }
 fn bytes_1mib() -> ByteBuf {
-    ByteBuf::from(
-        (0..1usize << 20)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<u8>>(),
-    )
+    ByteBuf::from((0..1usize << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
 }
 type Small = (i64, String, f64, Option<()>, bool);
 fn small_tuple() -> Small {
@@ -138,17 +134,11 @@ fn payloads() -> Vec<Payload> {
 
 fn bench(c: &mut Criterion, payloads: &[Payload]) {
     let mut group = c.benchmark_group("serializer");
-    group
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     for p in payloads {
         group.throughput(Throughput::BytesDecimal(p.bytes.len() as u64));
-        group.bench_function(BenchmarkId::new("dumps", p.name), |b| {
-            b.iter(|| (p.dumps)())
-        });
-        group.bench_function(BenchmarkId::new("loads_typed", p.name), |b| {
-            b.iter(|| (p.loads_typed)(&p.bytes))
-        });
+        group.bench_function(BenchmarkId::new("dumps", p.name), |b| b.iter(|| (p.dumps)()));
+        group.bench_function(BenchmarkId::new("loads_typed", p.name), |b| b.iter(|| (p.loads_typed)(&p.bytes)));
         group.bench_function(BenchmarkId::new("loads_value", p.name), |b| {
             b.iter(|| black_box(execnet::loads::<Value>(black_box(&p.bytes)).expect("loads")))
         });
@@ -158,16 +148,9 @@ fn bench(c: &mut Criterion, payloads: &[Payload]) {
 
 /// Criterion's estimate of seconds per iteration for `serializer/OP/NAME`.
 fn criterion_seconds(dir: &Path, op: &str, name: &str) -> Option<f64> {
-    let path = dir
-        .join("serializer")
-        .join(op)
-        .join(name)
-        .join("new")
-        .join("estimates.json");
+    let path = dir.join("serializer").join(op).join(name).join("new").join("estimates.json");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let ns = v["slope"]["point_estimate"]
-        .as_f64()
-        .or_else(|| v["mean"]["point_estimate"].as_f64())?;
+    let ns = v["slope"]["point_estimate"].as_f64().or_else(|| v["mean"]["point_estimate"].as_f64())?;
     Some(ns * 1e-9)
 }
 
@@ -191,10 +174,7 @@ fn compare_with_execnet(dir: &Path, payloads: &[Payload]) {
         .output()
         .expect("running the Python side");
     if !out.status.success() {
-        eprintln!(
-            "the Python side failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        eprintln!("the Python side failed:\n{}", String::from_utf8_lossy(&out.stderr));
         return;
     }
     let py: serde_json::Value = serde_json::from_slice(&out.stdout).expect("Python side JSON");
@@ -248,9 +228,7 @@ fn main() {
     let benchmarking = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
     let dir = criterion_dir();
     let payloads = payloads();
-    let mut c = Criterion::default()
-        .output_directory(&dir)
-        .configure_from_args();
+    let mut c = Criterion::default().output_directory(&dir).configure_from_args();
     bench(&mut c, &payloads);
     c.final_summary();
     if benchmarking {

@@ -16,11 +16,7 @@ fn main() -> execnet::Result<()> {
 
     let info = socketgw.rinfo()?; // information about the remote environment
     println!("{info:#?}");
-    assert_eq!(
-        info.pid,
-        popengw.rinfo()?.pid,
-        "the socket worker runs in the popen process"
-    );
+    assert_eq!(info.pid, popengw.rinfo()?.pid, "the socket worker runs in the popen process");
 
     socketgw.exit()?;
     popengw.exit()?;

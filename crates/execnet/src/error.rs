@@ -36,9 +36,7 @@ pub enum Error {
     },
 
     /// The worker process could not be started.
-    #[error(
-        "cannot start a gateway for spec {spec:?} (key {key:?}, program {program:?}): {reason}"
-    )]
+    #[error("cannot start a gateway for spec {spec:?} (key {key:?}, program {program:?}): {reason}")]
     Spawn {
         spec: String,
         key: String,
@@ -83,11 +81,7 @@ impl fmt::Display for LostInfo {
             write!(f, "; worker process ended with {st}")?;
         }
         if !self.stderr_tail.trim().is_empty() {
-            write!(
-                f,
-                "; its stderr ended with:\n{}",
-                self.stderr_tail.trim_end()
-            )?;
+            write!(f, "; its stderr ended with:\n{}", self.stderr_tail.trim_end())?;
         }
         Ok(())
     }
@@ -95,10 +89,7 @@ impl fmt::Display for LostInfo {
 
 impl Error {
     pub(crate) fn data_format(message: impl Into<String>, offset: Option<usize>) -> Error {
-        Error::DataFormat {
-            message: message.into(),
-            offset,
-        }
+        Error::DataFormat { message: message.into(), offset }
     }
 
     /// True for [`Error::Timeout`].
@@ -122,32 +113,21 @@ impl Error {
     /// A copy of this error (I/O errors keep their kind and message).
     pub fn duplicate(&self) -> Error {
         match self {
-            Error::Remote { traceback } => Error::Remote {
-                traceback: traceback.clone(),
-            },
+            Error::Remote { traceback } => Error::Remote { traceback: traceback.clone() },
             Error::Timeout(d) => Error::Timeout(*d),
             Error::EndOfChannel { id } => Error::EndOfChannel { id: *id },
             Error::ChannelClosed { id } => Error::ChannelClosed { id: *id },
             Error::GatewayLost(i) => Error::GatewayLost(i.clone()),
-            Error::DataFormat { message, offset } => Error::DataFormat {
-                message: message.clone(),
-                offset: *offset,
-            },
-            Error::Spawn {
-                spec,
-                key,
-                program,
-                reason,
-            } => Error::Spawn {
+            Error::DataFormat { message, offset } => {
+                Error::DataFormat { message: message.clone(), offset: *offset }
+            }
+            Error::Spawn { spec, key, program, reason } => Error::Spawn {
                 spec: spec.clone(),
                 key: key.clone(),
                 program: program.clone(),
                 reason: reason.clone(),
             },
-            Error::Spec { spec, reason } => Error::Spec {
-                spec: spec.clone(),
-                reason: reason.clone(),
-            },
+            Error::Spec { spec, reason } => Error::Spec { spec: spec.clone(), reason: reason.clone() },
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         }
     }

@@ -51,13 +51,7 @@ impl Default for Group {
 impl Group {
     /// An empty group that owns the gateways it makes.
     pub fn new() -> Group {
-        Group {
-            members: Mutex::new(Members {
-                list: Vec::new(),
-                next_number: 0,
-            }),
-            owning: true,
-        }
+        Group { members: Mutex::new(Members { list: Vec::new(), next_number: 0 }), owning: true }
     }
 
     fn lock(&self) -> MutexGuard<'_, Members> {
@@ -76,19 +70,12 @@ impl Group {
                 None => loop {
                     let candidate = format!("gw{}", m.next_number);
                     m.next_number += 1;
-                    if !m
-                        .list
-                        .iter()
-                        .any(|g| member_id(g).as_deref() == Some(&candidate))
-                    {
+                    if !m.list.iter().any(|g| member_id(g).as_deref() == Some(&candidate)) {
                         break candidate;
                     }
                 },
             };
-            if m.list
-                .iter()
-                .any(|g| member_id(g).as_deref() == Some(id.as_str()))
-            {
+            if m.list.iter().any(|g| member_id(g).as_deref() == Some(id.as_str())) {
                 return Err(spec.invalid(format!("the group already has a gateway with id {id:?}")));
             }
             id
@@ -103,9 +90,7 @@ impl Group {
             None => match spec.get("installvia") {
                 Some(host) => {
                     let host_gw = self.get(host).ok_or_else(|| {
-                        spec.invalid(format!(
-                            "installvia={host}: this group has no gateway with that id"
-                        ))
+                        spec.invalid(format!("installvia={host}: this group has no gateway with that id"))
                     })?;
                     Gateway::start_installvia(&spec, &id, &host_gw)?
                 }
@@ -128,11 +113,7 @@ impl Group {
 
     /// The gateways in the order they were made (those still alive, for the default group).
     pub fn gateways(&self) -> Vec<Gateway> {
-        self.lock()
-            .list
-            .iter()
-            .filter_map(Member::gateway)
-            .collect()
+        self.lock().list.iter().filter_map(Member::gateway).collect()
     }
 
     /// How many gateways the group has.
@@ -203,8 +184,7 @@ pub fn default_group() -> &'static Group {
         extern "C" fn at_exit() {
             if let Some(group) = DEFAULT.get() {
                 if let Ok(mut m) = group.members.try_lock() {
-                    let gateways: Vec<Gateway> =
-                        m.list.drain(..).filter_map(|m| m.gateway()).collect();
+                    let gateways: Vec<Gateway> = m.list.drain(..).filter_map(|m| m.gateway()).collect();
                     drop(m);
                     let deadline = Instant::now() + Duration::from_secs(1);
                     for gw in &gateways {
@@ -222,13 +202,7 @@ pub fn default_group() -> &'static Group {
         unsafe {
             libc::atexit(at_exit);
         }
-        Group {
-            members: Mutex::new(Members {
-                list: Vec::new(),
-                next_number: 0,
-            }),
-            owning: false,
-        }
+        Group { members: Mutex::new(Members { list: Vec::new(), next_number: 0 }), owning: false }
     })
 }
 
@@ -287,18 +261,13 @@ impl MultiChannel {
 
     /// Like [`MultiChannel::receive_each`], pairing each item with its channel.
     pub fn receive_each_with_channel<T: DeserializeOwned>(&self) -> Result<Vec<(Channel, T)>> {
-        self.channels
-            .iter()
-            .map(|ch| Ok((ch.clone(), ch.receive()?)))
-            .collect()
+        self.channels.iter().map(|ch| Ok((ch.clone(), ch.receive()?))).collect()
     }
 
     /// A queue that yields `(channel, Some(item))` as items arrive on any channel, and
     /// `(channel, None)` once when a channel closes. It installs a callback on every
     /// channel, so the channels can no longer be received from directly.
-    pub fn make_receive_queue<T: DeserializeOwned + Send + 'static>(
-        &self,
-    ) -> Result<ReceiveQueue<T>> {
+    pub fn make_receive_queue<T: DeserializeOwned + Send + 'static>(&self) -> Result<ReceiveQueue<T>> {
         let (tx, rx) = crossbeam_channel::unbounded();
         for (index, ch) in self.channels.iter().enumerate() {
             let item_tx = tx.clone();
@@ -306,11 +275,7 @@ impl MultiChannel {
                 let _ = item_tx.send((index, item));
             })?;
         }
-        Ok(ReceiveQueue {
-            rx,
-            channels: self.channels.clone(),
-            open: self.channels.len(),
-        })
+        Ok(ReceiveQueue { rx, channels: self.channels.clone(), open: self.channels.len() })
     }
 
     /// Waits until every channel is closed; returns the first error found (a remote

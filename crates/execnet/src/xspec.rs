@@ -135,9 +135,7 @@ impl XSpec {
         match self.value_of("nice") {
             None => Ok(None),
             Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                self.invalid(format!(
-                    "nice={v:?} is not an integer (for example nice=10)"
-                ))
+                self.invalid(format!("nice={v:?} is not an integer (for example nice=10)"))
             }),
         }
     }
@@ -159,9 +157,7 @@ impl XSpec {
         match self.value_of(key) {
             None => Ok(None),
             Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                self.invalid(format!(
-                    "{key}={v:?} is not a number of bytes (for example {example})"
-                ))
+                self.invalid(format!("{key}={v:?} is not a number of bytes (for example {example})"))
             }),
         }
     }
@@ -200,10 +196,7 @@ impl XSpec {
     }
 
     pub(crate) fn invalid(&self, reason: impl Into<String>) -> Error {
-        Error::Spec {
-            spec: self.raw.clone(),
-            reason: reason.into(),
-        }
+        Error::Spec { spec: self.raw.clone(), reason: reason.into() }
     }
 
     /// A copy of this spec with `id=` set (replacing any id).
@@ -221,10 +214,7 @@ impl FromStr for XSpec {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<XSpec> {
-        let invalid = |reason: String| Error::Spec {
-            spec: s.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| Error::Spec { spec: s.to_string(), reason };
         if s.trim().is_empty() {
             return Err(invalid("the spec is empty: try \"popen\"".into()));
         }
@@ -241,15 +231,11 @@ impl FromStr for XSpec {
                 )));
             }
             if key.starts_with('_') {
-                return Err(invalid(format!(
-                    "key {key:?} starts with '_', which is reserved"
-                )));
+                return Err(invalid(format!("key {key:?} starts with '_', which is reserved")));
             }
             if let Some(name) = key.strip_prefix("env:") {
                 if name.is_empty() {
-                    return Err(invalid(
-                        "env: needs a variable name, as in env:NAME=value".into(),
-                    ));
+                    return Err(invalid("env: needs a variable name, as in env:NAME=value".into()));
                 }
                 let Some(value) = value else {
                     return Err(invalid(format!("{key} needs a value, as in {key}=value")));
@@ -264,11 +250,7 @@ impl FromStr for XSpec {
             }
             items.push((key.to_string(), value.map(str::to_string)));
         }
-        Ok(XSpec {
-            raw: s.to_string(),
-            items,
-            env,
-        })
+        Ok(XSpec { raw: s.to_string(), items, env })
     }
 }
 
@@ -311,9 +293,7 @@ mod tests {
 
     #[test]
     fn parses_keys_values_and_bare_keys() {
-        let spec: XSpec = "ssh=wyvern//python=python2.4//chdir=mycache//custom"
-            .parse()
-            .unwrap();
+        let spec: XSpec = "ssh=wyvern//python=python2.4//chdir=mycache//custom".parse().unwrap();
         assert_eq!(spec.ssh(), Some("wyvern"));
         assert_eq!(spec.python(), Some("python2.4"));
         assert_eq!(spec.chdir(), Some("mycache"));
@@ -321,10 +301,7 @@ mod tests {
         assert!(spec.has("custom"));
         assert_eq!(spec.get("missing"), None);
         assert_eq!(spec.transport().unwrap(), "ssh");
-        assert_eq!(
-            spec.to_string(),
-            "ssh=wyvern//python=python2.4//chdir=mycache//custom"
-        );
+        assert_eq!(spec.to_string(), "ssh=wyvern//python=python2.4//chdir=mycache//custom");
     }
 
     #[test]
@@ -352,22 +329,10 @@ mod tests {
         assert_eq!(spec.nice().unwrap(), Some(5));
         assert_eq!(spec.execmodel().unwrap(), ExecModel::MainThreadOnly);
         let spec: XSpec = "popen//nice=high//execmodel=eventlet".parse().unwrap();
-        assert!(spec
-            .nice()
-            .unwrap_err()
-            .to_string()
-            .contains("not an integer"));
-        assert!(spec
-            .execmodel()
-            .unwrap_err()
-            .to_string()
-            .contains("not supported"));
+        assert!(spec.nice().unwrap_err().to_string().contains("not an integer"));
+        assert!(spec.execmodel().unwrap_err().to_string().contains("not supported"));
         assert!("python=x".parse::<XSpec>().unwrap().transport().is_err());
-        assert!("popen//ssh=x"
-            .parse::<XSpec>()
-            .unwrap()
-            .transport()
-            .is_err());
+        assert!("popen//ssh=x".parse::<XSpec>().unwrap().transport().is_err());
     }
 
     #[test]

@@ -38,22 +38,14 @@ fn load_scenarios(python: &str) -> Vec<Scenario> {
         .arg(conformance_dir().join("export.py"))
         .output()
         .expect("running export.py");
-    assert!(
-        out.status.success(),
-        "export.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "export.py failed: {}", String::from_utf8_lossy(&out.stderr));
     let list: Value = execnet::wire::de::from_payload(&out.stdout).expect("scenario list loads");
     let items = list.as_list().expect("a list of scenarios");
     items
         .iter()
         .map(|s| {
             let d = s.as_dict().expect("a scenario is a dict");
-            let name = d
-                .get_str("name")
-                .and_then(Value::as_str)
-                .expect("name")
-                .to_string();
+            let name = d.get_str("name").and_then(Value::as_str).expect("name").to_string();
             let steps = d
                 .get_str("steps")
                 .and_then(Value::as_list)
@@ -66,12 +58,7 @@ fn load_scenarios(python: &str) -> Vec<Scenario> {
                 .and_then(Value::as_dict)
                 .map(|sk| {
                     sk.iter()
-                        .map(|(k, v)| {
-                            (
-                                k.as_str().unwrap().to_string(),
-                                v.as_str().unwrap().to_string(),
-                            )
-                        })
+                        .map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_str().unwrap().to_string()))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -87,20 +74,13 @@ fn canon(v: &Value) -> String {
         Value::Set(items) | Value::FrozenSet(items) => {
             let mut parts: Vec<String> = items.iter().map(canon).collect();
             parts.sort();
-            let kind = if matches!(v, Value::Set(_)) {
-                "set"
-            } else {
-                "frozenset"
-            };
+            let kind = if matches!(v, Value::Set(_)) { "set" } else { "frozenset" };
             format!("{kind}({{{}}})", parts.join(", "))
         }
         Value::List(items) => format!("[{}]", join(items)),
         Value::Tuple(items) => format!("({})", join(items)),
         Value::Dict(d) => {
-            let parts: Vec<String> = d
-                .iter()
-                .map(|(k, v)| format!("{}: {}", canon(k), canon(v)))
-                .collect();
+            let parts: Vec<String> = d.iter().map(|(k, v)| format!("{}: {}", canon(k), canon(v))).collect();
             format!("{{{}}}", parts.join(", "))
         }
         Value::Channel(_) => "<channel>".into(),
@@ -121,9 +101,7 @@ fn substitute(v: &Value, channels: &HashMap<String, Channel>) -> Value {
     }
     match v {
         Value::List(items) => Value::List(items.iter().map(|i| substitute(i, channels)).collect()),
-        Value::Tuple(items) => {
-            Value::Tuple(items.iter().map(|i| substitute(i, channels)).collect())
-        }
+        Value::Tuple(items) => Value::Tuple(items.iter().map(|i| substitute(i, channels)).collect()),
         other => other.clone(),
     }
 }
@@ -132,25 +110,16 @@ fn short(s: &str) -> String {
     s.chars().take(200).collect()
 }
 
-fn run_step(
-    gw: &Gateway,
-    channels: &mut HashMap<String, Channel>,
-    step: &[Value],
-) -> Result<(), String> {
+fn run_step(gw: &Gateway, channels: &mut HashMap<String, Channel>, step: &[Value]) -> Result<(), String> {
     let op = step[0].as_str().ok_or("step name")?;
     let arg = |i: usize| &step[i];
     let name = |i: usize| step[i].as_str().unwrap_or("").to_string();
     let ch = |channels: &HashMap<String, Channel>, i: usize| {
-        channels
-            .get(step[i].as_str().unwrap_or(""))
-            .cloned()
-            .ok_or(format!("no channel {:?}", step[i]))
+        channels.get(step[i].as_str().unwrap_or("")).cloned().ok_or(format!("no channel {:?}", step[i]))
     };
     match op {
         "exec" => {
-            let c = gw
-                .remote_exec(arg(2).as_str().ok_or("source")?)
-                .map_err(|e| e.to_string())?;
+            let c = gw.remote_exec(arg(2).as_str().ok_or("source")?).map_err(|e| e.to_string())?;
             channels.insert(name(1), c);
         }
         "newchannel" => {
@@ -162,32 +131,20 @@ fn run_step(
             ch(channels, 1)?.send(&value).map_err(|e| e.to_string())?;
         }
         "receive" => {
-            let got: Value = ch(channels, 1)?
-                .receive_timeout(TIMEOUT)
-                .map_err(|e| e.to_string())?;
+            let got: Value = ch(channels, 1)?.receive_timeout(TIMEOUT).map_err(|e| e.to_string())?;
             if let Some(bind) = channel_ref(arg(2)) {
                 match got {
                     Value::Channel(c) => {
                         channels.insert(bind.to_string(), c);
                     }
-                    other => {
-                        return Err(format!(
-                            "expected a channel, got {}",
-                            short(&other.to_string())
-                        ))
-                    }
+                    other => return Err(format!("expected a channel, got {}", short(&other.to_string()))),
                 }
             } else if canon(&got) != canon(arg(2)) {
-                return Err(format!(
-                    "received {}, expected {}",
-                    short(&canon(&got)),
-                    short(&canon(arg(2)))
-                ));
+                return Err(format!("received {}, expected {}", short(&canon(&got)), short(&canon(arg(2)))));
             }
         }
         "receive_error" => match ch(channels, 1)?.receive_timeout::<Value>(TIMEOUT) {
-            Err(Error::Remote { traceback })
-                if traceback.contains(arg(2).as_str().unwrap_or("")) => {}
+            Err(Error::Remote { traceback }) if traceback.contains(arg(2).as_str().unwrap_or("")) => {}
             other => return Err(format!("expected a remote error, got {other:?}")),
         },
         "receive_eof" => match ch(channels, 1)?.receive_timeout::<Value>(TIMEOUT) {
@@ -205,22 +162,15 @@ fn run_step(
             Err(Error::GatewayLost(_)) | Err(Error::EndOfChannel { .. }) => {}
             other => return Err(format!("expected a lost gateway, got {other:?}")),
         },
-        "waitclose" => ch(channels, 1)?
-            .waitclose(Some(TIMEOUT))
-            .map_err(|e| e.to_string())?,
+        "waitclose" => ch(channels, 1)?.waitclose(Some(TIMEOUT)).map_err(|e| e.to_string())?,
         "waitclose_error" => match ch(channels, 1)?.waitclose(Some(TIMEOUT)) {
-            Err(Error::Remote { traceback })
-                if traceback.contains(arg(2).as_str().unwrap_or("")) => {}
-            other => {
-                return Err(format!(
-                    "expected a remote error from waitclose, got {other:?}"
-                ))
-            }
+            Err(Error::Remote { traceback }) if traceback.contains(arg(2).as_str().unwrap_or("")) => {}
+            other => return Err(format!("expected a remote error from waitclose, got {other:?}")),
         },
         "close" => ch(channels, 1)?.close().map_err(|e| e.to_string())?,
-        "close_error" => ch(channels, 1)?
-            .close_with_error(arg(2).as_str().unwrap_or(""))
-            .map_err(|e| e.to_string())?,
+        "close_error" => {
+            ch(channels, 1)?.close_with_error(arg(2).as_str().unwrap_or("")).map_err(|e| e.to_string())?
+        }
         "callback" => {
             let items = Arc::new(Mutex::new(Vec::new()));
             let (done_tx, done_rx) = crossbeam_channel::bounded(1);
@@ -239,26 +189,17 @@ fn run_step(
                     end,
                 )
                 .map_err(|e| e.to_string())?;
-            done_rx
-                .recv_timeout(TIMEOUT)
-                .map_err(|_| "no endmarker".to_string())?;
+            done_rx.recv_timeout(TIMEOUT).map_err(|_| "no endmarker".to_string())?;
             let got = Value::List(items.lock().unwrap().clone());
             if canon(&got) != canon(arg(2)) {
-                return Err(format!(
-                    "callback items {}, expected {}",
-                    short(&canon(&got)),
-                    short(&canon(arg(2)))
-                ));
+                return Err(format!("callback items {}, expected {}", short(&canon(&got)), short(&canon(arg(2)))));
             }
         }
         "status" => {
             let status = gw.remote_status().map_err(|e| e.to_string())?;
             if let Some(n) = arg(1).as_i64() {
                 if status.numexecuting != n as u64 {
-                    return Err(format!(
-                        "numexecuting {}, expected {n}",
-                        status.numexecuting
-                    ));
+                    return Err(format!("numexecuting {}, expected {n}", status.numexecuting));
                 }
             }
             if status.execmodel.is_empty() {
@@ -267,17 +208,11 @@ fn run_step(
         }
         "rinfo" => {
             let info = gw.rinfo().map_err(|e| e.to_string())?;
-            if info.pid == 0
-                || info.executable.is_empty()
-                || info.cwd.is_empty()
-                || info.platform.is_empty()
-            {
+            if info.pid == 0 || info.executable.is_empty() || info.cwd.is_empty() || info.platform.is_empty() {
                 return Err(format!("incomplete rinfo {info:?}"));
             }
         }
-        "terminate" => gw
-            .terminate(Duration::from_secs(5))
-            .map_err(|e| e.to_string())?,
+        "terminate" => gw.terminate(Duration::from_secs(5)).map_err(|e| e.to_string())?,
         other => return Err(format!("unknown step {other}")),
     }
     Ok(())
@@ -300,8 +235,7 @@ fn run_rust_cell(
             let outcome = make().map_err(|e| e.to_string()).and_then(|gw| {
                 let mut channels = HashMap::new();
                 let r = s.steps.iter().enumerate().try_for_each(|(i, step)| {
-                    run_step(&gw, &mut channels, step)
-                        .map_err(|e| format!("step {i} ({}): {e}", canon(&step[0])))
+                    run_step(&gw, &mut channels, step).map_err(|e| format!("step {i} ({}): {e}", canon(&step[0])))
                 });
                 let _ = gw.terminate(Duration::from_secs(5));
                 r
@@ -321,11 +255,7 @@ fn run_python_cell(execnet_python: &str, args: &[&str]) -> Results {
         .args(args)
         .output()
         .expect("running run_python_host.py");
-    assert!(
-        out.status.success(),
-        "run_python_host.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "run_python_host.py failed: {}", String::from_utf8_lossy(&out.stderr));
     execnet::loads(&out.stdout).expect("results load")
 }
 
@@ -337,15 +267,10 @@ fn print_table(scenarios: &[Scenario], cells: &[(String, Results)]) {
     for (i, (cell, _)) in cells.iter().enumerate() {
         let _ = writeln!(t, "  [{}] {cell}", i + 1);
     }
-    let header: Vec<String> = (1..=cells.len())
-        .map(|i| format!("{:<8}", format!("[{i}]")))
-        .collect();
+    let header: Vec<String> = (1..=cells.len()).map(|i| format!("{:<8}", format!("[{i}]"))).collect();
     let _ = writeln!(t, "{:<width$}  {}", "scenario", header.join(" "));
     for (row, s) in scenarios.iter().enumerate() {
-        let marks: Vec<String> = cells
-            .iter()
-            .map(|(_, r)| format!("{:<8}", r[row].1))
-            .collect();
+        let marks: Vec<String> = cells.iter().map(|(_, r)| format!("{:<8}", r[row].1)).collect();
         let _ = writeln!(t, "{:<width$}  {}", s.name, marks.join(" "));
     }
     for (cell, results) in cells {
@@ -363,24 +288,20 @@ fn print_table(scenarios: &[Scenario], cells: &[(String, Results)]) {
 
 #[test]
 fn conformance_matrix() {
-    let Some(execnet_python) = common::required_part("EXECNET_PYTHON", "the execnet package")
-    else {
+    let Some(execnet_python) = common::required_part("EXECNET_PYTHON", "the execnet package") else {
         return;
     };
     let python = common::python();
     let scenarios = load_scenarios(&execnet_python);
-    let execnet_worker =
-        WorkerSource::execnet_from(&execnet_python).expect("execnet's worker source");
+    let execnet_worker = WorkerSource::execnet_from(&execnet_python).expect("execnet's worker source");
     let popen: XSpec = common::popen("").parse().unwrap();
 
     let mut cells: Vec<(String, Results)> = Vec::new();
     cells.push((
         "execnet-rs · execnet-rs · popen".into(),
-        run_rust_cell(
-            &scenarios,
-            &["host:execnet-rs", "worker:execnet-rs"],
-            &|| Gateway::start(&popen, "gw-conf"),
-        ),
+        run_rust_cell(&scenarios, &["host:execnet-rs", "worker:execnet-rs"], &|| {
+            Gateway::start(&popen, "gw-conf")
+        }),
     ));
     cells.push((
         "execnet-rs · execnet · popen".into(),
@@ -390,17 +311,11 @@ fn conformance_matrix() {
     ));
     cells.push((
         "execnet · execnet-rs · popen".into(),
-        run_python_cell(
-            &execnet_python,
-            &["--worker", "execnet-rs", "--python", &python],
-        ),
+        run_python_cell(&execnet_python, &["--worker", "execnet-rs", "--python", &python]),
     ));
     cells.push((
         "execnet · execnet · popen (the reference)".into(),
-        run_python_cell(
-            &execnet_python,
-            &["--worker", "execnet", "--python", &python],
-        ),
+        run_python_cell(&execnet_python, &["--worker", "execnet", "--python", &python]),
     ));
 
     // Socket cells: our server (in this process), and execnet's own socketserver script.
@@ -415,11 +330,7 @@ fn conformance_matrix() {
     let server_thread = std::thread::spawn(move || server.run());
     cells.push((
         "execnet-rs · execnet-rs · socket (execnet serve)".into(),
-        run_rust_cell(
-            &scenarios,
-            &["host:execnet-rs", "worker:execnet-rs"],
-            &|| Gateway::start(&ours, "gw-conf"),
-        ),
+        run_rust_cell(&scenarios, &["host:execnet-rs", "worker:execnet-rs"], &|| Gateway::start(&ours, "gw-conf")),
     ));
     cells.push((
         "execnet-rs · execnet · socket (execnet serve)".into(),
@@ -433,20 +344,13 @@ fn conformance_matrix() {
         run_python_cell(&execnet_python, &["--socket", &addr]),
     ));
     handle.stop();
-    server_thread
-        .join()
-        .expect("server thread")
-        .expect("server ran");
+    server_thread.join().expect("server thread").expect("server ran");
 
     let (mut script, port) = start_execnet_socketserver(&execnet_python);
     let theirs: XSpec = format!("socket=127.0.0.1:{port}").parse().unwrap();
     cells.push((
         "execnet-rs · execnet-rs · socket (execnet's socketserver)".into(),
-        run_rust_cell(
-            &scenarios,
-            &["host:execnet-rs", "worker:execnet-rs"],
-            &|| Gateway::start(&theirs, "gw-conf"),
-        ),
+        run_rust_cell(&scenarios, &["host:execnet-rs", "worker:execnet-rs"], &|| Gateway::start(&theirs, "gw-conf")),
     ));
     cells.push((
         "execnet-rs · execnet · socket (execnet's socketserver)".into(),
@@ -460,11 +364,7 @@ fn conformance_matrix() {
     print_table(&scenarios, &cells);
     let failed: Vec<String> = cells
         .iter()
-        .flat_map(|(cell, r)| {
-            r.iter()
-                .filter(|x| x.1 == "failed")
-                .map(move |x| format!("{cell} / {}", x.0))
-        })
+        .flat_map(|(cell, r)| r.iter().filter(|x| x.1 == "failed").map(move |x| format!("{cell} / {}", x.0)))
         .collect();
     assert!(failed.is_empty(), "failed cells: {failed:#?}");
 }
@@ -481,14 +381,8 @@ fn start_execnet_socketserver(execnet_python: &str) -> (std::process::Child, u16
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     // execnet 2.1.2 prints "... Entering Accept loop ('127.0.0.1', PORT)"
-    let port = line
-        .trim_end()
-        .trim_end_matches(')')
-        .rsplit(", ")
-        .next()
-        .and_then(|p| p.parse().ok());
-    let port = port
-        .unwrap_or_else(|| panic!("unexpected first line from execnet's socketserver: {line:?}"));
+    let port = line.trim_end().trim_end_matches(')').rsplit(", ").next().and_then(|p| p.parse().ok());
+    let port = port.unwrap_or_else(|| panic!("unexpected first line from execnet's socketserver: {line:?}"));
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     (child, port)
 }
@@ -499,8 +393,7 @@ fn start_execnet_socketserver(execnet_python: &str) -> (std::process::Child, u16
 /// our bytes back to equal values.
 #[test]
 fn serializer_corpus_both_directions() {
-    let Some(execnet_python) = common::required_part("EXECNET_PYTHON", "the execnet package")
-    else {
+    let Some(execnet_python) = common::required_part("EXECNET_PYTHON", "the execnet package") else {
         return;
     };
     let corpus = conformance_dir().join("corpus.py");
@@ -509,11 +402,7 @@ fn serializer_corpus_both_directions() {
         .args(["generate", "20261125", "3000"])
         .output()
         .expect("running corpus.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let blobs: Vec<serde_bytes::ByteBuf> = execnet::loads(&out.stdout).expect("corpus loads");
     assert_eq!(blobs.len(), 3000);
     let mut pairs = Vec::new();
@@ -536,17 +425,9 @@ fn serializer_corpus_both_directions() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&execnet::dumps(&pairs).unwrap())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(&execnet::dumps(&pairs).unwrap()).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "execnet disagrees with our bytes:\n{text}"
-    );
+    assert!(out.status.success(), "execnet disagrees with our bytes:\n{text}");
     assert_eq!(text.trim(), "ok 3000");
 }

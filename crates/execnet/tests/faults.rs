@@ -29,9 +29,7 @@ fn death_wakes_everything(death: Death) {
     let receivers: Vec<_> = (0..3)
         .map(|_| gw.remote_exec("import sys; sys.stderr.write('marker-before-death\\n'); sys.stderr.flush(); channel.receive()").unwrap())
         .collect();
-    let waiters: Vec<_> = (0..3)
-        .map(|_| gw.remote_exec("import time; time.sleep(600)").unwrap())
-        .collect();
+    let waiters: Vec<_> = (0..3).map(|_| gw.remote_exec("import time; time.sleep(600)").unwrap()).collect();
     let sender = gw.remote_exec("import time; time.sleep(600)").unwrap();
     // Make sure the worker runs everything before killing it.
     assert_eq!(gw.remote_status().unwrap().numexecuting, 7);
@@ -96,21 +94,11 @@ fn death_wakes_everything(death: Death) {
     for t in threads {
         let (r, when) = t.join().unwrap();
         let late = when.saturating_duration_since(died);
-        assert!(
-            late < Duration::from_secs(1),
-            "{death:?}: returned {late:?} after the death"
-        );
+        assert!(late < Duration::from_secs(1), "{death:?}: returned {late:?} after the death");
         match r {
             Err(Error::GatewayLost(info)) => {
-                assert_eq!(
-                    info.exit_status.as_deref(),
-                    Some(want_status),
-                    "{death:?}: {info}"
-                );
-                assert!(
-                    info.stderr_tail.contains("marker-before-death"),
-                    "{death:?}: {info}"
-                );
+                assert_eq!(info.exit_status.as_deref(), Some(want_status), "{death:?}: {info}");
+                assert!(info.stderr_tail.contains("marker-before-death"), "{death:?}: {info}");
             }
             other => panic!("{death:?}: expected GatewayLost, got {other:?}"),
         }
@@ -155,23 +143,11 @@ fn terminate_ends_code_that_never_returns() {
             let t0 = Instant::now();
             gw.terminate(timeout).unwrap();
             let took = t0.elapsed();
-            assert!(
-                took < timeout + Duration::from_secs(1),
-                "{model} {code:?}: terminate took {took:?}"
-            );
-            assert!(
-                !process_alive(pid),
-                "{model} {code:?}: worker {pid} still there"
-            );
+            assert!(took < timeout + Duration::from_secs(1), "{model} {code:?}: terminate took {took:?}");
+            assert!(!process_alive(pid), "{model} {code:?}: worker {pid} still there");
             // Reaped, not a zombie: /proc has no entry any more.
-            assert!(
-                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-                "{model}: zombie {pid}"
-            );
-            assert!(matches!(
-                ch.waitclose(Some(LONG)),
-                Err(Error::GatewayLost(_))
-            ));
+            assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "{model}: zombie {pid}");
+            assert!(matches!(ch.waitclose(Some(LONG)), Err(Error::GatewayLost(_))));
         }
     }
 }
@@ -215,9 +191,7 @@ channel.send(pid)
     let _child: i64 = ch.receive().unwrap();
     ch.waitclose(Some(LONG)).unwrap();
     // The stream still carries frames both ways.
-    let ch = gw
-        .remote_exec("channel.send(channel.receive() * 2)")
-        .unwrap();
+    let ch = gw.remote_exec("channel.send(channel.receive() * 2)").unwrap();
     ch.send(&21).unwrap();
     assert_eq!(ch.receive::<i64>().unwrap(), 42);
     assert_eq!(gw.rinfo().unwrap().pid, gw.local_pid().unwrap());
@@ -251,13 +225,7 @@ fn host_helper() {
 
 fn worker_pids_of_helper(mode: &str) -> (std::process::Child, Vec<u32>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "host_helper",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "host_helper", "--ignored", "--nocapture", "--test-threads=1"])
         .env(HOST_HELPER_ENV, mode)
         .stdout(Stdio::piped())
         .spawn()
@@ -295,10 +263,7 @@ fn host_killed_leaves_no_orphans() {
             "worker {pid} still runs after its host was killed"
         );
     }
-    eprintln!(
-        "workers gone {:?} after the host was killed",
-        killed.elapsed()
-    );
+    eprintln!("workers gone {:?} after the host was killed", killed.elapsed());
 }
 
 /// A gateway dropped without exit, with remote code still running, leaves no process.
@@ -309,8 +274,5 @@ fn dropped_gateway_leaves_no_process() {
     let ch = gw.remote_exec("import time; time.sleep(1000)").unwrap();
     drop(ch);
     drop(gw);
-    assert!(
-        eventually(Duration::from_secs(5), || !process_alive(pid)),
-        "worker {pid} survived the drop"
-    );
+    assert!(eventually(Duration::from_secs(5), || !process_alive(pid)), "worker {pid} survived the drop");
 }

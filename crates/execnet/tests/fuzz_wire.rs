@@ -76,27 +76,13 @@ fn corpus() -> Vec<Vec<u8>> {
         .collect();
     files.sort();
     let corpus: Vec<Vec<u8>> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
-    assert!(
-        corpus.len() >= 20,
-        "the corpus in {} is missing",
-        dir.display()
-    );
+    assert!(corpus.len() >= 20, "the corpus in {} is missing", dir.display());
     corpus
 }
 
 /// Interesting values for 32-bit length and count fields.
-const INTERESTING: [u32; 10] = [
-    0,
-    1,
-    0x7f,
-    0xff,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_ffff,
-    0x4000_0000,
-    0x0010_0001,
-    0xffff,
-];
+const INTERESTING: [u32; 10] =
+    [0, 1, 0x7f, 0xff, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0x4000_0000, 0x0010_0001, 0xffff];
 
 fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], input: &mut Vec<u8>) {
     for _ in 0..1 + rng.below(4) {
@@ -179,27 +165,17 @@ fn exercise(input: &[u8]) {
 
 #[test]
 fn fuzz_frames_and_loader() {
-    let seconds: u64 = std::env::var("EXECNET_FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
+    let seconds: u64 = std::env::var("EXECNET_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
     let seed: u64 = std::env::var("EXECNET_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
     eprintln!("fuzz_wire: seed {seed} (EXECNET_FUZZ_SEED={seed} repeats this run), {seconds} s");
     let corpus = corpus();
     // The corpus itself must parse: it is real traffic.
     for entry in &corpus {
         let mut r = &entry[..];
-        while let Some((_, payload)) = frame::read_frame(&mut r, MAX_MESSAGE).expect("corpus frame")
-        {
+        while let Some((_, payload)) = frame::read_frame(&mut r, MAX_MESSAGE).expect("corpus frame") {
             if !payload.is_empty() {
                 de::from_payload::<Value>(&payload).expect("corpus payload");
             }
@@ -229,11 +205,7 @@ fn fuzz_frames_and_loader() {
                 let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
                 panic!(
                     "input {hex} {}",
-                    if outcome.is_err() {
-                        "panicked".to_string()
-                    } else {
-                        format!("allocated {largest} bytes at once")
-                    }
+                    if outcome.is_err() { "panicked".to_string() } else { format!("allocated {largest} bytes at once") }
                 );
             }
             runs += 1;

@@ -37,15 +37,7 @@ inp.read()
     )
     .unwrap();
     let wrapper = dir.path().join("fakepython");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec {} -u {}\n",
-            common::python(),
-            script.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {} -u {}\n", common::python(), script.display())).unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     wrapper
 }
@@ -66,11 +58,7 @@ fn hex(bytes: &[u8]) -> String {
 fn lost_reason(bytes: &[u8], exit_after: bool) -> String {
     let dir = tempfile::tempdir().unwrap();
     let python = fake_worker(&dir);
-    let mut spec = format!(
-        "popen//python={}//env:FAKE_BYTES={}",
-        python.display(),
-        hex(bytes)
-    );
+    let mut spec = format!("popen//python={}//env:FAKE_BYTES={}", python.display(), hex(bytes));
     if exit_after {
         spec.push_str("//env:FAKE_EXIT=1");
     }
@@ -107,32 +95,16 @@ fn unknown_message_code() {
 
 #[test]
 fn frames_for_channels_that_cannot_exist() {
-    assert_reason(
-        &frame(5, 99, 0, b""),
-        false,
-        &["CHANNEL_CLOSE for channel 99, which the host never opened"],
-    );
-    assert_reason(
-        &frame(4, -4, 1, b"N"),
-        false,
-        &["CHANNEL_DATA for channel -4", "positive"],
-    );
-    assert_reason(
-        &frame(7, 0, 0, b""),
-        false,
-        &["CHANNEL_LAST_MESSAGE for channel 0"],
-    );
+    assert_reason(&frame(5, 99, 0, b""), false, &["CHANNEL_CLOSE for channel 99, which the host never opened"]);
+    assert_reason(&frame(4, -4, 1, b"N"), false, &["CHANNEL_DATA for channel -4", "positive"]);
+    assert_reason(&frame(7, 0, 0, b""), false, &["CHANNEL_LAST_MESSAGE for channel 0"]);
 }
 
 #[test]
 fn data_after_close() {
     let mut bytes = frame(5, 1, 0, b"");
     bytes.extend(frame(4, 1, 1, b"N")); // None, after CHANNEL_CLOSE
-    assert_reason(
-        &bytes,
-        false,
-        &["CHANNEL_DATA for channel 1 after the worker closed it"],
-    );
+    assert_reason(&bytes, false, &["CHANNEL_DATA for channel 1 after the worker closed it"]);
     let mut bytes = frame(7, 1, 0, b"");
     bytes.extend(frame(4, 1, 1, b"N"));
     assert_reason(&bytes, false, &["after the worker sent its last message"]);
@@ -142,32 +114,16 @@ fn data_after_close() {
 fn truncated_frames() {
     let mut bytes = frame(4, 1, 100, b"");
     bytes.extend_from_slice(&[b'N'; 10]);
-    assert_reason(
-        &bytes,
-        true,
-        &["stream ended inside the payload of a CHANNEL_DATA frame (10 of 100 bytes)"],
-    );
-    assert_reason(
-        &[4, 0, 0],
-        true,
-        &["stream ended inside a frame header (3 of 9 bytes)"],
-    );
+    assert_reason(&bytes, true, &["stream ended inside the payload of a CHANNEL_DATA frame (10 of 100 bytes)"]);
+    assert_reason(&[4, 0, 0], true, &["stream ended inside a frame header (3 of 9 bytes)"]);
 }
 
 #[test]
 fn huge_lengths_are_refused_before_allocating() {
     // 2 GiB does not fit the signed 32-bit length: negative.
-    assert_reason(
-        &frame(4, 1, 1 << 31, b""),
-        false,
-        &["negative payload length -2147483648"],
-    );
+    assert_reason(&frame(4, 1, 1 << 31, b""), false, &["negative payload length -2147483648"]);
     // 2 GiB - 1: more than the maximum message size (1 GiB by default).
-    assert_reason(
-        &frame(4, 1, (1 << 31) - 1, b""),
-        false,
-        &["2147483647 bytes", "maximum message size of 1073741824"],
-    );
+    assert_reason(&frame(4, 1, (1 << 31) - 1, b""), false, &["2147483647 bytes", "maximum message size of 1073741824"]);
 }
 
 #[test]
@@ -175,19 +131,12 @@ fn max_message_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
     let python = fake_worker(&dir);
     let bytes = frame(4, 1, 2000, &[0u8; 2000]);
-    let spec = format!(
-        "popen//python={}//env:FAKE_BYTES={}//max_message=1000",
-        python.display(),
-        hex(&bytes)
-    );
+    let spec = format!("popen//python={}//env:FAKE_BYTES={}//max_message=1000", python.display(), hex(&bytes));
     let gw = execnet::makegateway(spec.as_str()).unwrap();
     let ch = gw.remote_exec("pass").unwrap();
     match ch.waitclose(Some(LONG)) {
         Err(Error::GatewayLost(info)) => {
-            assert!(
-                info.reason.contains("maximum message size of 1000"),
-                "{info}"
-            )
+            assert!(info.reason.contains("maximum message size of 1000"), "{info}")
         }
         other => panic!("{other:?}"),
     }
@@ -225,9 +174,7 @@ fn socket_server_survives_random_bytes() {
         }
         let addr = addr.clone();
         clients.push(thread::spawn(move || {
-            let Ok(mut s) = TcpStream::connect(&addr) else {
-                return;
-            };
+            let Ok(mut s) = TcpStream::connect(&addr) else { return };
             let _ = s.write_all(&bytes);
             if i % 2 == 0 {
                 let _ = s.shutdown(std::net::Shutdown::Write);
@@ -242,16 +189,11 @@ fn socket_server_survives_random_bytes() {
     }
     // The server is still there and serves an honest client.
     let gw = execnet::makegateway(format!("socket={addr}").as_str()).unwrap();
-    let ch = gw
-        .remote_exec("channel.send(channel.receive() + 1)")
-        .unwrap();
+    let ch = gw.remote_exec("channel.send(channel.receive() + 1)").unwrap();
     ch.send(&41).unwrap();
     assert_eq!(ch.receive::<i64>().unwrap(), 42);
     gw.exit().unwrap();
-    assert!(common::eventually(LONG, || handle
-        .stats()
-        .workers
-        .is_empty()));
+    assert!(common::eventually(LONG, || handle.stats().workers.is_empty()));
     handle.stop();
     let stats = run.join().unwrap().unwrap();
     assert!(stats.workers.is_empty(), "{stats:?}");

@@ -24,17 +24,10 @@ fn create_use_and_drop_cycles_leak_nothing() {
     // warm up lazily created process-wide state
     let threads_before = threads();
     let gw = execnet::makegateway(popen("")).unwrap();
-    gw.remote_exec("channel.send(1)")
-        .unwrap()
-        .receive::<i32>()
-        .unwrap();
+    gw.remote_exec("channel.send(1)").unwrap().receive::<i32>().unwrap();
     gw.exit().unwrap();
     drop(gw);
-    assert!(
-        eventually(Duration::from_secs(5), || threads() == threads_before),
-        "threads: {}",
-        threads()
-    );
+    assert!(eventually(Duration::from_secs(5), || threads() == threads_before), "threads: {}", threads());
 
     let (fds0, threads0) = (open_fds(), threads());
     let mut pids = Vec::new();
@@ -45,14 +38,13 @@ fn create_use_and_drop_cycles_leak_nothing() {
         ch.send(&i).unwrap();
         assert_eq!(ch.receive::<i32>().unwrap(), i);
         match i % 3 {
-            0 => gw.exit().unwrap(),                                // explicit exit
-            1 => ch.close().unwrap(),                               // close, then drop
+            0 => gw.exit().unwrap(),                               // explicit exit
+            1 => ch.close().unwrap(),                              // close, then drop
             _ => gw.terminate(Duration::from_millis(200)).unwrap(), // terminate
         }
     }
     assert!(
-        eventually(Duration::from_secs(5), || open_fds() == fds0
-            && threads() == threads0),
+        eventually(Duration::from_secs(5), || open_fds() == fds0 && threads() == threads0),
         "fds {} -> {}, threads {} -> {}",
         fds0,
         open_fds(),
@@ -87,8 +79,7 @@ fn cycles(n: usize) {
     }
     eprintln!("{n} gateway cycles in {:?}", t0.elapsed());
     assert!(
-        eventually(Duration::from_secs(5), || open_fds() <= fds0
-            && threads() <= threads0),
+        eventually(Duration::from_secs(5), || open_fds() <= fds0 && threads() <= threads0),
         "fds {fds0} -> {}, threads {threads0} -> {}",
         open_fds(),
         threads()

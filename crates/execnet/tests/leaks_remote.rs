@@ -21,17 +21,11 @@ fn via_cycle(i: usize) -> Vec<u32> {
     let group = Group::new();
     let master = group.makegateway(popen("id=m")).unwrap();
     let sub = group.makegateway("popen//via=m//id=s").unwrap();
-    let ch = sub
-        .remote_exec("import os\nfor x in channel: channel.send((x, os.getpid()))")
-        .unwrap();
+    let ch = sub.remote_exec("import os\nfor x in channel: channel.send((x, os.getpid()))").unwrap();
     ch.send(&i).unwrap();
     let (x, pid): (usize, u32) = ch.receive().unwrap();
     assert_eq!(x, i);
-    let master_pid: u32 = master
-        .remote_exec("import os; channel.send(os.getpid())")
-        .unwrap()
-        .receive()
-        .unwrap();
+    let master_pid: u32 = master.remote_exec("import os; channel.send(os.getpid())").unwrap().receive().unwrap();
     match i % 3 {
         0 => sub.exit().unwrap(),
         1 => ch.close().unwrap(),
@@ -42,11 +36,7 @@ fn via_cycle(i: usize) -> Vec<u32> {
 
 fn ssh_cycle(spec: &str) -> u32 {
     let gw = execnet::makegateway(spec).unwrap();
-    let pid: u32 = gw
-        .remote_exec("import os; channel.send(os.getpid())")
-        .unwrap()
-        .receive()
-        .unwrap();
+    let pid: u32 = gw.remote_exec("import os; channel.send(os.getpid())").unwrap().receive().unwrap();
     gw.exit().unwrap();
     pid
 }
@@ -59,11 +49,7 @@ fn via_and_ssh_cycles_leak_nothing() {
     if let Some(s) = sshd {
         ssh_cycle(&s.spec(""));
     }
-    assert!(
-        eventually(Duration::from_secs(5), || threads() == 2),
-        "threads: {}",
-        threads()
-    );
+    assert!(eventually(Duration::from_secs(5), || threads() == 2), "threads: {}", threads());
 
     let (fds0, threads0) = (open_fds(), threads());
     let mut pids = Vec::new();
@@ -76,18 +62,12 @@ fn via_and_ssh_cycles_leak_nothing() {
         }
     }
     assert!(
-        eventually(Duration::from_secs(10), || open_fds() == fds0
-            && threads() == threads0),
+        eventually(Duration::from_secs(10), || open_fds() == fds0 && threads() == threads0),
         "fds {} -> {}, threads {} -> {}",
         fds0,
         open_fds(),
         threads0,
         threads()
     );
-    assert!(
-        eventually(Duration::from_secs(10), || pids
-            .iter()
-            .all(|p| !process_alive(*p))),
-        "workers left"
-    );
+    assert!(eventually(Duration::from_secs(10), || pids.iter().all(|p| !process_alive(*p))), "workers left");
 }

@@ -46,9 +46,7 @@ channel.send("done")
 "#
     );
     let t0 = Instant::now();
-    let channels: Vec<_> = (0..CHANNELS)
-        .map(|_| gw.remote_exec(code.as_str()).unwrap())
-        .collect();
+    let channels: Vec<_> = (0..CHANNELS).map(|_| gw.remote_exec(code.as_str()).unwrap()).collect();
     let mut workers = Vec::new();
     for part in channels.chunks(CHANNELS / THREADS) {
         let part = part.to_vec();
@@ -128,14 +126,8 @@ fn slow_consumer_memory_is_bounded() {
         max_rss >> 20
     );
     assert_eq!(total, CHUNK * CHUNKS);
-    assert!(
-        max_queued <= LIMIT + CHUNK + 4096,
-        "queued {max_queued} bytes"
-    );
-    assert!(
-        max_rss < rss0 + (64 << 20),
-        "RSS grew from {rss0} to {max_rss}"
-    );
+    assert!(max_queued <= LIMIT + CHUNK + 4096, "queued {max_queued} bytes");
+    assert!(max_rss < rss0 + (64 << 20), "RSS grew from {rss0} to {max_rss}");
     gw.exit().unwrap();
 }
 
@@ -146,33 +138,17 @@ fn paused_gateway_exits_promptly() {
     let _one = one_at_a_time();
     let gw = execnet::makegateway(popen("queue_limit=100000")).unwrap();
     let pid = gw.local_pid().unwrap();
-    let ch = gw
-        .remote_exec("while True: channel.send(b'y' * 10000)")
-        .unwrap();
+    let ch = gw.remote_exec("while True: channel.send(b'y' * 10000)").unwrap();
     assert!(common::eventually(LONG, || gw.queued_bytes() > 100_000));
     thread::sleep(Duration::from_millis(200));
     let queued = gw.queued_bytes();
-    assert!(
-        queued <= 100_000 + 10_000 + 64 + 64 * 1024,
-        "queued {queued}"
-    );
+    assert!(queued <= 100_000 + 10_000 + 64 + 64 * 1024, "queued {queued}");
     // another gateway is unaffected
     let other = execnet::makegateway(popen("")).unwrap();
-    assert_eq!(
-        other
-            .remote_exec("channel.send(5)")
-            .unwrap()
-            .receive::<i64>()
-            .unwrap(),
-        5
-    );
+    assert_eq!(other.remote_exec("channel.send(5)").unwrap().receive::<i64>().unwrap(), 5);
     let t0 = Instant::now();
     gw.terminate(Duration::from_secs(2)).unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "terminate took {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "terminate took {:?}", t0.elapsed());
     assert!(!common::process_alive(pid));
     // items queued before the end stay receivable, then the loss shows
     let mut n = 0;

@@ -18,24 +18,16 @@ fn gw() -> execnet::Gateway {
 #[test]
 fn seed_remote_pid_differs() {
     let gw = gw();
-    let ch = gw
-        .remote_exec("import os\nchannel.send(os.getpid())")
-        .unwrap();
+    let ch = gw.remote_exec("import os\nchannel.send(os.getpid())").unwrap();
     let pid: u32 = ch.receive().unwrap();
     assert_ne!(pid, std::process::id());
-    assert_eq!(
-        Some(pid),
-        gw.local_pid(),
-        "popen worker pid is the child we started"
-    );
+    assert_eq!(Some(pid), gw.local_pid(), "popen worker pid is the child we started");
 }
 
 #[test]
 fn seed_cwd_is_ours() {
     let gw = gw();
-    let ch = gw
-        .remote_exec("import os; channel.send(os.getcwd())")
-        .unwrap();
+    let ch = gw.remote_exec("import os; channel.send(os.getcwd())").unwrap();
     let cwd: String = ch.receive().unwrap();
     assert_eq!(cwd, std::env::current_dir().unwrap().to_str().unwrap());
     gw.exit().unwrap();
@@ -77,14 +69,7 @@ fn seed_multichannel_receive_queue() {
 fn seed_read_files_through_a_channel() {
     let dir = tempfile::tempdir().unwrap();
     let mut names = Vec::new();
-    for (i, content) in [
-        b"alpha".to_vec(),
-        vec![0u8, 255, 10, 13],
-        vec![7u8; 100_000],
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, content) in [b"alpha".to_vec(), vec![0u8, 255, 10, 13], vec![7u8; 100_000]].iter().enumerate() {
         let p = dir.path().join(format!("f{i}"));
         std::fs::write(&p, content).unwrap();
         names.push((p.to_str().unwrap().to_string(), content.clone()));
@@ -151,9 +136,7 @@ fn receive_after_normal_end_is_end_of_channel() {
 #[test]
 fn wrong_type_is_a_data_format_error_and_loses_nothing() {
     let gw = gw();
-    let ch = gw
-        .remote_exec("channel.send('text'); channel.send(5)")
-        .unwrap();
+    let ch = gw.remote_exec("channel.send('text'); channel.send(5)").unwrap();
     let err = ch.receive::<i64>().unwrap_err();
     assert!(matches!(err, Error::DataFormat { .. }), "{err}");
     // the next item is still there
@@ -165,20 +148,14 @@ fn python_not_found_is_a_spawn_error() {
     let err = execnet::makegateway("popen//python=/nonexistent/python9").unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Spawn { .. }), "{msg}");
-    assert!(
-        msg.contains("/nonexistent/python9") && msg.contains("python"),
-        "{msg}"
-    );
+    assert!(msg.contains("/nonexistent/python9") && msg.contains("python"), "{msg}");
 }
 
 #[test]
 fn not_a_python_is_reported_as_lost_with_details() {
     let gw = execnet::makegateway("popen//python=/bin/false").unwrap();
     // /bin/false may be gone before remote_exec or only before the receive
-    let err = gw
-        .remote_exec("channel.send(1)")
-        .and_then(|ch| ch.receive::<i32>())
-        .unwrap_err();
+    let err = gw.remote_exec("channel.send(1)").and_then(|ch| ch.receive::<i32>()).unwrap_err();
     match err {
         Error::GatewayLost(info) => {
             assert_eq!(info.exit_status.as_deref(), Some("exit status 1"), "{info}");
@@ -206,17 +183,12 @@ fn bad_specs_are_rejected() {
 #[test]
 fn host_close_while_remote_receives_ends_remote_quietly() {
     let gw = gw();
-    let ch = gw
-        .remote_exec("channel.send('ready')\nchannel.receive()\nraise SystemError('not reached')")
-        .unwrap();
+    let ch = gw.remote_exec("channel.send('ready')\nchannel.receive()\nraise SystemError('not reached')").unwrap();
     assert_eq!(ch.receive::<String>().unwrap(), "ready");
     ch.close().unwrap();
     ch.waitclose(Some(LONG)).unwrap();
     // the worker is fine: its status shows no execution left
-    assert!(eventually(LONG, || gw
-        .remote_status()
-        .map(|s| s.numexecuting == 0)
-        .unwrap_or(false)));
+    assert!(eventually(LONG, || gw.remote_status().map(|s| s.numexecuting == 0).unwrap_or(false)));
 }
 
 #[test]
@@ -224,9 +196,7 @@ fn receive_timeout_and_waitclose_timeout() {
     let gw = gw();
     let ch = gw.remote_exec("channel.receive()").unwrap();
     let start = Instant::now();
-    let err = ch
-        .receive_timeout::<Value>(Duration::from_millis(200))
-        .unwrap_err();
+    let err = ch.receive_timeout::<Value>(Duration::from_millis(200)).unwrap_err();
     assert!(err.is_timeout(), "{err}");
     assert!(start.elapsed() >= Duration::from_millis(200));
     let err = ch.waitclose(Some(Duration::from_millis(100))).unwrap_err();
@@ -251,10 +221,7 @@ fn send_after_close_is_an_error() {
     let gw = gw();
     let ch = gw.remote_exec("channel.receive()").unwrap();
     ch.close().unwrap();
-    assert!(matches!(
-        ch.send(&1).unwrap_err(),
-        Error::ChannelClosed { .. }
-    ));
+    assert!(matches!(ch.send(&1).unwrap_err(), Error::ChannelClosed { .. }));
     ch.close().unwrap(); // twice is fine
 }
 
@@ -284,9 +251,7 @@ fn close_with_error_reaches_remote() {
 #[test]
 fn callback_with_endmarker() {
     let gw = gw();
-    let ch = gw
-        .remote_exec("for i in range(5): channel.send(i)")
-        .unwrap();
+    let ch = gw.remote_exec("for i in range(5): channel.send(i)").unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
@@ -309,17 +274,14 @@ fn callback_with_endmarker() {
 #[test]
 fn callback_gets_items_queued_before_it_was_set() {
     let gw = gw();
-    let ch = gw
-        .remote_exec("channel.send(1); channel.send(2); channel.receive()")
-        .unwrap();
+    let ch = gw.remote_exec("channel.send(1); channel.send(2); channel.receive()").unwrap();
     // wait until both items are queued here
     let status_ok = eventually(LONG, || gw.remote_status().map(|_| true).unwrap_or(false));
     assert!(status_ok);
     std::thread::sleep(Duration::from_millis(100));
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
-    ch.set_callback(move |x: i64| sink.lock().unwrap().push(x))
-        .unwrap();
+    ch.set_callback(move |x: i64| sink.lock().unwrap().push(x)).unwrap();
     ch.send(&()).unwrap();
     assert!(eventually(LONG, || got.lock().unwrap().len() == 2));
     assert_eq!(*got.lock().unwrap(), vec![1, 2]);
@@ -328,9 +290,7 @@ fn callback_gets_items_queued_before_it_was_set() {
 #[test]
 fn iterate_until_closed() {
     let gw = gw();
-    let ch = gw
-        .remote_exec("for i in range(100): channel.send(i * i)")
-        .unwrap();
+    let ch = gw.remote_exec("for i in range(100): channel.send(i * i)").unwrap();
     let items: Vec<i64> = ch.iter().collect::<Result<_, _>>().unwrap();
     assert_eq!(items, (0..100).map(|i| i * i).collect::<Vec<_>>());
 }
@@ -338,17 +298,11 @@ fn iterate_until_closed() {
 #[test]
 fn iteration_yields_remote_error_once() {
     let gw = gw();
-    let ch = gw
-        .remote_exec("channel.send(1)\nraise KeyError('k')")
-        .unwrap();
+    let ch = gw.remote_exec("channel.send(1)\nraise KeyError('k')").unwrap();
     let items: Vec<_> = ch.iter::<i64>().collect();
     assert_eq!(items.len(), 2);
     assert_eq!(*items[0].as_ref().unwrap(), 1);
-    assert!(items[1]
-        .as_ref()
-        .unwrap_err()
-        .to_string()
-        .contains("KeyError"));
+    assert!(items[1].as_ref().unwrap_err().to_string().contains("KeyError"));
 }
 
 #[test]
@@ -409,16 +363,10 @@ fn channels_inside_data_work_both_ways() {
     sub.send(&21).unwrap();
     assert_eq!(ch.receive::<i64>().unwrap(), 42);
     // a channel also arrives inside a Value
-    let ch = gw
-        .remote_exec("c = channel.gateway.newchannel(); channel.send([c]); c.send('x')")
-        .unwrap();
+    let ch = gw.remote_exec("c = channel.gateway.newchannel(); channel.send([c]); c.send('x')").unwrap();
     let v: Value = ch.receive().unwrap();
-    let Value::List(items) = v else {
-        panic!("a list")
-    };
-    let Value::Channel(c) = &items[0] else {
-        panic!("a channel in the list")
-    };
+    let Value::List(items) = v else { panic!("a list") };
+    let Value::Channel(c) = &items[0] else { panic!("a channel in the list") };
     assert_eq!(c.receive::<String>().unwrap(), "x");
 }
 
@@ -437,20 +385,14 @@ fn host_refuses_remote_exec_from_worker() {
         )
         .unwrap();
     let text: String = ch.receive_timeout(LONG).unwrap();
-    assert!(
-        text.starts_with("refused") && text.contains("do not run code"),
-        "{text}"
-    );
+    assert!(text.starts_with("refused") && text.contains("do not run code"), "{text}");
 }
 
 #[test]
 fn fifty_channels_from_several_threads() {
     let gw = gw();
     let channels: Vec<_> = (0..50)
-        .map(|_| {
-            gw.remote_exec("for x in channel: channel.send(x + 1)")
-                .unwrap()
-        })
+        .map(|_| gw.remote_exec("for x in channel: channel.send(x + 1)").unwrap())
         .collect();
     std::thread::scope(|s| {
         for chunk in channels.chunks(10) {
@@ -460,10 +402,7 @@ fn fifty_channels_from_several_threads() {
                         ch.send(&(round * 1000 + ch.id() as i64)).unwrap();
                     }
                     for ch in chunk {
-                        assert_eq!(
-                            ch.receive::<i64>().unwrap(),
-                            round * 1000 + ch.id() as i64 + 1
-                        );
+                        assert_eq!(ch.receive::<i64>().unwrap(), round * 1000 + ch.id() as i64 + 1);
                     }
                 }
                 for ch in chunk {
@@ -483,20 +422,13 @@ fn fifty_channels_from_several_threads() {
 fn main_thread_only_runs_in_main_thread_one_at_a_time() {
     let gw = execnet::makegateway(popen("execmodel=main_thread_only")).unwrap();
     let ch = gw
-        .remote_exec(
-            "import threading\nchannel.send(threading.current_thread() is threading.main_thread())",
-        )
+        .remote_exec("import threading\nchannel.send(threading.current_thread() is threading.main_thread())")
         .unwrap();
     assert!(ch.receive::<bool>().unwrap());
     // a second execution waits for the first
-    let first = gw
-        .remote_exec("channel.receive(); channel.send('first done')")
-        .unwrap();
+    let first = gw.remote_exec("channel.receive(); channel.send('first done')").unwrap();
     let second = gw.remote_exec("channel.send('second ran')").unwrap();
-    assert!(second
-        .receive_timeout::<String>(Duration::from_millis(300))
-        .unwrap_err()
-        .is_timeout());
+    assert!(second.receive_timeout::<String>(Duration::from_millis(300)).unwrap_err().is_timeout());
     first.send(&()).unwrap();
     assert_eq!(first.receive::<String>().unwrap(), "first done");
     assert_eq!(second.receive::<String>().unwrap(), "second ran");
@@ -525,10 +457,7 @@ fn chdir_is_created_and_used() {
 
 #[test]
 fn env_and_nice_keys() {
-    let gw = execnet::makegateway(popen(
-        "env:EXECNET_T1=hello world//env:EXECNET_T2=a=b//nice=5",
-    ))
-    .unwrap();
+    let gw = execnet::makegateway(popen("env:EXECNET_T1=hello world//env:EXECNET_T2=a=b//nice=5")).unwrap();
     let ch = gw
         .remote_exec("import os\nchannel.send((os.environ['EXECNET_T1'], os.environ['EXECNET_T2'], os.nice(0)))")
         .unwrap();
@@ -541,9 +470,7 @@ fn env_and_nice_keys() {
 #[test]
 fn dont_write_bytecode_key() {
     let gw = execnet::makegateway(popen("dont_write_bytecode")).unwrap();
-    let ch = gw
-        .remote_exec("import sys; channel.send(sys.dont_write_bytecode)")
-        .unwrap();
+    let ch = gw.remote_exec("import sys; channel.send(sys.dont_write_bytecode)").unwrap();
     assert!(ch.receive::<bool>().unwrap());
 }
 
@@ -567,18 +494,9 @@ fn values_round_trip_through_the_worker() {
     let big: execnet::Int = "123456789012345678901234567890".parse().unwrap();
     let neg_big: execnet::Int = "-98765432109876543210".parse().unwrap();
     let mut dict = execnet::Dict::new();
-    dict.insert(
-        Value::Tuple(vec![Value::from(1), Value::from("a")]),
-        Value::from("tuple key"),
-    );
-    dict.insert(
-        Value::from(-5),
-        Value::List(vec![Value::None, Value::Bool(true)]),
-    );
-    dict.insert(
-        Value::FrozenSet(vec![Value::from(3)]),
-        Value::Bytes(vec![0, 1, 2, 255]),
-    );
+    dict.insert(Value::Tuple(vec![Value::from(1), Value::from("a")]), Value::from("tuple key"));
+    dict.insert(Value::from(-5), Value::List(vec![Value::None, Value::Bool(true)]));
+    dict.insert(Value::FrozenSet(vec![Value::from(3)]), Value::Bytes(vec![0, 1, 2, 255]));
     let values = vec![
         Value::None,
         Value::Bool(false),
@@ -594,10 +512,7 @@ fn values_round_trip_through_the_worker() {
         Value::Complex(execnet::Complex { re: 1.5, im: -2.0 }),
         Value::from("unicode: é € 😀 \u{0} \n"),
         Value::Bytes((0..=255).collect()),
-        Value::List(vec![
-            Value::List(vec![Value::Tuple(vec![])]),
-            Value::Dict(execnet::Dict::new()),
-        ]),
+        Value::List(vec![Value::List(vec![Value::Tuple(vec![])]), Value::Dict(execnet::Dict::new())]),
         Value::Dict(dict),
         Value::Set(vec![Value::from(1), Value::from("x")]),
         Value::Tuple(vec![Value::from(1)]),
@@ -624,23 +539,11 @@ fn values_round_trip_through_the_worker() {
         .unwrap();
     let cases: Vec<(Value, &str)> = vec![
         (Value::from(i32::MIN as i64 - 1), "int:-2147483649"),
-        (
-            Value::Int("340282366920938463463374607431768211456".parse().unwrap()),
-            "int:340282366920938463463374607431768211456",
-        ),
-        (
-            Value::Tuple(vec![Value::from(1), Value::from(2)]),
-            "tuple:(1, 2)",
-        ),
-        (
-            Value::FrozenSet(vec![Value::from(1)]),
-            "frozenset:frozenset({1})",
-        ),
+        (Value::Int("340282366920938463463374607431768211456".parse().unwrap()), "int:340282366920938463463374607431768211456"),
+        (Value::Tuple(vec![Value::from(1), Value::from(2)]), "tuple:(1, 2)"),
+        (Value::FrozenSet(vec![Value::from(1)]), "frozenset:frozenset({1})"),
         (Value::Bytes(b"a\x00".to_vec()), "bytes:b'a\\x00'"),
-        (
-            Value::Complex(execnet::Complex { re: 0.0, im: 1.0 }),
-            "complex:1j",
-        ),
+        (Value::Complex(execnet::Complex { re: 0.0, im: 1.0 }), "complex:1j"),
     ];
     for (v, expected) in cases {
         ch.send(&v).unwrap();
@@ -711,27 +614,18 @@ fn dropping_the_last_handle_reaps_the_process() {
     assert_eq!(ch.receive::<i32>().unwrap(), 1);
     assert!(process_alive(pid));
     drop(ch);
-    assert!(
-        !process_alive(pid),
-        "worker {pid} still running after the last handle was dropped"
-    );
+    assert!(!process_alive(pid), "worker {pid} still running after the last handle was dropped");
 }
 
 #[test]
 fn terminate_kills_code_that_never_returns() {
     let gw = gw();
     let pid = gw.local_pid().unwrap();
-    let ch = gw
-        .remote_exec("import time\nchannel.send('looping')\nwhile True: time.sleep(0.01)")
-        .unwrap();
+    let ch = gw.remote_exec("import time\nchannel.send('looping')\nwhile True: time.sleep(0.01)").unwrap();
     assert_eq!(ch.receive::<String>().unwrap(), "looping");
     let start = Instant::now();
     gw.terminate(Duration::from_millis(500)).unwrap();
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
     assert!(!process_alive(pid));
 }
 
@@ -750,9 +644,7 @@ fn killed_worker_is_reported_with_status_and_stderr() {
     let start = Instant::now();
     let err = waiter.join().unwrap().unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(2));
-    let Error::GatewayLost(info) = err else {
-        panic!("expected lost, got {err}")
-    };
+    let Error::GatewayLost(info) = err else { panic!("expected lost, got {err}") };
     assert_eq!(info.exit_status.as_deref(), Some("exit status 3"), "{info}");
     assert!(info.stderr_tail.contains("last words"), "{info}");
 }
@@ -781,9 +673,7 @@ fn group_ids_lookup_remote_exec_and_terminate() {
     assert!(group.get("nope").is_none());
     let err = group.makegateway(popen("id=special").as_str()).unwrap_err();
     assert!(err.to_string().contains("already has a gateway"), "{err}");
-    let mch = group
-        .remote_exec("import os; channel.send(os.getpid())")
-        .unwrap();
+    let mch = group.remote_exec("import os; channel.send(os.getpid())").unwrap();
     let pids: Vec<u32> = mch.receive_each().unwrap();
     assert_eq!(pids.len(), 3);
     mch.waitclose(Some(LONG)).unwrap();
@@ -822,10 +712,7 @@ fn function_call_with_kwargs() {
             channel.send((label, [x * factor for x in channel.receive()]))
         "#,
         "work",
-        Args {
-            factor: 3,
-            label: "tripled".into(),
-        },
+        Args { factor: 3, label: "tripled".into() },
     )
     .unwrap();
     let ch = gw.remote_exec(src).unwrap();
@@ -841,15 +728,9 @@ fn function_call_with_kwargs() {
 fn source_file_names_the_file_in_tracebacks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("job.py");
-    std::fs::write(
-        &path,
-        "x = 1\nchannel.send(x)\nraise RuntimeError('from a file')\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "x = 1\nchannel.send(x)\nraise RuntimeError('from a file')\n").unwrap();
     let gw = gw();
-    let ch = gw
-        .remote_exec(execnet::Source::file(&path).unwrap())
-        .unwrap();
+    let ch = gw.remote_exec(execnet::Source::file(&path).unwrap()).unwrap();
     assert_eq!(ch.receive::<i32>().unwrap(), 1);
     let tb = ch.waitclose(Some(LONG)).unwrap_err().to_string();
     assert!(tb.contains("job.py") && tb.contains("line 3"), "{tb}");

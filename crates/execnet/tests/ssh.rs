@@ -29,38 +29,22 @@ fn lost(err: Error) -> execnet::LostInfo {
 fn seed_remote_pid_over_ssh() {
     let Some(s) = server() else { return };
     let gw = execnet::makegateway(s.spec("")).unwrap();
-    let ch = gw
-        .remote_exec("import os\nchannel.send(os.getpid())")
-        .unwrap();
+    let ch = gw.remote_exec("import os\nchannel.send(os.getpid())").unwrap();
     let pid: u32 = ch.receive().unwrap();
     assert_ne!(pid, std::process::id());
-    assert_ne!(
-        Some(pid),
-        gw.local_pid(),
-        "local_pid is the ssh client, not the worker"
-    );
+    assert_ne!(Some(pid), gw.local_pid(), "local_pid is the ssh client, not the worker");
     assert!(process_alive(pid));
     gw.exit().unwrap();
-    assert!(
-        eventually(LONG, || !process_alive(pid)),
-        "remote worker {pid} outlived exit()"
-    );
+    assert!(eventually(LONG, || !process_alive(pid)), "remote worker {pid} outlived exit()");
 }
 
 #[test]
 fn seed_cwd_over_ssh_is_the_login_directory_or_chdir() {
     let Some(s) = server() else { return };
     let gw = execnet::makegateway(s.spec("")).unwrap();
-    let cwd: String = gw
-        .remote_exec("import os; channel.send(os.getcwd())")
-        .unwrap()
-        .receive()
-        .unwrap();
-    let home: String = gw
-        .remote_exec("import os; channel.send(os.path.expanduser('~'))")
-        .unwrap()
-        .receive()
-        .unwrap();
+    let cwd: String = gw.remote_exec("import os; channel.send(os.getcwd())").unwrap().receive().unwrap();
+    let home: String =
+        gw.remote_exec("import os; channel.send(os.path.expanduser('~'))").unwrap().receive().unwrap();
     assert_eq!(cwd, home);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("made/by/chdir");
@@ -72,19 +56,15 @@ fn seed_cwd_over_ssh_is_the_login_directory_or_chdir() {
 fn seed_read_files_through_a_channel_over_ssh() {
     let Some(s) = server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let files: Vec<(String, Vec<u8>)> = [
-        b"hello, world\n".to_vec(),
-        vec![0, 1, 2, 254, 255],
-        vec![b'x'; 300_000],
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, content)| {
-        let path = dir.path().join(format!("file{i}"));
-        std::fs::write(&path, &content).unwrap();
-        (path.to_str().unwrap().to_string(), content)
-    })
-    .collect();
+    let files: Vec<(String, Vec<u8>)> = [b"hello, world\n".to_vec(), vec![0, 1, 2, 254, 255], vec![b'x'; 300_000]]
+        .into_iter()
+        .enumerate()
+        .map(|(i, content)| {
+            let path = dir.path().join(format!("file{i}"));
+            std::fs::write(&path, &content).unwrap();
+            (path.to_str().unwrap().to_string(), content)
+        })
+        .collect();
     let gw = execnet::makegateway(s.spec("")).unwrap();
     let channel = gw
         .remote_exec(
@@ -111,15 +91,11 @@ fn seed_multichannel_receive_each_and_queue_over_two_ssh_gateways() {
     let group = Group::new();
     group.makegateway(s.spec("")).unwrap();
     group.makegateway(s.direct_spec("")).unwrap();
-    let mch = group
-        .remote_exec("channel.send(channel.gateway.id)")
-        .unwrap();
+    let mch = group.remote_exec("channel.send(channel.gateway.id)").unwrap();
     let ids: Vec<String> = mch.receive_each().unwrap();
     assert_eq!(ids, ["gw0", "gw1"]);
 
-    let mch = group
-        .remote_exec("import os; channel.send(os.getpid())")
-        .unwrap();
+    let mch = group.remote_exec("import os; channel.send(os.getpid())").unwrap();
     let mut queue = mch.make_receive_queue::<u32>().unwrap();
     let (mut pids, mut ends) = (BTreeSet::new(), 0);
     while ends < 2 {
@@ -137,15 +113,10 @@ fn seed_multichannel_receive_each_and_queue_over_two_ssh_gateways() {
 fn remote_traceback_over_ssh() {
     let Some(s) = server() else { return };
     let gw = execnet::makegateway(s.spec("")).unwrap();
-    let ch = gw
-        .remote_exec("def inner():\n    raise ValueError('boom over ssh')\ninner()\n")
-        .unwrap();
+    let ch = gw.remote_exec("def inner():\n    raise ValueError('boom over ssh')\ninner()\n").unwrap();
     let err = ch.receive::<Value>().unwrap_err();
     let tb = err.remote_traceback().expect("a remote error");
-    assert!(
-        tb.contains("ValueError: boom over ssh") && tb.contains("inner"),
-        "{tb}"
-    );
+    assert!(tb.contains("ValueError: boom over ssh") && tb.contains("inner"), "{tb}");
     // the gateway goes on working
     let ch = gw.remote_exec("channel.send('still here')").unwrap();
     assert_eq!(ch.receive::<String>().unwrap(), "still here");
@@ -156,12 +127,7 @@ fn remote_traceback_over_ssh() {
 #[test]
 fn rinfo_status_and_gateway_shorthand() {
     let Some(s) = server() else { return };
-    let gw = Gateway::ssh(&format!(
-        "-F {} {}",
-        s.client_config.display(),
-        common::sshd::HOST_ALIAS
-    ))
-    .unwrap();
+    let gw = Gateway::ssh(&format!("-F {} {}", s.client_config.display(), common::sshd::HOST_ALIAS)).unwrap();
     let info = gw.rinfo().unwrap();
     assert_eq!(info.version_info.0, 3);
     assert_eq!(info.platform, "linux");
@@ -199,9 +165,7 @@ fn big_items_and_channels_inside_data_over_ssh() {
     assert_eq!(back, big);
     ch.close().unwrap();
 
-    let ch = gw
-        .remote_exec("sub = channel.receive(); sub.send('via a sent channel')")
-        .unwrap();
+    let ch = gw.remote_exec("sub = channel.receive(); sub.send('via a sent channel')").unwrap();
     let sub = gw.newchannel().unwrap();
     ch.send(&sub).unwrap();
     assert_eq!(sub.receive::<String>().unwrap(), "via a sent channel");
@@ -212,9 +176,7 @@ fn remote_worker_killed_is_reported() {
     let Some(s) = server() else { return };
     let gw = execnet::makegateway(s.spec("")).unwrap();
     let ch = gw
-        .remote_exec(
-            "import os, sys\nsys.stderr.write('last words\\n'); sys.stderr.flush()\nos._exit(3)",
-        )
+        .remote_exec("import os, sys\nsys.stderr.write('last words\\n'); sys.stderr.flush()\nos._exit(3)")
         .unwrap();
     let info = lost(ch.receive::<Value>().unwrap_err());
     assert_eq!(info.exit_status.as_deref(), Some("exit status 3"), "{info}");
@@ -226,23 +188,12 @@ fn remote_worker_killed_is_reported() {
 #[test]
 fn wrong_port_says_unreachable() {
     let Some(s) = server() else { return };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gw = execnet::makegateway(format!("ssh={}", s.host_args(port, &s.key))).unwrap();
     let info = lost(gw.rinfo().unwrap_err());
     assert!(info.reason.contains("host unreachable"), "{info}");
-    assert_eq!(
-        info.exit_status.as_deref(),
-        Some("exit status 255"),
-        "{info}"
-    );
-    assert!(
-        info.stderr_tail.contains("Connection refused"),
-        "ssh's own message: {info}"
-    );
+    assert_eq!(info.exit_status.as_deref(), Some("exit status 255"), "{info}");
+    assert!(info.stderr_tail.contains("Connection refused"), "ssh's own message: {info}");
 }
 
 #[test]
@@ -258,35 +209,18 @@ fn refused_key_says_authentication_refused() {
 fn missing_remote_python_is_named() {
     let Some(s) = server() else { return };
     let gw = execnet::makegateway(s.spec("python=/nonexistent/python3.99")).unwrap();
-    let err = gw
-        .remote_exec("channel.send(1)")
-        .and_then(|ch| ch.receive::<i32>())
-        .unwrap_err();
+    let err = gw.remote_exec("channel.send(1)").and_then(|ch| ch.receive::<i32>()).unwrap_err();
     let info = lost(err);
-    assert!(
-        info.reason
-            .contains("did not find the interpreter \"/nonexistent/python3.99\""),
-        "{info}"
-    );
-    assert_eq!(
-        info.exit_status.as_deref(),
-        Some("exit status 127"),
-        "{info}"
-    );
-    assert!(
-        info.stderr_tail.contains("/nonexistent/python3.99"),
-        "the remote shell's message: {info}"
-    );
+    assert!(info.reason.contains("did not find the interpreter \"/nonexistent/python3.99\""), "{info}");
+    assert_eq!(info.exit_status.as_deref(), Some("exit status 127"), "{info}");
+    assert!(info.stderr_tail.contains("/nonexistent/python3.99"), "the remote shell's message: {info}");
     let text = Error::GatewayLost(info).to_string();
     assert!(text.contains("python="), "{text}");
 }
 
 #[test]
 fn bad_ssh_specs_are_rejected() {
-    for (spec, needle) in [
-        ("ssh=", "needs a host"),
-        ("ssh= //python=python3", "needs a host"),
-    ] {
+    for (spec, needle) in [("ssh=", "needs a host"), ("ssh= //python=python3", "needs a host")] {
         let err = execnet::makegateway(spec).unwrap_err();
         assert!(err.to_string().contains(needle), "{spec}: {err}");
     }
@@ -300,30 +234,18 @@ fn eight_ssh_gateways_at_once() {
     let start = Instant::now();
     let group = Group::new();
     for i in 0..8 {
-        let spec = if i % 2 == 0 {
-            s.spec("")
-        } else {
-            s.direct_spec("")
-        };
+        let spec = if i % 2 == 0 { s.spec("") } else { s.direct_spec("") };
         group.makegateway(spec).unwrap();
     }
-    let mch = group
-        .remote_exec("import os; channel.send((channel.gateway.id, os.getpid()))")
-        .unwrap();
+    let mch = group.remote_exec("import os; channel.send((channel.gateway.id, os.getpid()))").unwrap();
     let got: Vec<(String, u32)> = mch.receive_each().unwrap();
     let pids: BTreeSet<u32> = got.iter().map(|(_, p)| *p).collect();
     assert_eq!(pids.len(), 8);
-    assert_eq!(
-        got.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
-        (0..8).map(|i| format!("gw{i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(got.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), (0..8).map(|i| format!("gw{i}")).collect::<Vec<_>>());
     mch.waitclose(Some(LONG)).unwrap();
     let elapsed = start.elapsed();
     group.terminate(Duration::from_secs(3));
-    assert!(
-        eventually(LONG, || pids.iter().all(|p| !process_alive(*p))),
-        "workers left: {pids:?}"
-    );
+    assert!(eventually(LONG, || pids.iter().all(|p| !process_alive(*p))), "workers left: {pids:?}");
     eprintln!("8 ssh gateways started and used in {elapsed:?}");
 }
 
@@ -331,9 +253,7 @@ fn eight_ssh_gateways_at_once() {
 fn master_pids(marker: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             let is_master = cmd.starts_with("ssh ") && cmd.contains("ControlMaster=yes");
@@ -353,11 +273,7 @@ fn masters(marker: &str) -> usize {
 fn shared_connections_are_reused_and_stopped() {
     let Some(s) = server() else { return };
     // a host of its own, so that no other test shares this master
-    let spec = format!(
-        "ssh=-F {} -o ServerAliveInterval=30 {}//ssh_share=20",
-        s.client_config.display(),
-        common::sshd::HOST_ALIAS
-    );
+    let spec = format!("ssh=-F {} -o ServerAliveInterval=30 {}//ssh_share=20", s.client_config.display(), common::sshd::HOST_ALIAS);
     let start = Instant::now();
     let first = execnet::makegateway(spec.as_str()).unwrap();
     first.rinfo().unwrap();
@@ -365,9 +281,7 @@ fn shared_connections_are_reused_and_stopped() {
     let marker = "ServerAliveInterval=30";
     assert_eq!(masters(marker), 1, "one master connection");
     let start = Instant::now();
-    let more: Vec<Gateway> = (0..4)
-        .map(|_| execnet::makegateway(spec.as_str()).unwrap())
-        .collect();
+    let more: Vec<Gateway> = (0..4).map(|_| execnet::makegateway(spec.as_str()).unwrap()).collect();
     for gw in &more {
         gw.rinfo().unwrap();
     }
@@ -378,10 +292,7 @@ fn shared_connections_are_reused_and_stopped() {
     first.exit().unwrap();
     drop(first);
     execnet::transport::ssh::stop_shared_connections();
-    assert!(
-        eventually(LONG, || masters(marker) == 0),
-        "the master ended after stop"
-    );
+    assert!(eventually(LONG, || masters(marker) == 0), "the master ended after stop");
     // a later gateway starts a new master
     let again = execnet::makegateway(spec.as_str()).unwrap();
     again.rinfo().unwrap();
@@ -407,10 +318,7 @@ fn shared_connection_failure_is_immediate_and_explained() {
     let err = execnet::makegateway(spec).unwrap_err();
     assert!(matches!(err, Error::Spawn { .. }), "{err}");
     let text = err.to_string();
-    assert!(
-        text.contains("authentication refused") && text.contains("Permission denied"),
-        "{text}"
-    );
+    assert!(text.contains("authentication refused") && text.contains("Permission denied"), "{text}");
 }
 
 #[test]
@@ -419,15 +327,8 @@ fn group_mixes_ssh_and_popen() {
     let group = Group::new();
     group.makegateway(common::popen("id=local")).unwrap();
     group.makegateway(s.spec("id=remote")).unwrap();
-    let mch: MultiChannel = group
-        .remote_exec("channel.send(channel.gateway.id)")
-        .unwrap();
+    let mch: MultiChannel = group.remote_exec("channel.send(channel.gateway.id)").unwrap();
     let ids: Vec<String> = mch.receive_each().unwrap();
     assert_eq!(ids, ["local", "remote"]);
-    assert!(group
-        .get("remote")
-        .unwrap()
-        .spec()
-        .as_str()
-        .starts_with("ssh="));
+    assert!(group.get("remote").unwrap().spec().as_str().starts_with("ssh="));
 }

@@ -69,11 +69,7 @@ fn vectors() -> Vec<(&'static str, Value, Check)> {
         ("1+2j", Complex::new(1.0, 2.0).into(), Exact),
         ("complex(0, -1)", Complex::new(0.0, -1.0).into(), Exact),
         ("complex(-0.0, 2.5)", Complex::new(-0.0, 2.5).into(), Exact),
-        (
-            "complex(float('inf'), 0)",
-            Complex::new(f64::INFINITY, 0.0).into(),
-            Exact,
-        ),
+        ("complex(float('inf'), 0)", Complex::new(f64::INFINITY, 0.0).into(), Exact),
         ("''", s(""), Exact),
         ("'a'", s("a"), Exact),
         ("\"it's\"", s("it's"), Exact),
@@ -81,27 +77,16 @@ fn vectors() -> Vec<(&'static str, Value, Check)> {
         ("'\\xe9t\\xe9'", s("\u{e9}t\u{e9}"), Exact),
         ("'\\U0001f600'", s("\u{1f600}"), Exact),
         ("'a\\nb\\x00\\t\\\\'", s("a\nb\0\t\\"), Exact),
-        (
-            "'\\u2028\\x7f\\x85\\xa0\\xad'",
-            s("\u{2028}\x7f\u{85}\u{a0}\u{ad}"),
-            Exact,
-        ),
+        ("'\\u2028\\x7f\\x85\\xa0\\xad'", s("\u{2028}\x7f\u{85}\u{a0}\u{ad}"), Exact),
         ("b''", Value::bytes(*b""), Exact),
         ("b'ab\\x00\\xff'", Value::bytes(*b"ab\0\xff"), Exact),
         ("b\"'\"", Value::bytes(*b"'"), Exact),
-        (
-            "bytes(range(256))",
-            Value::bytes((0..=255u8).collect::<Vec<u8>>()),
-            Exact,
-        ),
+        ("bytes(range(256))", Value::bytes((0..=255u8).collect::<Vec<u8>>()), Exact),
         ("[]", Value::list(Vec::<Value>::new()), Exact),
         ("[1, 'a']", Value::list([Value::from(1), s("a")]), Exact),
         (
             "[[1], [2, [3]]]",
-            Value::list([
-                Value::list([1]),
-                Value::list([Value::from(2), Value::list([3])]),
-            ]),
+            Value::list([Value::list([1]), Value::list([Value::from(2), Value::list([3])])]),
             Exact,
         ),
         (
@@ -111,36 +96,17 @@ fn vectors() -> Vec<(&'static str, Value, Check)> {
         ),
         ("()", Value::tuple(Vec::<Value>::new()), Exact),
         ("(1,)", Value::tuple([1]), Exact),
-        (
-            "(1, 2, 'x')",
-            Value::tuple([Value::from(1), 2.into(), s("x")]),
-            Exact,
-        ),
-        (
-            "((),)",
-            Value::tuple([Value::tuple(Vec::<Value>::new())]),
-            Exact,
-        ),
+        ("(1, 2, 'x')", Value::tuple([Value::from(1), 2.into(), s("x")]), Exact),
+        ("((),)", Value::tuple([Value::tuple(Vec::<Value>::new())]), Exact),
         ("{}", Value::Dict(Dict::new()), Exact),
         ("{'a': 1}", Value::dict([("a", 1)]), Exact),
         ("{1: 'a', 2: 'b'}", Value::dict([(1, "a"), (2, "b")]), Exact),
-        (
-            "{(1, 2): None}",
-            Value::dict([(Value::tuple([1, 2]), Value::None)]),
-            Exact,
-        ),
-        (
-            "{frozenset({1}): 1}",
-            Value::dict([(Value::frozenset([1]), 1)]),
-            Exact,
-        ),
+        ("{(1, 2): None}", Value::dict([(Value::tuple([1, 2]), Value::None)]), Exact),
+        ("{frozenset({1}): 1}", Value::dict([(Value::frozenset([1]), 1)]), Exact),
         (
             "{b'k': [1, (2,)], 2.5: {'x': 1j}}",
             Value::dict([
-                (
-                    Value::bytes(*b"k"),
-                    Value::list([Value::from(1), Value::tuple([2])]),
-                ),
+                (Value::bytes(*b"k"), Value::list([Value::from(1), Value::tuple([2])])),
                 (2.5.into(), Value::dict([("x", Complex::new(0.0, 1.0))])),
             ]),
             Exact,
@@ -197,9 +163,9 @@ fn canonical(v: &Value) -> String {
             Value::Tuple(items) => Value::Tuple(items.iter().map(norm).collect()),
             Value::Set(items) => Value::Set(sorted(items)),
             Value::FrozenSet(items) => Value::FrozenSet(sorted(items)),
-            Value::Dict(d) => Value::Dict(Dict::from_entries(
-                d.iter().map(|(k, v)| (norm(k), norm(v))).collect(),
-            )),
+            Value::Dict(d) => {
+                Value::Dict(Dict::from_entries(d.iter().map(|(k, v)| (norm(k), norm(v))).collect()))
+            }
             other => other.clone(),
         }
     }
@@ -246,10 +212,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn execnet_python() -> Option<String> {
@@ -296,9 +259,7 @@ fn run_python(python: &str, script: &str, stdin: &[u8]) -> String {
 /// exactly depends on its Unicode version, so that is only reported.
 #[test]
 fn every_code_point_against_python() {
-    let Some(python) = execnet_python() else {
-        return;
-    };
+    let Some(python) = execnet_python() else { return };
     let all: String = (0u32..0x11_0000).filter_map(char::from_u32).collect();
     let literal = execnet::wire::pyrepr::py_str_literal(&all);
     assert!(!literal.contains('\n') && !literal.contains('\r'));
@@ -311,48 +272,27 @@ print(eval(lit) == s, execnet.dumps(s).hex() == ours, execnet.loads(bytes.fromhe
 "#;
     let out = run_python(&python, script, format!("{literal}\n{ours}").as_bytes());
     let flags: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(
-        flags[..3],
-        ["True", "True", "True"],
-        "eval(literal), dumps, loads of every code point"
-    );
-    eprintln!(
-        "every code point: our literal equals this Python's repr: {}",
-        flags[3]
-    );
+    assert_eq!(flags[..3], ["True", "True", "True"], "eval(literal), dumps, loads of every code point");
+    eprintln!("every code point: our literal equals this Python's repr: {}", flags[3]);
 }
 
 #[test]
 fn worked_example_of_protocol_md() {
     let v = Value::list([Value::from(1), Value::from("a")]);
     let want = "02 4B 00000002 46 00000000 46 00000001 50 46 00000001 4E 00000001 61 50 51";
-    assert_eq!(
-        hex(&dumps(&v).unwrap()),
-        want.replace(' ', "").to_lowercase()
-    );
+    assert_eq!(hex(&dumps(&v).unwrap()), want.replace(' ', "").to_lowercase());
     assert_eq!(loads::<Value>(&unhex(&want.replace(' ', ""))).unwrap(), v);
 }
 
 #[test]
 fn golden_vectors_against_execnet() {
-    let Some(python) = execnet_python() else {
-        return;
-    };
+    let Some(python) = execnet_python() else { return };
     let vectors = vectors();
-    let input: Vec<(String, String)> = vectors
-        .iter()
-        .map(|(expr, v, _)| (expr.to_string(), hex(&dumps(v).unwrap())))
-        .collect();
+    let input: Vec<(String, String)> =
+        vectors.iter().map(|(expr, v, _)| (expr.to_string(), hex(&dumps(v).unwrap()))).collect();
 
-    let out = run_python(
-        &python,
-        SCRIPT,
-        serde_json::to_string(&input).unwrap().as_bytes(),
-    );
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let out = run_python(&python, SCRIPT, serde_json::to_string(&input).unwrap().as_bytes());
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), vectors.len(), "one result per vector");
 
     let mut failures = Vec::new();
@@ -365,11 +305,9 @@ fn golden_vectors_against_execnet() {
         // execnet.loads(our bytes) == eval(expr)
         match (&r["same"], &r["load_error"]) {
             (serde_json::Value::Bool(true), _) => {}
-            (serde_json::Value::Bool(false), _) => fail(format!(
-                "execnet loads our {} as {}",
-                hex(&ours),
-                r["loaded_repr"]
-            )),
+            (serde_json::Value::Bool(false), _) => {
+                fail(format!("execnet loads our {} as {}", hex(&ours), r["loaded_repr"]))
+            }
             (_, e) => fail(format!("execnet cannot load our {}: {e}", hex(&ours))),
         }
 
@@ -382,21 +320,14 @@ fn golden_vectors_against_execnet() {
                     if *theirs == ours {
                         exact += 1;
                     } else {
-                        fail(format!(
-                            "bytes differ: ours {} execnet {}",
-                            hex(&ours),
-                            hex(theirs)
-                        ));
+                        fail(format!("bytes differ: ours {} execnet {}", hex(&ours), hex(theirs)));
                     }
                 }
                 // Our loads of execnet's bytes gives the value.
                 match loads::<Value>(theirs) {
                     Ok(v) if canonical(&v) == canonical(value) => {}
                     Ok(v) => fail(format!("we load execnet's bytes as {v}, expected {value}")),
-                    Err(e) => fail(format!(
-                        "we cannot load execnet's bytes {}: {e}",
-                        hex(theirs)
-                    )),
+                    Err(e) => fail(format!("we cannot load execnet's bytes {}: {e}", hex(theirs))),
                 }
             }
         }
@@ -409,9 +340,7 @@ fn golden_vectors_against_execnet() {
             a.sort_unstable();
             b.sort_unstable();
             if a != b {
-                fail(format!(
-                    "Display {value} is not a reordering of repr {repr}"
-                ));
+                fail(format!("Display {value} is not a reordering of repr {repr}"));
             }
         } else {
             let shown = value.to_string();
@@ -425,10 +354,5 @@ fn golden_vectors_against_execnet() {
         vectors.len(),
         exact
     );
-    assert!(
-        failures.is_empty(),
-        "{} golden vector failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} golden vector failures:\n{}", failures.len(), failures.join("\n"));
 }

@@ -26,9 +26,7 @@ fn same(a: &Value, b: &Value) -> bool {
         | (Value::FrozenSet(x), Value::FrozenSet(y)) => all(x, y),
         (Value::Dict(x), Value::Dict(y)) => {
             x.len() == y.len()
-                && x.iter()
-                    .zip(y.iter())
-                    .all(|((k1, v1), (k2, v2))| same(k1, k2) && same(v1, v2))
+                && x.iter().zip(y.iter()).all(|((k1, v1), (k2, v2))| same(k1, k2) && same(v1, v2))
         }
         _ => a == b,
     }
@@ -71,11 +69,7 @@ fn any_int() -> impl Strategy<Value = Int> {
 }
 
 fn any_text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        any::<String>(),
-        "[a-z]{0,8}",
-        Just("\u{1f600}\u{10ffff}\u{0}\n'\"\\".to_owned()),
-    ]
+    prop_oneof![any::<String>(), "[a-z]{0,8}", Just("\u{1f600}\u{10ffff}\u{0}\n'\"\\".to_owned()),]
 }
 
 /// Values Python can hash: scalars, and tuples/frozensets of hashables.
@@ -315,22 +309,14 @@ fn vec_u8_is_a_list_and_byte_buf_is_bytes() {
     assert_eq!(bytes, b"\x02A\x00\x00\x00\x02\x01\x02Q");
     // Either reads back into either.
     assert_eq!(loads::<Vec<u8>>(&bytes).unwrap(), vec![1, 2]);
-    assert_eq!(
-        loads::<serde_bytes::ByteBuf>(&list).unwrap().into_vec(),
-        vec![1, 2]
-    );
+    assert_eq!(loads::<serde_bytes::ByteBuf>(&list).unwrap().into_vec(), vec![1, 2]);
     assert_eq!(loads::<Value>(&bytes).unwrap(), Value::bytes([1u8, 2]));
 }
 
 #[test]
 fn tuple_set_frozenset_wrappers() {
     use execnet::{FrozenSet, Set, Tuple};
-    let b = dumps(&(
-        Tuple(vec![1, 2, 3]),
-        Set(vec!["a"]),
-        FrozenSet(Vec::<i32>::new()),
-    ))
-    .unwrap();
+    let b = dumps(&(Tuple(vec![1, 2, 3]), Set(vec!["a"]), FrozenSet(Vec::<i32>::new()))).unwrap();
     let v: Value = loads(&b).unwrap();
     assert_eq!(v.to_string(), "((1, 2, 3), {'a'}, frozenset())");
     type Three = (Tuple<Vec<i32>>, Set<Vec<String>>, FrozenSet<Vec<i32>>);
@@ -342,13 +328,7 @@ fn tuple_set_frozenset_wrappers() {
 
 #[test]
 fn versioned_form() {
-    assert!(loads::<Value>(b"")
-        .unwrap_err()
-        .to_string()
-        .contains("empty input"));
-    assert!(loads::<Value>(b"\x03LQ")
-        .unwrap_err()
-        .to_string()
-        .contains("unsupported dump format version 3"));
+    assert!(loads::<Value>(b"").unwrap_err().to_string().contains("empty input"));
+    assert!(loads::<Value>(b"\x03LQ").unwrap_err().to_string().contains("unsupported dump format version 3"));
     assert_eq!(loads::<Value>(b"\x02LQ").unwrap(), Value::None);
 }

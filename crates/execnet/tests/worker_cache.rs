@@ -12,9 +12,8 @@ use common::popen;
 
 /// The cache entries in `dir`.
 fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
     v.sort();
     v
 }
@@ -55,9 +54,7 @@ sys.stdout.write(base64.b64encode(magic + marshal.dumps(code)).decode())
         .unwrap();
     use std::io::Write;
     let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(execnet::worker::WORKER_SOURCE.as_bytes())
-        .unwrap();
+    stdin.write_all(execnet::worker::WORKER_SOURCE.as_bytes()).unwrap();
     stdin.write_all(extra.as_bytes()).unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
@@ -77,26 +74,14 @@ fn the_first_gateway_fills_the_cache_and_later_ones_use_it() {
     assert_eq!(files.len(), 1, "one entry for one interpreter: {files:?}");
     let entry = files[0].clone();
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
-        0o700
-    );
+    assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
     let written = std::fs::read_to_string(&entry).unwrap();
-    assert!(
-        written.len() > 10_000
-            && written
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
-    );
+    assert!(written.len() > 10_000 && written.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)));
 
     // An entry is run as it is: one that defines a marker shows it in the worker.
     std::fs::write(&entry, entry_text("\nCACHE_MARKER = 7\n", None)).unwrap();
     assert_eq!(start_and_probe("CACHE_MARKER"), Some(7));
-    assert_eq!(
-        start_and_probe("CACHE_MARKER"),
-        Some(7),
-        "the entry is kept"
-    );
+    assert_eq!(start_and_probe("CACHE_MARKER"), Some(7), "the entry is kept");
 
     // An entry for another interpreter version (another magic number) is not run: the
     // worker compiles its source and replaces the entry with its own.
@@ -121,10 +106,7 @@ fn the_first_gateway_fills_the_cache_and_later_ones_use_it() {
     for off in ["off", ""] {
         std::env::set_var(execnet::worker::cache::CACHE_DIR_ENV, off);
         assert!(execnet::worker::cache::cache_dir().is_none());
-        assert_eq!(
-            execnet::worker::cache::lookup(&common::python()),
-            Default::default()
-        );
+        assert_eq!(execnet::worker::cache::lookup(&common::python()), Default::default());
         assert_eq!(start_and_probe("CACHE_MARKER"), None);
     }
 
@@ -133,10 +115,7 @@ fn the_first_gateway_fills_the_cache_and_later_ones_use_it() {
     std::env::set_var(execnet::worker::cache::CACHE_DIR_ENV, &fresh);
     execnet::worker::cache::forget();
     let gw = execnet::makegateway(popen("dont_write_bytecode")).unwrap();
-    gw.remote_exec("channel.send(1)")
-        .unwrap()
-        .receive::<i32>()
-        .unwrap();
+    gw.remote_exec("channel.send(1)").unwrap().receive::<i32>().unwrap();
     gw.exit().unwrap();
     assert!(entries(&fresh).is_empty(), "{:?}", entries(&fresh));
 }

@@ -95,18 +95,13 @@ impl QueueBudget {
         }
         let mut used = self.lock();
         while *used > self.limit && !self.released.load(std::sync::atomic::Ordering::SeqCst) {
-            used = self
-                .cond
-                .wait_timeout(used, Duration::from_millis(200))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            used = self.cond.wait_timeout(used, Duration::from_millis(200)).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
     /// Stops the reader from waiting (the gateway is ending).
     pub(crate) fn release(&self) {
-        self.released
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.released.store(true, std::sync::atomic::Ordering::SeqCst);
         let _used = self.lock();
         self.cond.notify_all();
     }
@@ -140,8 +135,7 @@ pub(crate) struct ChannelState {
 impl Drop for ChannelState {
     fn drop(&mut self) {
         let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-        self.budget
-            .sub(inner.queue.iter().map(|i| item_cost(i.len())).sum());
+        self.budget.sub(inner.queue.iter().map(|i| item_cost(i.len())).sum());
     }
 }
 
@@ -170,10 +164,7 @@ impl ChannelState {
         let mut inner = self.lock();
         if inner.send_closed && inner.callback.is_none() {
             // Closed by this side: execnet drops late data too.
-            tracing::debug!(
-                channel = self.id,
-                "dropping data for a channel closed by this side"
-            );
+            tracing::debug!(channel = self.id, "dropping data for a channel closed by this side");
             return;
         }
         if let Some(cb) = inner.callback.clone() {
@@ -234,10 +225,7 @@ impl ChannelState {
 fn run_callback(cb: &Arc<Mutex<Callback>>, d: Delivery, id: i32) {
     let mut f = cb.lock().unwrap_or_else(|e| e.into_inner());
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (f)(d))).is_err() {
-        tracing::error!(
-            channel = id,
-            "a channel callback panicked; the item was dropped"
-        );
+        tracing::error!(channel = id, "a channel callback panicked; the item was dropped");
     }
 }
 
@@ -292,13 +280,7 @@ impl fmt::Debug for Channel {
             (Some(EndReason::LastMessage), false) => "receive-closed",
             _ => "closed",
         };
-        write!(
-            f,
-            "<Channel id={} {} on {}>",
-            self.h.state.id,
-            state,
-            self.h.gateway.id()
-        )
+        write!(f, "<Channel id={} {} on {}>", self.h.state.id, state, self.h.gateway.id())
     }
 }
 
@@ -350,11 +332,8 @@ impl Channel {
         // The state lock is not held while writing: a write can block on a full pipe
         // while the worker waits for our reader, which needs that lock to deliver.
         let len = buf.len() - wire::frame::HEADER_LEN;
-        buf[..wire::frame::HEADER_LEN].copy_from_slice(&wire::frame::encode_header(
-            Code::ChannelData,
-            self.id(),
-            len,
-        ));
+        buf[..wire::frame::HEADER_LEN]
+            .copy_from_slice(&wire::frame::encode_header(Code::ChannelData, self.id(), len));
         gw.write_raw(buf)
     }
 
@@ -372,9 +351,7 @@ impl Channel {
 
     fn receive_inner<T: DeserializeOwned>(&self, timeout: Option<Duration>) -> Result<T> {
         let payload = self.next_payload(timeout)?;
-        wire::with_gateway(self.h.gateway.inner.uid, || {
-            wire::de::from_payload(&payload)
-        })
+        wire::with_gateway(self.h.gateway.inner.uid, || wire::de::from_payload(&payload))
     }
 
     fn next_payload(&self, timeout: Option<Duration>) -> Result<Vec<u8>> {
@@ -456,19 +433,14 @@ impl Channel {
     /// True once the channel is closed: by this side, or by the peer for good.
     pub fn is_closed(&self) -> bool {
         let inner = self.h.state.lock();
-        inner.send_closed
-            || matches!(inner.ended, Some(ref r) if !matches!(r, EndReason::LastMessage))
+        inner.send_closed || matches!(inner.ended, Some(ref r) if !matches!(r, EndReason::LastMessage))
     }
 
     /// An iterator over received items that ends when the channel is closed normally.
     /// Errors (remote error, lost gateway, undecodable item) are yielded as `Err` once,
     /// then the iteration ends.
     pub fn iter<T: DeserializeOwned>(&self) -> Iter<'_, T> {
-        Iter {
-            channel: self,
-            done: false,
-            _t: std::marker::PhantomData,
-        }
+        Iter { channel: self, done: false, _t: std::marker::PhantomData }
     }
 
     /// Hands every item to `callback` instead of queueing it; items already queued are
@@ -556,10 +528,7 @@ impl Channel {
         // would call it for newer items, waits until the queued ones are delivered.
         let mut f = cb.lock().unwrap_or_else(|e| e.into_inner());
         let queued: Vec<Vec<u8>> = inner.queue.drain(..).collect();
-        self.h
-            .state
-            .budget
-            .sub(queued.iter().map(|i| item_cost(i.len())).sum());
+        self.h.state.budget.sub(queued.iter().map(|i| item_cost(i.len())).sum());
         let ended = inner.ended.is_some() && !matches!(inner.ended, Some(EndReason::LocalClose));
         state.cond.notify_all(); // receivers blocked on this channel must see the callback
         drop(inner);
@@ -575,19 +544,13 @@ impl Channel {
     /// A writer that sends what is written as `bytes` items (`std::io::Write`), like
     /// execnet's `makefile("w")`. Closing (dropping) it does not close the channel.
     pub fn makefile_writer(&self) -> ChannelWriter {
-        ChannelWriter {
-            channel: self.clone(),
-        }
+        ChannelWriter { channel: self.clone() }
     }
 
     /// A reader over received `str`/`bytes` items (`std::io::Read`), like execnet's
     /// `makefile("r")`; it reads until the channel ends.
     pub fn makefile_reader(&self) -> ChannelReader {
-        ChannelReader {
-            channel: self.clone(),
-            buf: Vec::new(),
-            pos: 0,
-        }
+        ChannelReader { channel: self.clone(), buf: Vec::new(), pos: 0 }
     }
 }
 
@@ -605,10 +568,7 @@ fn wait<'a>(
             if now >= d {
                 Err(inner)
             } else {
-                Ok(cond
-                    .wait_timeout(inner, d - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0)
+                Ok(cond.wait_timeout(inner, d - now).unwrap_or_else(|e| e.into_inner()).0)
             }
         }
     };
@@ -626,9 +586,7 @@ fn wait<'a>(
 
 fn end_error(id: i32, reason: &EndReason, receiving: bool) -> Error {
     match reason {
-        EndReason::RemoteError(tb) => Error::Remote {
-            traceback: tb.clone(),
-        },
+        EndReason::RemoteError(tb) => Error::Remote { traceback: tb.clone() },
         EndReason::Lost(info) => Error::GatewayLost(info.clone()),
         EndReason::LocalError(msg) => Error::data_format(msg.clone(), None),
         _ if receiving => Error::EndOfChannel { id },

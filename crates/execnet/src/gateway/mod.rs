@@ -57,11 +57,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) fn lookup_channel(uid: u64, id: i32) -> Result<Channel> {
     let handle = registry().get(&uid).and_then(Weak::upgrade);
     match handle {
-        Some(handle) => Ok(Gateway {
-            inner: handle.inner.clone(),
-            handle,
-        }
-        .channel_for_id(id)),
+        Some(handle) => Ok(Gateway { inner: handle.inner.clone(), handle }.channel_for_id(id)),
         None => Err(Error::data_format(
             format!("channel {id} arrived for a gateway that no longer exists"),
             None,
@@ -152,21 +148,13 @@ pub struct WeakGateway(Weak<GatewayHandle>);
 impl WeakGateway {
     /// The gateway, if a handle to it still exists.
     pub fn upgrade(&self) -> Option<Gateway> {
-        self.0.upgrade().map(|handle| Gateway {
-            inner: handle.inner.clone(),
-            handle,
-        })
+        self.0.upgrade().map(|handle| Gateway { inner: handle.inner.clone(), handle })
     }
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "<Gateway id={:?} spec={:?}>",
-            self.inner.id,
-            self.inner.spec.as_str()
-        )
+        write!(f, "<Gateway id={:?} spec={:?}>", self.inner.id, self.inner.spec.as_str())
     }
 }
 
@@ -240,26 +228,10 @@ impl Gateway {
     }
 
     fn from_connection(spec: XSpec, id: &str, conn: Connection) -> Gateway {
-        let Connection {
-            reader,
-            writer,
-            child,
-            stderr,
-            bootstrap,
-            program,
-            force_close,
-            explain_loss,
-        } = conn;
-        let max_message = spec
-            .max_message()
-            .ok()
-            .flatten()
-            .unwrap_or(frame::DEFAULT_MAX_MESSAGE);
-        let queue_limit = spec
-            .queue_limit()
-            .ok()
-            .flatten()
-            .unwrap_or(DEFAULT_QUEUE_LIMIT);
+        let Connection { reader, writer, child, stderr, bootstrap, program, force_close, explain_loss } =
+            conn;
+        let max_message = spec.max_message().ok().flatten().unwrap_or(frame::DEFAULT_MAX_MESSAGE);
+        let queue_limit = spec.queue_limit().ok().flatten().unwrap_or(DEFAULT_QUEUE_LIMIT);
         let inner = Arc::new(GatewayInner {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             id: id.to_string(),
@@ -267,19 +239,8 @@ impl Gateway {
             program,
             force_close,
             explain_loss,
-            writer: Mutex::new(Writer {
-                out: writer,
-                started: false,
-                ready: false,
-                pending: Vec::new(),
-                closed: false,
-            }),
-            table: Mutex::new(Table {
-                map: HashMap::new(),
-                next_id: 1,
-                max_peer_id: 0,
-                peer_closed: VecDeque::new(),
-            }),
+            writer: Mutex::new(Writer { out: writer, started: false, ready: false, pending: Vec::new(), closed: false }),
+            table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0, peer_closed: VecDeque::new() }),
             lost: OnceLock::new(),
             exiting: AtomicBool::new(false),
             peer_terminated: AtomicBool::new(false),
@@ -302,9 +263,7 @@ impl Gateway {
             .spawn(move || reader_main(for_reader, reader, bootstrap))
             .expect("spawning the gateway reader thread");
         *lock(&inner.reader_thread) = Some(reader_thread);
-        let handle = Arc::new(GatewayHandle {
-            inner: inner.clone(),
-        });
+        let handle = Arc::new(GatewayHandle { inner: inner.clone() });
         registry().insert(inner.uid, Arc::downgrade(&handle));
         Gateway { inner, handle }
     }
@@ -332,8 +291,7 @@ impl Gateway {
         let channel = self.newchannel()?;
         let mut payload = Vec::with_capacity(source.code.len() + 64);
         ser::to_payload(&source.payload_tuple(), &mut payload)?;
-        self.inner
-            .send_frame(Code::ChannelExec, channel.id(), &payload)?;
+        self.inner.send_frame(Code::ChannelExec, channel.id(), &payload)?;
         Ok(channel)
     }
 
@@ -346,20 +304,8 @@ impl Gateway {
         let id = table.next_id;
         table.next_id += 2;
         let state = Arc::new(ChannelState::new(id, self.inner.budget.clone()));
-        let channel = Channel {
-            h: Arc::new(ChannelHandle {
-                state: state.clone(),
-                gateway: self.clone(),
-            }),
-        };
-        table.map.insert(
-            id,
-            Entry {
-                state,
-                handle: Arc::downgrade(&channel.h),
-                claimed: true,
-            },
-        );
+        let channel = Channel { h: Arc::new(ChannelHandle { state: state.clone(), gateway: self.clone() }) };
+        table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h), claimed: true });
         Ok(channel)
     }
 
@@ -371,54 +317,28 @@ impl Gateway {
                 return Channel { h };
             }
             let state = entry.state.clone();
-            let channel = Channel {
-                h: Arc::new(ChannelHandle {
-                    state,
-                    gateway: self.clone(),
-                }),
-            };
+            let channel = Channel { h: Arc::new(ChannelHandle { state, gateway: self.clone() }) };
             let entry = table.map.get_mut(&id).expect("entry");
             entry.handle = Arc::downgrade(&channel.h);
             entry.claimed = true;
             return channel;
         }
         let state = Arc::new(ChannelState::new(id, self.inner.budget.clone()));
-        let known_closed =
-            id % 2 != 0 || id <= table.max_peer_id || self.inner.lost.get().is_some();
+        let known_closed = id % 2 != 0 || id <= table.max_peer_id || self.inner.lost.get().is_some();
         if known_closed {
             // A channel that was already closed and forgotten here: hand out a closed one.
             state.end(EndReason::Closed);
-            return Channel {
-                h: Arc::new(ChannelHandle {
-                    state,
-                    gateway: self.clone(),
-                }),
-            };
+            return Channel { h: Arc::new(ChannelHandle { state, gateway: self.clone() }) };
         }
         table.max_peer_id = id;
-        let channel = Channel {
-            h: Arc::new(ChannelHandle {
-                state: state.clone(),
-                gateway: self.clone(),
-            }),
-        };
-        table.map.insert(
-            id,
-            Entry {
-                state,
-                handle: Arc::downgrade(&channel.h),
-                claimed: true,
-            },
-        );
+        let channel = Channel { h: Arc::new(ChannelHandle { state: state.clone(), gateway: self.clone() }) };
+        table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h), claimed: true });
         channel
     }
 
     /// Information about the remote interpreter (executable, version, platform, cwd, pid).
     pub fn rinfo(&self) -> Result<RInfo> {
-        let ch = self.remote_exec(Source {
-            code: RINFO_SOURCE.to_string(),
-            ..Source::code("")
-        })?;
+        let ch = self.remote_exec(Source { code: RINFO_SOURCE.to_string(), ..Source::code("") })?;
         let info = ch.receive()?;
         ch.waitclose(None)?;
         Ok(info)
@@ -534,11 +454,7 @@ impl Flag {
             if now >= deadline {
                 return false;
             }
-            set = self
-                .cond
-                .wait_timeout(set, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            set = self.cond.wait_timeout(set, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
         true
     }
@@ -651,8 +567,7 @@ impl GatewayInner {
     /// The gateway-lost error, waiting briefly for the reader to find out why.
     fn lost_error(&self, fallback: &str) -> Error {
         if self.lost.get().is_none() {
-            self.done
-                .wait_until(Instant::now() + Duration::from_secs(1));
+            self.done.wait_until(Instant::now() + Duration::from_secs(1));
         }
         match self.lost.get() {
             Some(info) => Error::GatewayLost(info.clone()),
@@ -692,10 +607,7 @@ impl GatewayInner {
     fn dispatch(&self, code: Code, id: i32, payload: Vec<u8>) -> Result<()> {
         if matches!(
             code,
-            Code::ChannelData
-                | Code::ChannelClose
-                | Code::ChannelCloseError
-                | Code::ChannelLastMessage
+            Code::ChannelData | Code::ChannelClose | Code::ChannelCloseError | Code::ChannelLastMessage
         ) {
             self.check_channel_id(code, id)?;
         }
@@ -757,17 +669,11 @@ impl GatewayInner {
     /// (made here) one this side has handed out.
     fn check_channel_id(&self, code: Code, id: i32) -> Result<()> {
         if id <= 0 {
-            return Err(Error::data_format(
-                format!("{} for channel {id}: channel ids are positive", code.name()),
-                None,
-            ));
+            return Err(Error::data_format(format!("{} for channel {id}: channel ids are positive", code.name()), None));
         }
         if id % 2 != 0 && id >= self.table().next_id {
             return Err(Error::data_format(
-                format!(
-                    "{} for channel {id}, which the host never opened",
-                    code.name()
-                ),
+                format!("{} for channel {id}, which the host never opened", code.name()),
                 None,
             ));
         }
@@ -787,14 +693,7 @@ impl GatewayInner {
         }
         table.max_peer_id = id;
         let state = Arc::new(ChannelState::new(id, self.budget.clone()));
-        table.map.insert(
-            id,
-            Entry {
-                state: state.clone(),
-                handle: Weak::new(),
-                claimed: false,
-            },
-        );
+        table.map.insert(id, Entry { state: state.clone(), handle: Weak::new(), claimed: false });
         Some(state)
     }
 
@@ -829,9 +728,7 @@ impl GatewayInner {
         if self.exit_status.get().is_none() {
             self.wait_child_until(Instant::now() + Duration::from_millis(1000));
         }
-        self.stderr_tail
-            .done
-            .wait_until(Instant::now() + Duration::from_millis(300));
+        self.stderr_tail.done.wait_until(Instant::now() + Duration::from_millis(300));
         let exiting = self.exiting.load(Ordering::Relaxed);
         let terminated = self.peer_terminated.load(Ordering::Relaxed);
         let reason = if exiting {
@@ -923,9 +820,7 @@ impl GatewayInner {
         let mut w = lock(&self.writer);
         if !w.closed {
             if w.ready {
-                let _ = w
-                    .out
-                    .write_all(&frame::encode_header(Code::GatewayTerminate, 0, 0));
+                let _ = w.out.write_all(&frame::encode_header(Code::GatewayTerminate, 0, 0));
                 let _ = w.out.flush();
             }
             w.closed = true;
@@ -1013,11 +908,7 @@ fn reader_main(inner: Arc<GatewayInner>, reader: Box<dyn Read + Send>, bootstrap
 }
 
 /// Writes the bootstrap, waits for the ready byte, dispatches frames; returns why it ended.
-fn read_until_end(
-    inner: &GatewayInner,
-    reader: Box<dyn Read + Send>,
-    bootstrap: Vec<u8>,
-) -> String {
+fn read_until_end(inner: &GatewayInner, reader: Box<dyn Read + Send>, bootstrap: Vec<u8>) -> String {
     {
         let mut w = lock(&inner.writer);
         if w.closed {

@@ -50,10 +50,7 @@ impl Source {
                 format!("cannot read source file {}: {e}", path.display()),
             ))
         })?;
-        Ok(Source {
-            file_name: Some(path.display().to_string()),
-            ..Source::code(&code)
-        })
+        Ok(Source { file_name: Some(path.display().to_string()), ..Source::code(&code) })
     }
 
     /// Runs `code`, then calls `function(channel, **kwargs)`; `kwargs` must serialize to a
@@ -73,18 +70,12 @@ impl Source {
             }
             other => {
                 return Err(Error::data_format(
-                    format!(
-                        "kwargs for {function}() must be a map of names to values, not {other}"
-                    ),
+                    format!("kwargs for {function}() must be a map of names to values, not {other}"),
                     None,
                 ))
             }
         };
-        Ok(Source {
-            call_name: Some(function.to_string()),
-            kwargs,
-            ..Source::code(code)
-        })
+        Ok(Source { call_name: Some(function.to_string()), kwargs, ..Source::code(code) })
     }
 
     /// Sets the file name shown in remote tracebacks.
@@ -100,12 +91,7 @@ impl Source {
 
     /// The CHANNEL_EXEC payload object: (source, file_name, call_name, kwargs).
     pub(crate) fn payload_tuple(&self) -> (&str, Option<&str>, Option<&str>, &Value) {
-        (
-            &self.code,
-            self.file_name.as_deref(),
-            self.call_name.as_deref(),
-            &self.kwargs,
-        )
+        (&self.code, self.file_name.as_deref(), self.call_name.as_deref(), &self.kwargs)
     }
 }
 

@@ -59,9 +59,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// A fresh random nonce.
 pub fn new_nonce() -> io::Result<[u8; NONCE_LEN]> {
     let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|e| {
-        io::Error::other(format!("no random numbers from the operating system: {e}"))
-    })?;
+    getrandom::fill(&mut nonce)
+        .map_err(|e| io::Error::other(format!("no random numbers from the operating system: {e}")))?;
     Ok(nonce)
 }
 
@@ -89,12 +88,8 @@ pub fn answer_line(token: &[u8], nonce: &[u8]) -> String {
 /// True when `answer` (one line, trailing whitespace ignored) is the right answer for
 /// `nonce`. The comparison takes the same time wherever the answer differs.
 pub fn check_answer(token: &[u8], nonce: &[u8], answer: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(answer) else {
-        return false;
-    };
-    let Some(tag) = unhex(text.trim_end()) else {
-        return false;
-    };
+    let Ok(text) = std::str::from_utf8(answer) else { return false };
+    let Some(tag) = unhex(text.trim_end()) else { return false };
     let mut mac = HmacSha256::new_from_slice(token).expect("HMAC takes keys of any length");
     mac.update(nonce);
     mac.verify_slice(&tag).is_ok()
@@ -109,19 +104,10 @@ pub fn refusal_line(reason: &str) -> String {
 /// empty.
 pub fn read_token_file(path: &Path) -> io::Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot read the token file {}: {e}", path.display()),
-        )
+        io::Error::new(e.kind(), format!("cannot read the token file {}: {e}", path.display()))
     })?;
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     let token = bytes[start..end.max(start)].to_vec();
     if token.is_empty() {
         return Err(io::Error::new(
@@ -172,23 +158,11 @@ mod tests {
         let answer = answer_line(b"secret token", &nonce);
         assert_eq!(answer.len(), 65);
         assert!(check_answer(b"secret token", &nonce, answer.as_bytes()));
-        assert!(check_answer(
-            b"secret token",
-            &nonce,
-            answer.to_uppercase().as_bytes()
-        ));
+        assert!(check_answer(b"secret token", &nonce, answer.to_uppercase().as_bytes()));
         assert!(!check_answer(b"secret tokem", &nonce, answer.as_bytes()));
-        assert!(!check_answer(
-            b"secret token",
-            &[8u8; NONCE_LEN],
-            answer.as_bytes()
-        ));
+        assert!(!check_answer(b"secret token", &[8u8; NONCE_LEN], answer.as_bytes()));
         assert!(!check_answer(b"secret token", &nonce, b"'print(1)'\n"));
-        assert!(!check_answer(
-            b"secret token",
-            &nonce,
-            &answer.as_bytes()[..40]
-        ));
+        assert!(!check_answer(b"secret token", &nonce, &answer.as_bytes()[..40]));
         assert!(!check_answer(b"secret token", &nonce, b"\xff\xfe"));
     }
 
@@ -196,10 +170,7 @@ mod tests {
     fn known_hmac_value() {
         // RFC 4231, test case 2.
         let line = answer_line(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            line.trim_end(),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(line.trim_end(), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 
     #[test]

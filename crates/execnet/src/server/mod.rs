@@ -158,10 +158,7 @@ impl std::fmt::Debug for ServeConfig {
 /// least [`MIN_TOKEN_LEN`] bytes (surrounding whitespace is not part of the token).
 pub fn load_token_file(path: &Path) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(path).map_err(|e| {
-        Error::Io(io::Error::new(
-            e.kind(),
-            format!("cannot read the token file {}: {e}", path.display()),
-        ))
+        Error::Io(io::Error::new(e.kind(), format!("cannot read the token file {}: {e}", path.display())))
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -232,11 +229,7 @@ impl Listener {
 
 /// "unix peer pid P uid U", from SO_PEERCRED.
 fn unix_peer(s: &UnixStream) -> String {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `cred`, a ucred.
     let rc = unsafe {
@@ -329,14 +322,10 @@ impl Server {
     /// rules on non-loopback addresses).
     pub fn bind(config: ServeConfig) -> Result<Server> {
         if config.listen.is_empty() && config.unix.is_none() {
-            return Err(invalid_input(
-                "nothing to listen on: give a TCP address or a Unix socket path".into(),
-            ));
+            return Err(invalid_input("nothing to listen on: give a TCP address or a Unix socket path".into()));
         }
         if config.max_connections == 0 {
-            return Err(invalid_input(
-                "the connection limit must be at least 1".into(),
-            ));
+            return Err(invalid_input("the connection limit must be at least 1".into()));
         }
         if config.token.as_ref().is_some_and(|t| t.is_empty()) {
             return Err(invalid_input("the access token is empty".into()));
@@ -347,10 +336,7 @@ impl Server {
             let addrs = resolve_listen(spec)?;
             check_exposure(spec, &addrs, &config)?;
             let l = TcpListener::bind(&addrs[..]).map_err(|e| {
-                Error::Io(io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {spec}: {e}"),
-                ))
+                Error::Io(io::Error::new(e.kind(), format!("cannot listen on {spec}: {e}")))
             })?;
             let local = l.local_addr()?;
             addresses.push(local.to_string());
@@ -376,20 +362,12 @@ impl Server {
             accepted: AtomicU64::new(0),
             served: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            workers: Mutex::new(Workers {
-                list: Vec::new(),
-                stopping: false,
-            }),
+            workers: Mutex::new(Workers { list: Vec::new(), stopping: false }),
             inflight: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             threads: AtomicUsize::new(0),
         });
-        Ok(Server {
-            listeners,
-            addresses,
-            shared,
-            unix_path,
-        })
+        Ok(Server { listeners, addresses, shared, unix_path })
     }
 
     /// The addresses listened on, as a `socket=` value takes them: `127.0.0.1:40123`,
@@ -410,15 +388,8 @@ impl Server {
         for a in &self.addresses {
             tracing::info!("listening on {a}");
         }
-        let mut pollfds: Vec<libc::pollfd> = self
-            .listeners
-            .iter()
-            .map(|l| libc::pollfd {
-                fd: l.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut pollfds: Vec<libc::pollfd> =
+            self.listeners.iter().map(|l| libc::pollfd { fd: l.fd(), events: libc::POLLIN, revents: 0 }).collect();
         loop {
             if shared.stop.load(Ordering::SeqCst) {
                 break;
@@ -427,13 +398,7 @@ impl Server {
                 break;
             }
             // SAFETY: pollfds is a valid array of pollfd of the given length.
-            let rc = unsafe {
-                libc::poll(
-                    pollfds.as_mut_ptr(),
-                    pollfds.len() as libc::nfds_t,
-                    TICK.as_millis() as i32,
-                )
-            };
+            let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, TICK.as_millis() as i32) };
             if rc < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -455,8 +420,7 @@ impl Server {
         self.unix_path.take();
         if shared.config.once && !shared.stop.load(Ordering::SeqCst) {
             tracing::info!("served one connection (--once): waiting for its worker to end");
-            while (shared.active.load(Ordering::SeqCst) > 0
-                || shared.threads.load(Ordering::SeqCst) > 0)
+            while (shared.active.load(Ordering::SeqCst) > 0 || shared.threads.load(Ordering::SeqCst) > 0)
                 && !shared.stop.load(Ordering::SeqCst)
             {
                 thread::sleep(TICK / 2);
@@ -494,11 +458,7 @@ impl Server {
             }
             let limit = shared.config.max_connections;
             if shared.active.load(Ordering::SeqCst) >= limit {
-                shared.refuse_quickly(
-                    &stream,
-                    &peer,
-                    &format!("too many connections (the limit is {limit})"),
-                );
+                shared.refuse_quickly(&stream, &peer, &format!("too many connections (the limit is {limit})"));
                 continue;
             }
             shared.active.fetch_add(1, Ordering::SeqCst);
@@ -531,18 +491,14 @@ fn resolve_listen(spec: &str) -> Result<Vec<SocketAddr>> {
         .map_err(|e| invalid_input(format!("cannot listen on {spec}: cannot resolve it ({e})")))?
         .collect();
     if addrs.is_empty() {
-        return Err(invalid_input(format!(
-            "cannot listen on {spec}: it resolves to no address"
-        )));
+        return Err(invalid_input(format!("cannot listen on {spec}: it resolves to no address")));
     }
     Ok(addrs)
 }
 
 /// The rule: a non-loopback address needs a token or an explicit `insecure`.
 fn check_exposure(spec: &str, addrs: &[SocketAddr], config: &ServeConfig) -> Result<()> {
-    let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) else {
-        return Ok(());
-    };
+    let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) else { return Ok(()) };
     if config.token.is_some() {
         return Ok(());
     }
@@ -564,8 +520,7 @@ fn check_exposure(spec: &str, addrs: &[SocketAddr], config: &ServeConfig) -> Res
 /// Binds a Unix socket at `path` with mode 0600: bound inside a fresh directory only we
 /// can enter, restricted, then renamed into place.
 fn bind_unix_private(path: &Path) -> Result<UnixListener> {
-    let fail =
-        |what: String, e: io::Error| Error::Io(io::Error::new(e.kind(), format!("{what}: {e}")));
+    let fail = |what: String, e: io::Error| Error::Io(io::Error::new(e.kind(), format!("{what}: {e}")));
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         let stale = meta.file_type().is_socket()
@@ -573,18 +528,10 @@ fn bind_unix_private(path: &Path) -> Result<UnixListener> {
         if !stale {
             return Err(Error::Io(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!(
-                    "cannot listen on {}: it exists (remove it, or choose another path)",
-                    path.display()
-                ),
+                format!("cannot listen on {}: it exists (remove it, or choose another path)", path.display()),
             )));
         }
-        std::fs::remove_file(path).map_err(|e| {
-            fail(
-                format!("cannot remove the stale socket {}", path.display()),
-                e,
-            )
-        })?;
+        std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket {}", path.display()), e))?;
     }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -602,12 +549,10 @@ fn bind_unix_private(path: &Path) -> Result<UnixListener> {
         .map_err(|e| fail(format!("cannot create {}", private.display()), e))?;
     let tmp = private.join("s");
     let result = (|| {
-        let l = UnixListener::bind(&tmp)
-            .map_err(|e| fail(format!("cannot listen on {}", path.display()), e))?;
+        let l = UnixListener::bind(&tmp).map_err(|e| fail(format!("cannot listen on {}", path.display()), e))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| fail(format!("cannot restrict {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| fail(format!("cannot move the socket to {}", path.display()), e))?;
+        std::fs::rename(&tmp, path).map_err(|e| fail(format!("cannot move the socket to {}", path.display()), e))?;
         Ok(l)
     })();
     let _ = std::fs::remove_file(&tmp);
@@ -617,11 +562,7 @@ fn bind_unix_private(path: &Path) -> Result<UnixListener> {
 
 impl Shared {
     fn stats(&self) -> ServerStats {
-        let workers = lock(&self.workers)
-            .list
-            .iter()
-            .map(|w| w.child.id())
-            .collect();
+        let workers = lock(&self.workers).list.iter().map(|w| w.child.id()).collect();
         ServerStats {
             accepted: self.accepted.load(Ordering::SeqCst),
             served: self.served.load(Ordering::SeqCst),
@@ -681,9 +622,7 @@ impl Shared {
         if let Ok(clone) = stream.try_clone() {
             lock(&self.inflight).insert(id, clone);
         }
-        let outcome = self
-            .handshake(&stream)
-            .and_then(|line| self.start_worker(&stream, &peer, &line));
+        let outcome = self.handshake(&stream).and_then(|line| self.start_worker(&stream, &peer, &line));
         lock(&self.inflight).remove(&id);
         match outcome {
             Ok(pid) => tracing::info!("serving {peer}: worker pid {pid}"),
@@ -705,12 +644,7 @@ impl Shared {
             (&*stream)
                 .write_all(auth::challenge_line(&nonce).as_bytes())
                 .map_err(|e| format!("sending the token challenge failed: {e}"))?;
-            let answer = read_line(
-                stream,
-                auth::MAX_HANDSHAKE_LINE,
-                deadline,
-                "the answer to the token challenge",
-            )?;
+            let answer = read_line(stream, auth::MAX_HANDSHAKE_LINE, deadline, "the answer to the token challenge")?;
             if !auth::check_answer(token, &nonce, &answer) {
                 return Err("authentication failed: wrong answer to the token challenge".into());
             }
@@ -724,12 +658,7 @@ impl Shared {
     }
 
     /// Starts the worker process for a checked connection; returns its pid.
-    fn start_worker(
-        &self,
-        stream: &Stream,
-        peer: &str,
-        line: &[u8],
-    ) -> std::result::Result<u32, String> {
+    fn start_worker(&self, stream: &Stream, peer: &str, line: &[u8]) -> std::result::Result<u32, String> {
         let fd = stream.as_raw_fd();
         let (host, port) = match stream {
             Stream::Tcp(s) => match s.peer_addr() {
@@ -739,14 +668,8 @@ impl Shared {
             Stream::Unix(_) => (String::new(), String::new()),
         };
         let mut cmd = Command::new(&self.config.python);
-        cmd.arg("-c")
-            .arg(LAUNCHER)
-            .arg(fd.to_string())
-            .arg(host)
-            .arg(port);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        cmd.arg("-c").arg(LAUNCHER).arg(fd.to_string()).arg(host).arg(port);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit());
         // SAFETY: only async-signal-safe calls (setpgid, fcntl) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -768,32 +691,18 @@ impl Shared {
             if self.config.once && self.served.load(Ordering::SeqCst) > 0 {
                 return Err("the server serves one connection only (--once), and it has".into());
             }
-            let mut child = cmd.spawn().map_err(|e| {
-                format!(
-                    "cannot start the worker interpreter {:?}: {e}",
-                    self.config.python
-                )
-            })?;
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| format!("cannot start the worker interpreter {:?}: {e}", self.config.python))?;
             let stdin = child.stdin.take().expect("piped stdin");
             let pid = child.id();
-            workers.list.push(Worker {
-                child,
-                peer: peer.to_string(),
-                started: Instant::now(),
-            });
+            workers.list.push(Worker { child, peer: peer.to_string(), started: Instant::now() });
             self.served.fetch_add(1, Ordering::SeqCst);
             (stdin, pid)
         };
-        if let Err(e) = stdin
-            .0
-            .write_all(line)
-            .and_then(|_| stdin.0.write_all(b"\n"))
-        {
+        if let Err(e) = stdin.0.write_all(line).and_then(|_| stdin.0.write_all(b"\n")) {
             // The interpreter ended early; its exit is logged when it is reaped.
-            tracing::warn!(
-                "{peer}: passing the first line to worker {} failed: {e}",
-                stdin.1
-            );
+            tracing::warn!("{peer}: passing the first line to worker {} failed: {e}", stdin.1);
         }
         let pid = stdin.1;
         drop(stdin);
@@ -838,10 +747,7 @@ impl Shared {
         self.reap();
         let count = self.signal_workers(libc::SIGTERM);
         if count > 0 {
-            tracing::info!(
-                "stopping {count} worker(s): SIGTERM, SIGKILL after {:?}",
-                self.config.grace
-            );
+            tracing::info!("stopping {count} worker(s): SIGTERM, SIGKILL after {:?}", self.config.grace);
         }
         let deadline = Instant::now() + self.config.grace;
         loop {
@@ -882,22 +788,14 @@ impl Shared {
 /// Reads one line (up to and with its `\n`) of at most `max` bytes by `deadline`,
 /// consuming nothing after it: later bytes belong to the worker. Returns it without
 /// the newline.
-fn read_line(
-    stream: &Stream,
-    max: usize,
-    deadline: Instant,
-    what: &str,
-) -> std::result::Result<Vec<u8>, String> {
+fn read_line(stream: &Stream, max: usize, deadline: Instant, what: &str) -> std::result::Result<Vec<u8>, String> {
     let fd = stream.as_raw_fd();
     let mut line = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let now = Instant::now();
         if now >= deadline {
-            return Err(format!(
-                "{what} did not arrive within the time limit ({} bytes received)",
-                line.len()
-            ));
+            return Err(format!("{what} did not arrive within the time limit ({} bytes received)", line.len()));
         }
         let _ = stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))));
         // Look first, then take exactly up to the newline.
@@ -980,27 +878,10 @@ mod tests {
 
     #[test]
     fn literal_shapes() {
-        for ok in [
-            "'x'",
-            "\"x\"",
-            "b'x'",
-            "rb'x'",
-            "'''a'''",
-            "u\"\"",
-            "'a' + 'b'",
-        ] {
+        for ok in ["'x'", "\"x\"", "b'x'", "rb'x'", "'''a'''", "u\"\"", "'a' + 'b'"] {
             assert!(looks_like_string_literal(ok), "{ok}");
         }
-        for bad in [
-            "x",
-            "'",
-            "\"",
-            "print(1)",
-            "bru'x'",
-            "1",
-            "'x",
-            "GET / HTTP/1.1",
-        ] {
+        for bad in ["x", "'", "\"", "print(1)", "bru'x'", "1", "'x", "GET / HTTP/1.1"] {
             assert!(!looks_like_string_literal(bad), "{bad}");
         }
         assert!(check_line(b"\xff'").is_err());
@@ -1012,13 +893,8 @@ mod tests {
     fn non_loopback_needs_a_token_or_insecure() {
         let addrs: Vec<SocketAddr> = vec!["0.0.0.0:0".parse().unwrap()];
         let mut config = ServeConfig::default();
-        let e = check_exposure("0.0.0.0:0", &addrs, &config)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("refusing to listen") && e.contains("--token-file"),
-            "{e}"
-        );
+        let e = check_exposure("0.0.0.0:0", &addrs, &config).unwrap_err().to_string();
+        assert!(e.contains("refusing to listen") && e.contains("--token-file"), "{e}");
         config.insecure = true;
         assert!(check_exposure("0.0.0.0:0", &addrs, &config).is_ok());
         config.insecure = false;

@@ -55,10 +55,7 @@ impl Connection {
     ) -> Connection {
         let stdin = GrowingPipe::new(child.stdin.take().expect("piped stdin"));
         let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child
-            .stderr
-            .take()
-            .map(|e| Box::new(e) as Box<dyn Read + Send>);
+        let stderr = child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>);
         Connection {
             reader: Box::new(stdout),
             writer: Box::new(stdin),
@@ -93,23 +90,14 @@ pub(crate) struct GrowingPipe<P> {
 
 impl<P: std::os::fd::AsRawFd> GrowingPipe<P> {
     pub(crate) fn new(inner: P) -> Self {
-        GrowingPipe {
-            inner,
-            grown: false,
-        }
+        GrowingPipe { inner, grown: false }
     }
 
     fn grow_for(&mut self, len: usize) {
         if !self.grown && len >= GROW_PIPE_AT {
             self.grown = true;
             // Failure (no permission, not a pipe) leaves the pipe as it was.
-            unsafe {
-                libc::fcntl(
-                    self.inner.as_raw_fd(),
-                    libc::F_SETPIPE_SZ,
-                    BIG_PIPE_BYTES as libc::c_int,
-                )
-            };
+            unsafe { libc::fcntl(self.inner.as_raw_fd(), libc::F_SETPIPE_SZ, BIG_PIPE_BYTES as libc::c_int) };
         }
     }
 }
@@ -139,14 +127,8 @@ mod tests {
         use std::os::fd::{AsRawFd, FromRawFd};
         let mut fds = [0; 2];
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let (read_end, write_end) = unsafe {
-            (
-                std::fs::File::from_raw_fd(fds[0]),
-                std::fs::File::from_raw_fd(fds[1]),
-            )
-        };
-        let size =
-            |f: &std::fs::File| unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETPIPE_SZ) } as usize;
+        let (read_end, write_end) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
+        let size = |f: &std::fs::File| unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETPIPE_SZ) } as usize;
         let default = size(&read_end);
         let reader = std::thread::spawn(move || {
             let mut all = Vec::new();
@@ -155,17 +137,9 @@ mod tests {
         });
         let mut pipe = GrowingPipe::new(write_end);
         pipe.write_all(&[1; 1000]).unwrap();
-        assert_eq!(
-            size(&pipe.inner),
-            default,
-            "small writes leave the pipe alone"
-        );
+        assert_eq!(size(&pipe.inner), default, "small writes leave the pipe alone");
         pipe.write_all(&vec![2; GROW_PIPE_AT]).unwrap();
-        assert_eq!(
-            size(&pipe.inner),
-            BIG_PIPE_BYTES,
-            "grown by the first big write"
-        );
+        assert_eq!(size(&pipe.inner), BIG_PIPE_BYTES, "grown by the first big write");
         drop(pipe);
         assert_eq!(reader.join().unwrap(), 1000 + GROW_PIPE_AT);
     }

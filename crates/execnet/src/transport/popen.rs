@@ -19,24 +19,17 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
         cmd.arg("-B");
     }
     cmd.arg("-c").arg(BOOTSTRAP_ONELINER);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // The environment applies from the interpreter's start (PYTHONPATH and the like).
     cmd.envs(spec.env());
     let child = cmd.spawn().map_err(|e| Error::Spawn {
         spec: spec.to_string(),
-        key: if spec.python().is_some() {
-            "python"
-        } else {
-            "popen"
-        }
-        .into(),
+        key: if spec.python().is_some() { "python" } else { "popen" }.into(),
         program: python.into(),
         reason: match e.kind() {
-            std::io::ErrorKind::NotFound => format!(
-                "{python:?} was not found on PATH; name an installed interpreter with python=..."
-            ),
+            std::io::ErrorKind::NotFound => {
+                format!("{python:?} was not found on PATH; name an installed interpreter with python=...")
+            }
             std::io::ErrorKind::PermissionDenied => format!("{python:?} is not executable"),
             _ => e.to_string(),
         },
@@ -47,11 +40,5 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     if spec.dont_write_bytecode() {
         cache.path = None;
     }
-    Ok(Connection::over_child_stdio(
-        child,
-        config,
-        python.to_string(),
-        &cache,
-        None,
-    ))
+    Ok(Connection::over_child_stdio(child, config, python.to_string(), &cache, None))
 }

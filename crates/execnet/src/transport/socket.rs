@@ -138,26 +138,18 @@ impl Target {
             return Ok(Target::Unix(PathBuf::from(path)));
         }
         let (host, port) = split_host_port(addr)?;
-        Ok(Target::Tcp {
-            host: host.to_string(),
-            port,
-        })
+        Ok(Target::Tcp { host: host.to_string(), port })
     }
 
     fn connect(&self, timeout: Duration) -> std::result::Result<Stream, String> {
         match self {
-            Target::Unix(path) => UnixStream::connect(path)
-                .map(Stream::Unix)
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::NotFound => format!("no Unix socket at {}", path.display()),
-                    io::ErrorKind::ConnectionRefused => {
-                        format!(
-                            "connection refused: nothing listens on the Unix socket {}",
-                            path.display()
-                        )
-                    }
-                    _ => format!("cannot connect to the Unix socket {}: {e}", path.display()),
-                }),
+            Target::Unix(path) => UnixStream::connect(path).map(Stream::Unix).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => format!("no Unix socket at {}", path.display()),
+                io::ErrorKind::ConnectionRefused => {
+                    format!("connection refused: nothing listens on the Unix socket {}", path.display())
+                }
+                _ => format!("cannot connect to the Unix socket {}: {e}", path.display()),
+            }),
             Target::Tcp { host, port } => {
                 let addrs: Vec<_> = (host.as_str(), *port)
                     .to_socket_addrs()
@@ -195,32 +187,23 @@ impl Target {
 /// Splits `HOST:PORT` or `[IPV6]:PORT`.
 pub(crate) fn split_host_port(addr: &str) -> std::result::Result<(&str, u16), String> {
     let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(|| {
-            format!("{addr:?}: an IPv6 address needs its closing bracket, as in [::1]:8888")
-        })?;
-        let port = after
-            .strip_prefix(':')
-            .ok_or_else(|| format!("{addr:?}: the port is missing, as in [::1]:8888"))?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{addr:?}: an IPv6 address needs its closing bracket, as in [::1]:8888"))?;
+        let port = after.strip_prefix(':').ok_or_else(|| format!("{addr:?}: the port is missing, as in [::1]:8888"))?;
         (host, port)
     } else {
-        let (host, port) = addr
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{addr:?} is not HOST:PORT (for example 127.0.0.1:8888)"))?;
+        let (host, port) =
+            addr.rsplit_once(':').ok_or_else(|| format!("{addr:?} is not HOST:PORT (for example 127.0.0.1:8888)"))?;
         if host.contains(':') {
-            return Err(format!(
-                "{addr:?}: put an IPv6 address in brackets, as in [::1]:8888"
-            ));
+            return Err(format!("{addr:?}: put an IPv6 address in brackets, as in [::1]:8888"));
         }
         (host, port)
     };
     if host.is_empty() {
-        return Err(format!(
-            "{addr:?}: the host is missing, as in 127.0.0.1:8888"
-        ));
+        return Err(format!("{addr:?}: the host is missing, as in 127.0.0.1:8888"));
     }
-    let port = port
-        .parse()
-        .map_err(|_| format!("{addr:?}: {port:?} is not a port number"))?;
+    let port = port.parse().map_err(|_| format!("{addr:?}: {port:?} is not a port number"))?;
     Ok((host, port))
 }
 
@@ -235,12 +218,7 @@ fn seconds(spec: &XSpec, key: &str, default: Duration) -> Result<Duration> {
 }
 
 fn spawn_error(spec: &XSpec, addr: &str, reason: String) -> Error {
-    Error::Spawn {
-        spec: spec.to_string(),
-        key: "socket".into(),
-        program: addr.into(),
-        reason,
-    }
+    Error::Spawn { spec: spec.to_string(), key: "socket".into(), program: addr.into(), reason }
 }
 
 /// Connects to the socket server named by `spec` and prepares the bootstrap.
@@ -261,28 +239,18 @@ pub(crate) fn connect(spec: &XSpec, config: &WorkerConfig) -> Result<Connection>
     let connect_timeout = seconds(spec, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)?;
     let handshake_timeout = seconds(spec, "handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)?;
     let token = match spec.get("token_file") {
-        Some(path) => Some(
-            auth::read_token_file(path.as_ref())
-                .map_err(|e| spawn_error(spec, addr, e.to_string()))?,
-        ),
+        Some(path) => Some(auth::read_token_file(path.as_ref()).map_err(|e| spawn_error(spec, addr, e.to_string()))?),
         None => None,
     };
     let target = Target::parse(addr).map_err(|reason| spec.invalid(reason))?;
-    let stream = target
-        .connect(connect_timeout)
-        .map_err(|reason| spawn_error(spec, addr, reason))?;
+    let stream = target.connect(connect_timeout).map_err(|reason| spawn_error(spec, addr, reason))?;
     if let Some(token) = &token {
-        answer_challenge(&stream, token, handshake_timeout)
-            .map_err(|reason| spawn_error(spec, addr, reason))?;
+        answer_challenge(&stream, token, handshake_timeout).map_err(|reason| spawn_error(spec, addr, reason))?;
     }
     // Until the ready byte arrives, reads time out (see ReadyReader).
     stream.set_read_timeout(Some(handshake_timeout))?;
-    let reader = ReadyReader {
-        stream: stream.try_clone()?,
-        waiting: true,
-        timeout: handshake_timeout,
-        pending: Vec::new(),
-    };
+    let reader =
+        ReadyReader { stream: stream.try_clone()?, waiting: true, timeout: handshake_timeout, pending: Vec::new() };
     let closer = stream.try_clone()?;
     Ok(Connection {
         reader: Box::new(reader),
@@ -319,11 +287,7 @@ fn read_short_line(mut stream: &Stream, max: usize) -> io::Result<Vec<u8>> {
 }
 
 /// The client half of the token handshake: read the challenge, send the answer.
-fn answer_challenge(
-    stream: &Stream,
-    token: &[u8],
-    timeout: Duration,
-) -> std::result::Result<(), String> {
+fn answer_challenge(stream: &Stream, token: &[u8], timeout: Duration) -> std::result::Result<(), String> {
     let _ = stream.set_read_timeout(Some(timeout));
     let line = match read_short_line(stream, auth::MAX_HANDSHAKE_LINE) {
         Ok(line) => line,
@@ -338,10 +302,7 @@ fn answer_challenge(
     };
     let text = String::from_utf8_lossy(&line);
     if let Some(reason) = text.strip_prefix(auth::REFUSED) {
-        return Err(format!(
-            "the server refused the connection:{}",
-            reason.trim_end()
-        ));
+        return Err(format!("the server refused the connection:{}", reason.trim_end()));
     }
     if line.is_empty() {
         return Err("the server closed the connection instead of sending its challenge".into());
@@ -358,33 +319,17 @@ fn answer_challenge(
         .map_err(|e| format!("sending the answer to the server's challenge failed: {e}"))?;
     let verdict = match read_short_line(stream, auth::MAX_HANDSHAKE_LINE) {
         Ok(line) => String::from_utf8_lossy(&line).into_owned(),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            return Err(format!(
-                "the server did not answer the token handshake within {timeout:?}"
-            ))
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            return Err(format!("the server did not answer the token handshake within {timeout:?}"))
         }
-        Err(e) => {
-            return Err(format!(
-                "reading the server's verdict on the token failed: {e}"
-            ))
-        }
+        Err(e) => return Err(format!("reading the server's verdict on the token failed: {e}")),
     };
     if verdict == auth::ACCEPTED {
         return Ok(());
     }
     match verdict.strip_prefix(auth::REFUSED) {
-        Some(reason) => Err(format!(
-            "the server refused the connection:{}",
-            reason.trim_end()
-        )),
-        None if verdict.is_empty() => {
-            Err("the server closed the connection during the token handshake".into())
-        }
+        Some(reason) => Err(format!("the server refused the connection:{}", reason.trim_end())),
+        None if verdict.is_empty() => Err("the server closed the connection during the token handshake".into()),
         None => Err(format!(
             "the server answered {:?} to the token handshake",
             verdict.chars().take(80).collect::<String>()
@@ -406,12 +351,7 @@ impl ReadyReader {
     fn first_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = match (&self.stream).read(buf) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -423,10 +363,7 @@ impl ReadyReader {
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    "the server reset the connection before the worker was ready",
-                ))
+                return Err(io::Error::new(e.kind(), "the server reset the connection before the worker was ready"))
             }
             Err(e) => return Err(e),
         };
@@ -493,16 +430,11 @@ struct SocketWriter(Stream);
 
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&self.0)
-            .write(buf)
-            .map_err(|e| match peek_refusal(&self.0) {
-                // The server turned us down and closed while we were still sending.
-                Some(reason) => io::Error::new(
-                    e.kind(),
-                    format!("the server refused the connection:{reason}"),
-                ),
-                None => e,
-            })
+        (&self.0).write(buf).map_err(|e| match peek_refusal(&self.0) {
+            // The server turned us down and closed while we were still sending.
+            Some(reason) => io::Error::new(e.kind(), format!("the server refused the connection:{reason}")),
+            None => e,
+        })
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -514,12 +446,7 @@ fn peek_refusal(stream: &Stream) -> Option<String> {
     let mut buf = [0u8; 512];
     // SAFETY: recv writes at most buf.len() bytes into buf.
     let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
+        libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
     };
     let text = String::from_utf8_lossy(buf.get(..usize::try_from(n).ok()?)?).into_owned();
     let reason = text.strip_prefix(auth::REFUSED)?;
@@ -588,11 +515,9 @@ pub(crate) fn start_remote_server(gw: &Gateway, bind: &str) -> Result<(String, C
         accept_timeout: DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64(),
         max_line: crate::server::DEFAULT_MAX_LINE,
     };
-    let source = Source::call(REMOTE_SERVER, "serve_one", &args)?
-        .with_file_name("<execnet-rs socket server>");
+    let source = Source::call(REMOTE_SERVER, "serve_one", &args)?.with_file_name("<execnet-rs socket server>");
     let channel = gw.remote_exec(source)?;
-    let (real_host, real_port): (String, u16) =
-        channel.receive_timeout(DEFAULT_HANDSHAKE_TIMEOUT)?;
+    let (real_host, real_port): (String, u16) = channel.receive_timeout(DEFAULT_HANDSHAKE_TIMEOUT)?;
     let connect_host = match real_host.as_str() {
         "" | "0.0.0.0" => "127.0.0.1",
         "::" => "::1",
@@ -651,34 +576,11 @@ mod tests {
 
     #[test]
     fn parses_addresses() {
-        assert_eq!(
-            Target::parse("127.0.0.1:8888").unwrap(),
-            Target::Tcp {
-                host: "127.0.0.1".into(),
-                port: 8888
-            }
-        );
-        assert_eq!(
-            Target::parse("[::1]:0").unwrap(),
-            Target::Tcp {
-                host: "::1".into(),
-                port: 0
-            }
-        );
-        assert_eq!(
-            Target::parse("localhost:1").unwrap(),
-            Target::Tcp {
-                host: "localhost".into(),
-                port: 1
-            }
-        );
-        assert_eq!(
-            Target::parse("unix:/tmp/s").unwrap(),
-            Target::Unix("/tmp/s".into())
-        );
-        for bad in [
-            "", "host", "::1:80", "[::1]80", "[::1", ":80", "h:99999", "h:x", "unix:",
-        ] {
+        assert_eq!(Target::parse("127.0.0.1:8888").unwrap(), Target::Tcp { host: "127.0.0.1".into(), port: 8888 });
+        assert_eq!(Target::parse("[::1]:0").unwrap(), Target::Tcp { host: "::1".into(), port: 0 });
+        assert_eq!(Target::parse("localhost:1").unwrap(), Target::Tcp { host: "localhost".into(), port: 1 });
+        assert_eq!(Target::parse("unix:/tmp/s").unwrap(), Target::Unix("/tmp/s".into()));
+        for bad in ["", "host", "::1:80", "[::1]80", "[::1", ":80", "h:99999", "h:x", "unix:"] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

@@ -87,17 +87,14 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     let args = target.session_args(socket.as_deref());
     let mut cmd = Command::new(SSH_PROGRAM);
     cmd.args(&args);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().map_err(|e| Error::Spawn {
         spec: spec.to_string(),
         key: "ssh".into(),
         program: SSH_PROGRAM.into(),
         reason: match e.kind() {
             std::io::ErrorKind::NotFound => {
-                "the OpenSSH client `ssh` was not found on PATH (Debian: apt-get install openssh-client)"
-                    .into()
+                "the OpenSSH client `ssh` was not found on PATH (Debian: apt-get install openssh-client)".into()
             }
             _ => e.to_string(),
         },
@@ -126,12 +123,7 @@ pub(crate) struct SshTarget {
 
 impl SshTarget {
     pub(crate) fn from_spec(spec: &XSpec) -> Result<SshTarget> {
-        let host_args: Vec<String> = spec
-            .ssh()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        let host_args: Vec<String> = spec.ssh().unwrap_or("").split_whitespace().map(str::to_string).collect();
         if host_args.is_empty() {
             return Err(spec.invalid("ssh= needs a host, as in ssh=user@host or ssh=-p 2222 host"));
         }
@@ -140,21 +132,13 @@ impl SshTarget {
         }
         let config_file = match spec.get("ssh_config") {
             Some("true") | Some("") => {
-                return Err(
-                    spec.invalid("ssh_config= needs a file name, as in ssh_config=~/.ssh/other")
-                )
+                return Err(spec.invalid("ssh_config= needs a file name, as in ssh_config=~/.ssh/other"))
             }
             other => other.map(str::to_string),
         };
-        let python = spec
-            .python()
-            .unwrap_or(DEFAULT_REMOTE_PYTHON)
-            .trim()
-            .to_string();
+        let python = spec.python().unwrap_or(DEFAULT_REMOTE_PYTHON).trim().to_string();
         if python.is_empty() {
-            return Err(
-                spec.invalid("python= is empty: name the remote interpreter, as in python=python3")
-            );
+            return Err(spec.invalid("python= is empty: name the remote interpreter, as in python=python3"));
         }
         let mut remote_command = String::new();
         if !spec.env().is_empty() {
@@ -173,12 +157,7 @@ impl SshTarget {
         }
         remote_command.push_str(" -c ");
         remote_command.push_str(&sh_quote(BOOTSTRAP_ONELINER));
-        Ok(SshTarget {
-            host_args,
-            config_file,
-            python,
-            remote_command,
-        })
+        Ok(SshTarget { host_args, config_file, python, remote_command })
     }
 
     /// The host as the user wrote it, for messages.
@@ -224,9 +203,7 @@ impl SshTarget {
 
 /// Quotes `s` as one word for a POSIX shell (single quotes unless it is plain).
 pub(crate) fn sh_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
     if plain {
         return s.to_string();
     }
@@ -258,10 +235,9 @@ pub(crate) fn explain(info: &mut LostInfo, ready: bool, host: &str, python: &str
             "the remote shell on {host} could not run the interpreter {python:?} (exit status 126): \
              is it an executable Python 3?"
         ),
-        (true, Some(255)) => format!(
-            "the ssh connection to {host} broke ({}; ssh exited with status 255)",
-            info.reason
-        ),
+        (true, Some(255)) => {
+            format!("the ssh connection to {host} broke ({}; ssh exited with status 255)", info.reason)
+        }
         _ => return,
     };
     info.reason = reason;
@@ -271,43 +247,19 @@ pub(crate) fn explain(info: &mut LostInfo, ready: bool, host: &str, python: &str
 pub(crate) fn classify(stderr: &str) -> &'static str {
     let s = stderr.to_ascii_lowercase();
     let any = |needles: &[&str]| needles.iter().any(|n| s.contains(n));
-    if any(&[
-        "could not resolve hostname",
-        "name or service not known",
-        "nodename nor servname",
-    ]) {
+    if any(&["could not resolve hostname", "name or service not known", "nodename nor servname"]) {
         "unknown host (ssh could not resolve its name)"
-    } else if any(&[
-        "host key verification failed",
-        "remote host identification has changed",
-    ]) {
+    } else if any(&["host key verification failed", "remote host identification has changed"]) {
         "the host key could not be verified (see known_hosts and StrictHostKeyChecking)"
-    } else if any(&[
-        "permission denied",
-        "too many authentication failures",
-        "no supported authentication methods",
-    ]) {
+    } else if any(&["permission denied", "too many authentication failures", "no supported authentication methods"]) {
         "authentication refused (check the user name, the key or agent, and the server's authorized_keys)"
     } else if any(&["connection refused"]) {
         "host unreachable (connection refused: nothing listens at that address and port)"
-    } else if any(&[
-        "timed out",
-        "no route to host",
-        "network is unreachable",
-        "host is down",
-    ]) {
+    } else if any(&["timed out", "no route to host", "network is unreachable", "host is down"]) {
         "host unreachable (no answer from it)"
-    } else if any(&[
-        "connection closed by",
-        "connection reset",
-        "kex_exchange_identification",
-    ]) {
+    } else if any(&["connection closed by", "connection reset", "kex_exchange_identification"]) {
         "the server closed the connection during the handshake"
-    } else if any(&[
-        "bad configuration option",
-        "can't open user config file",
-        "terminating,",
-    ]) {
+    } else if any(&["bad configuration option", "can't open user config file", "terminating,"]) {
         "ssh rejected its configuration or arguments"
     } else {
         "ssh failed (exit status 255)"
@@ -348,10 +300,7 @@ struct Shares {
 
 fn shares() -> MutexGuard<'static, Shares> {
     static SHARES: OnceLock<Mutex<Shares>> = OnceLock::new();
-    SHARES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    SHARES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The private directory for control sockets, created (mode 0700) on first use.
@@ -368,10 +317,8 @@ fn share_dir(shares: &mut Shares) -> std::io::Result<PathBuf> {
     let pid = std::process::id();
     let mut attempt = 0u32;
     loop {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let dir = base.join(format!("execnet-ssh-{pid}-{:x}", nanos ^ attempt));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {
@@ -379,9 +326,7 @@ fn share_dir(shares: &mut Shares) -> std::io::Result<PathBuf> {
                 shares.dir = Some(dir.clone());
                 return Ok(dir);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                attempt += 1
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
             Err(e) => return Err(e),
         }
     }
@@ -528,57 +473,26 @@ mod tests {
 
     #[test]
     fn quoting_survives_a_posix_shell() {
-        for word in [
-            "plain",
-            "",
-            "a b",
-            "it's",
-            "$HOME",
-            "a\"b\\c",
-            BOOTSTRAP_ONELINER,
-            "x;y|z&",
-        ] {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(format!("printf %s {}", sh_quote(word)))
-                .output()
-                .unwrap();
-            assert_eq!(
-                String::from_utf8(out.stdout).unwrap(),
-                word,
-                "{}",
-                sh_quote(word)
-            );
+        for word in ["plain", "", "a b", "it's", "$HOME", "a\"b\\c", BOOTSTRAP_ONELINER, "x;y|z&"] {
+            let out = Command::new("sh").arg("-c").arg(format!("printf %s {}", sh_quote(word))).output().unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), word, "{}", sh_quote(word));
         }
         assert_eq!(sh_quote("python3"), "python3");
     }
 
     #[test]
     fn session_command_line() {
-        let t = SshTarget::from_spec(&spec(
-            "ssh=-p 2222 user@host//ssh_config=/etc/cfg//dont_write_bytecode",
-        ))
-        .unwrap();
+        let t = SshTarget::from_spec(&spec("ssh=-p 2222 user@host//ssh_config=/etc/cfg//dont_write_bytecode")).unwrap();
         let args = t.session_args(None);
         assert_eq!(&args[..6], ["-C", "-T", "-F", "/etc/cfg", "-p", "2222"]);
         assert_eq!(args[6], "user@host");
-        assert_eq!(
-            args[7],
-            "python3 -u -B -c 'import sys;exec(eval(sys.stdin.readline()))'"
-        );
+        assert_eq!(args[7], "python3 -u -B -c 'import sys;exec(eval(sys.stdin.readline()))'");
         assert_eq!(args.len(), 8);
         let shared = t.session_args(Some(Path::new("/tmp/d/0.sock")));
-        assert!(
-            shared.contains(&"ControlPath=/tmp/d/0.sock".to_string()),
-            "{shared:?}"
-        );
-        assert!(
-            shared.contains(&"ControlMaster=no".to_string()),
-            "{shared:?}"
-        );
+        assert!(shared.contains(&"ControlPath=/tmp/d/0.sock".to_string()), "{shared:?}");
+        assert!(shared.contains(&"ControlMaster=no".to_string()), "{shared:?}");
 
-        let t =
-            SshTarget::from_spec(&spec("ssh=h//python=/opt/py 3/bin/python//env:A=x y")).unwrap();
+        let t = SshTarget::from_spec(&spec("ssh=h//python=/opt/py 3/bin/python//env:A=x y")).unwrap();
         assert_eq!(
             t.remote_command,
             "env 'A=x y' /opt/py 3/bin/python -u -c 'import sys;exec(eval(sys.stdin.readline()))'"
@@ -606,38 +520,16 @@ mod tests {
     #[test]
     fn ssh_messages_are_classified() {
         for (stderr, needle) in [
-            (
-                "ssh: Could not resolve hostname nowhere.invalid: Name or service not known",
-                "unknown host",
-            ),
-            (
-                "ssh: connect to host 127.0.0.1 port 1: Connection refused",
-                "host unreachable",
-            ),
-            (
-                "ssh: connect to host 10.1.1.1 port 22: Connection timed out",
-                "host unreachable",
-            ),
-            (
-                "root@127.0.0.1: Permission denied (publickey).",
-                "authentication refused",
-            ),
+            ("ssh: Could not resolve hostname nowhere.invalid: Name or service not known", "unknown host"),
+            ("ssh: connect to host 127.0.0.1 port 1: Connection refused", "host unreachable"),
+            ("ssh: connect to host 10.1.1.1 port 22: Connection timed out", "host unreachable"),
+            ("root@127.0.0.1: Permission denied (publickey).", "authentication refused"),
             ("Host key verification failed.", "host key"),
-            (
-                "kex_exchange_identification: Connection closed by remote host",
-                "handshake",
-            ),
-            (
-                "/x/cfg: line 1: Bad configuration option: foo",
-                "configuration",
-            ),
+            ("kex_exchange_identification: Connection closed by remote host", "handshake"),
+            ("/x/cfg: line 1: Bad configuration option: foo", "configuration"),
             ("something new", "ssh failed"),
         ] {
-            assert!(
-                classify(stderr).contains(needle),
-                "{stderr}: {}",
-                classify(stderr)
-            );
+            assert!(classify(stderr).contains(needle), "{stderr}: {}", classify(stderr));
         }
     }
 
@@ -649,41 +541,18 @@ mod tests {
             exit_status: Some(status.into()),
             stderr_tail: stderr.into(),
         };
-        let mut i = info(
-            "exit status 255",
-            "ssh: connect to host h port 1: Connection refused\n",
-        );
+        let mut i = info("exit status 255", "ssh: connect to host h port 1: Connection refused\n");
         explain(&mut i, false, "h", "python3");
-        assert!(
-            i.reason
-                .starts_with("ssh could not open a session on h: host unreachable"),
-            "{}",
-            i.reason
-        );
-        let mut i = info(
-            "exit status 127",
-            "bash: line 1: nopython: command not found\n",
-        );
+        assert!(i.reason.starts_with("ssh could not open a session on h: host unreachable"), "{}", i.reason);
+        let mut i = info("exit status 127", "bash: line 1: nopython: command not found\n");
         explain(&mut i, false, "h", "nopython");
-        assert!(
-            i.reason
-                .contains("did not find the interpreter \"nopython\""),
-            "{}",
-            i.reason
-        );
+        assert!(i.reason.contains("did not find the interpreter \"nopython\""), "{}", i.reason);
         let mut i = info("exit status 1", "Traceback ...\n");
         explain(&mut i, false, "h", "python3");
         assert_eq!(i.reason, "ssh h ended before the worker was ready");
-        let mut i = info(
-            "exit status 255",
-            "Connection to h closed by remote host.\n",
-        );
+        let mut i = info("exit status 255", "Connection to h closed by remote host.\n");
         i.reason = "the worker closed the connection".into();
         explain(&mut i, true, "h", "python3");
-        assert!(
-            i.reason.starts_with("the ssh connection to h broke"),
-            "{}",
-            i.reason
-        );
+        assert!(i.reason.starts_with("the ssh connection to h broke"), "{}", i.reason);
     }
 }

@@ -149,9 +149,7 @@ struct RelayArgs {
 
 /// Starts the worker for `spec` from inside `via`'s worker and relays its bytes.
 pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
-    let (args, program, ssh_explain): (RelayArgs, String, Option<ExplainLoss>) = match spec
-        .transport()?
-    {
+    let (args, program, ssh_explain): (RelayArgs, String, Option<ExplainLoss>) = match spec.transport()? {
         "popen" => {
             let mut argv = vec![spec.python().unwrap_or("python3").to_string(), "-u".into()];
             if spec.dont_write_bytecode() {
@@ -163,15 +161,7 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
                 None => format!("the python of gateway {}", via.id()),
             };
             let own_python = spec.python().is_none();
-            (
-                RelayArgs {
-                    argv,
-                    env: spec.env().clone(),
-                    own_python,
-                },
-                program,
-                None,
-            )
+            (RelayArgs { argv, env: spec.env().clone(), own_python }, program, None)
         }
         "ssh" => {
             if share_persist(spec)?.is_some() {
@@ -181,18 +171,10 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
             }
             let target = SshTarget::from_spec(spec)?;
             let program = format!("ssh {} from gateway {}", target.host_display(), via.id());
-            let args = RelayArgs {
-                argv: target.command_line(),
-                env: BTreeMap::new(),
-                own_python: false,
-            };
+            let args = RelayArgs { argv: target.command_line(), env: BTreeMap::new(), own_python: false };
             (args, program, Some(target.explainer()))
         }
-        other => {
-            return Err(spec.invalid(format!(
-                "via= works with popen and ssh specs, not with {other}"
-            )))
-        }
+        other => return Err(spec.invalid(format!("via= works with popen and ssh specs, not with {other}"))),
     };
     let channel = via.remote_exec(Source::call(RELAY_SOURCE, "relay", &args)?)?;
     let end = Arc::new(RelayEnd::default());
@@ -210,13 +192,8 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
         }),
         writer: Box::new(RelayWriter { channel }),
         child: None,
-        stderr: Some(Box::new(StderrFeed {
-            rx: stderr_rx,
-            buf: Vec::new(),
-            pos: 0,
-        })),
-        bootstrap: worker::stdio_bootstrap_line(config, &worker::CacheEntry::default())
-            .into_bytes(),
+        stderr: Some(Box::new(StderrFeed { rx: stderr_rx, buf: Vec::new(), pos: 0 })),
+        bootstrap: worker::stdio_bootstrap_line(config, &worker::CacheEntry::default()).into_bytes(),
         program: program.clone(),
         force_close: Some(Box::new(move || {
             let _ = closer.close();
@@ -228,10 +205,7 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
                 None => true,
             };
             if via_ending {
-                info.reason = format!(
-                    "its via gateway {via_id} was exited or lost ({})",
-                    info.reason
-                );
+                info.reason = format!("its via gateway {via_id} was exited or lost ({})", info.reason);
             }
         })),
     })
@@ -248,12 +222,7 @@ struct RelayEnd {
 
 impl RelayEnd {
     fn explain(&self, info: &mut LostInfo, ready: bool, program: &str, ssh: Option<&ExplainLoss>) {
-        if let Some(text) = self
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(text) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             info.reason = format!("could not start {program}: {text}");
             return;
         }
@@ -308,15 +277,10 @@ impl RelayReader {
                         }
                     }
                     [Value::Str(tag), Value::Int(code)] if tag == "exit" => {
-                        *self
-                            .end
-                            .returncode
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner()) = code.as_i64();
+                        *self.end.returncode.lock().unwrap_or_else(|e| e.into_inner()) = code.as_i64();
                     }
                     [Value::Str(tag), Value::Str(text)] if tag == "failed" => {
-                        *self.end.failed.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(text.clone());
+                        *self.end.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
                     }
                     _ => return Err(unexpected(&Value::Tuple(parts))),
                 },
@@ -328,10 +292,7 @@ impl RelayReader {
 }
 
 fn unexpected(item: &Value) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("the relay sent an unexpected item {item}"),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, format!("the relay sent an unexpected item {item}"))
 }
 
 impl Read for RelayReader {
@@ -353,9 +314,7 @@ struct RelayWriter {
 
 impl Write for RelayWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.channel
-            .send(serde_bytes::Bytes::new(buf))
-            .map_err(io::Error::other)?;
+        self.channel.send(serde_bytes::Bytes::new(buf)).map_err(io::Error::other)?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {

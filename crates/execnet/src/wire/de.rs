@@ -32,15 +32,15 @@ use std::borrow::Cow;
 use num_bigint::BigInt;
 use num_traits::ToPrimitive;
 use serde::de::{
-    self, value::BorrowedStrDeserializer, value::StringDeserializer, DeserializeOwned,
-    DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+    self, value::BorrowedStrDeserializer, value::StringDeserializer, DeserializeOwned, DeserializeSeed,
+    Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 use serde::Deserialize;
 
 use super::shared::{visit_big, Dedup, KeyRef, Kind, MagicMap, Num, PairDe, PyKey, Tree};
 use super::{
-    current_gateway, CHANNEL_TOKEN, COMPLEX_TOKEN, DICT_TOKEN, FROZENSET_TOKEN, MAGIC_PREFIX,
-    MAX_DEPTH, SET_TOKEN, TUPLE_TOKEN, VALUE_TOKEN,
+    current_gateway, CHANNEL_TOKEN, COMPLEX_TOKEN, DICT_TOKEN, FROZENSET_TOKEN, MAGIC_PREFIX, MAX_DEPTH,
+    SET_TOKEN, TUPLE_TOKEN, VALUE_TOKEN,
 };
 use crate::error::{Error, Result};
 
@@ -117,11 +117,7 @@ struct Slot<'a> {
 
 impl<'a> Slot<'a> {
     fn scalar(kind: Kind<'a, Node<'a>>) -> Self {
-        Slot {
-            kind,
-            depth: 0,
-            hashable: true,
-        }
+        Slot { kind, depth: 0, hashable: true }
     }
 }
 
@@ -181,23 +177,14 @@ fn finish<'a>(dedup: &mut Dedup, slot: Slot<'a>) -> Node<'a> {
 
 fn check_depth(depth: u32, at: usize) -> Result<()> {
     if depth as usize > MAX_DEPTH {
-        return err(
-            format!("containers nested deeper than the limit of {MAX_DEPTH} levels"),
-            at,
-        );
+        return err(format!("containers nested deeper than the limit of {MAX_DEPTH} levels"), at);
     }
     Ok(())
 }
 
 impl<'a> Parser<'a> {
     fn new(buf: &'a [u8]) -> Self {
-        Parser {
-            buf,
-            pos: 0,
-            stack: Vec::new(),
-            dedup: Dedup::default(),
-            list_budget: buf.len(),
-        }
+        Parser { buf, pos: 0, stack: Vec::new(), dedup: Dedup::default(), list_budget: buf.len() }
     }
 
     fn left(&self) -> usize {
@@ -237,10 +224,7 @@ impl<'a> Parser<'a> {
         let n = n as usize;
         if n > self.left() {
             return err(
-                format!(
-                    "{op} at byte {at} announces {n} bytes, more than the {} bytes left",
-                    self.left()
-                ),
+                format!("{op} at byte {at} announces {n} bytes, more than the {} bytes left", self.left()),
                 at + 1,
             );
         }
@@ -252,18 +236,12 @@ impl<'a> Parser<'a> {
         let n = self.read_i32(at)?;
         let op = op_name(self.buf[at]);
         if n < 0 {
-            return err(
-                format!("negative item count {n} in {op} at byte {at}"),
-                at + 1,
-            );
+            return err(format!("negative item count {n} in {op} at byte {at}"), at + 1);
         }
         let n = n as usize;
         if n > self.stack.len() {
             return err(
-                format!(
-                    "{op} at byte {at} takes {n} items, but the stack holds only {}",
-                    self.stack.len()
-                ),
+                format!("{op} at byte {at} takes {n} items, but the stack holds only {}", self.stack.len()),
                 at,
             );
         }
@@ -278,10 +256,7 @@ impl<'a> Parser<'a> {
         loop {
             let at = self.pos;
             let Some(&op) = self.buf.get(at) else {
-                return err(
-                    format!("truncated input: the object ended after {at} bytes without STOP"),
-                    at,
-                );
+                return err(format!("truncated input: the object ended after {at} bytes without STOP"), at);
             };
             self.pos += 1;
             match op {
@@ -339,18 +314,11 @@ impl<'a> Parser<'a> {
                     let id = self.read_i32(at)?;
                     self.push(Slot::scalar(Kind::Channel(None, id)));
                 }
-                b'J' => self.push(Slot {
-                    kind: Kind::Dict(Vec::new()),
-                    depth: 1,
-                    hashable: false,
-                }),
+                b'J' => self.push(Slot { kind: Kind::Dict(Vec::new()), depth: 1, hashable: false }),
                 b'K' => {
                     let n = self.read_i32(at)?;
                     if n < 0 {
-                        return err(
-                            format!("negative list length {n} in NEWLIST at byte {at}"),
-                            at + 1,
-                        );
+                        return err(format!("negative list length {n} in NEWLIST at byte {at}"), at + 1);
                     }
                     let n = n as usize;
                     // Every item of a real list takes bytes to set, so a length beyond
@@ -377,11 +345,7 @@ impl<'a> Parser<'a> {
                     self.list_budget -= n;
                     let mut items = Vec::new();
                     items.resize_with(n, || Node(Kind::None));
-                    self.push(Slot {
-                        kind: Kind::List(items),
-                        depth: 1,
-                        hashable: false,
-                    });
+                    self.push(Slot { kind: Kind::List(items), depth: 1, hashable: false });
                 }
                 b'P' => self.setitem(at)?,
                 b'@' | b'O' | b'E' => self.collection(op, at)?,
@@ -397,10 +361,7 @@ impl<'a> Parser<'a> {
                     }
                     if self.pos != self.buf.len() {
                         return err(
-                            format!(
-                                "{} trailing bytes after STOP at byte {at}",
-                                self.buf.len() - self.pos
-                            ),
+                            format!("{} trailing bytes after STOP at byte {at}", self.buf.len() - self.pos),
                             self.pos,
                         );
                     }
@@ -408,11 +369,8 @@ impl<'a> Parser<'a> {
                     return Ok(finish(&mut self.dedup, slot));
                 }
                 _ => {
-                    let shown = if op.is_ascii_graphic() {
-                        format!(" ({:?})", op as char)
-                    } else {
-                        String::new()
-                    };
+                    let shown =
+                        if op.is_ascii_graphic() { format!(" ({:?})", op as char) } else { String::new() };
                     return err(format!("unknown opcode 0x{op:02x}{shown} at byte {at}"), at);
                 }
             }
@@ -474,10 +432,7 @@ impl<'a> Parser<'a> {
             Kind::Dict(entries) => {
                 if !key.hashable {
                     return err(
-                        format!(
-                            "SETITEM at byte {at}: unhashable dict key of type {}",
-                            key.kind.type_name()
-                        ),
+                        format!("SETITEM at byte {at}: unhashable dict key of type {}", key.kind.type_name()),
                         at,
                     );
                 }
@@ -522,11 +477,7 @@ impl<'a> Parser<'a> {
         let depth = depth + 1;
         check_depth(depth, at)?;
         let dedup = &mut self.dedup;
-        let mut items: Vec<Node<'a>> = self
-            .stack
-            .drain(start..)
-            .map(|s| finish(dedup, s))
-            .collect();
+        let mut items: Vec<Node<'a>> = self.stack.drain(start..).map(|s| finish(dedup, s)).collect();
         let (kind, hashable) = match op {
             b'@' => (Kind::Tuple(items), hashable),
             b'O' => {
@@ -538,11 +489,7 @@ impl<'a> Parser<'a> {
                 (Kind::FrozenSet(items), true)
             }
         };
-        self.push(Slot {
-            kind,
-            depth,
-            hashable,
-        });
+        self.push(Slot { kind, depth, hashable });
         Ok(())
     }
 }
@@ -624,10 +571,7 @@ pub(crate) struct TreeDe<T> {
 
 impl<T> TreeDe<T> {
     pub(crate) fn new(tree: T) -> Self {
-        TreeDe {
-            tree,
-            tagged: false,
-        }
+        TreeDe { tree, tagged: false }
     }
 }
 
@@ -646,36 +590,22 @@ fn channel_uid(uid: Option<u64>) -> Result<u64> {
 
 fn visit_items<'de, T: Tree<'de>, V: Visitor<'de>>(items: Vec<T>, v: V) -> Result<V::Value> {
     let len = items.len();
-    let mut seq = SeqIter {
-        iter: items.into_iter(),
-    };
+    let mut seq = SeqIter { iter: items.into_iter() };
     let out = v.visit_seq(&mut seq)?;
     let left = seq.iter.len();
     if left != 0 {
-        return Err(de::Error::invalid_length(
-            len,
-            &format!("{} items", len - left).as_str(),
-        ));
+        return Err(de::Error::invalid_length(len, &format!("{} items", len - left).as_str()));
     }
     Ok(out)
 }
 
-fn visit_entries<'de, T: Tree<'de>, V: Visitor<'de>>(
-    entries: Vec<(T, T)>,
-    v: V,
-) -> Result<V::Value> {
+fn visit_entries<'de, T: Tree<'de>, V: Visitor<'de>>(entries: Vec<(T, T)>, v: V) -> Result<V::Value> {
     let len = entries.len();
-    let mut map = MapIter {
-        iter: entries.into_iter(),
-        value: None,
-    };
+    let mut map = MapIter { iter: entries.into_iter(), value: None };
     let out = v.visit_map(&mut map)?;
     let left = map.iter.len();
     if left != 0 {
-        return Err(de::Error::invalid_length(
-            len,
-            &format!("{} entries", len - left).as_str(),
-        ));
+        return Err(de::Error::invalid_length(len, &format!("{} entries", len - left).as_str()));
     }
     Ok(out)
 }
@@ -712,9 +642,7 @@ fn visit_kind<'de, T: Tree<'de>, V: Visitor<'de>>(
         Kind::List(items) => visit_items(items, v),
         Kind::Tuple(items) if tagged => v.visit_map(MagicMap::new(TUPLE_TOKEN, SeqDe(items))),
         Kind::Set(items) if tagged => v.visit_map(MagicMap::new(SET_TOKEN, SeqDe(items))),
-        Kind::FrozenSet(items) if tagged => {
-            v.visit_map(MagicMap::new(FROZENSET_TOKEN, SeqDe(items)))
-        }
+        Kind::FrozenSet(items) if tagged => v.visit_map(MagicMap::new(FROZENSET_TOKEN, SeqDe(items))),
         Kind::Tuple(items) | Kind::Set(items) | Kind::FrozenSet(items) => visit_items(items, v),
         Kind::Dict(entries) => {
             let magic_first = entries
@@ -737,15 +665,10 @@ fn visit_kind<'de, T: Tree<'de>, V: Visitor<'de>>(
 impl<'de, T: Tree<'de>> TreeDe<T> {
     fn deserialize_int<V: Visitor<'de>>(self, ty: &str, v: V) -> Result<V::Value> {
         match self.tree.into_kind() {
-            Kind::Big(b) if b.to_i128().is_none() && b.to_u128().is_none() => {
-                Err(Error::data_format(
-                    format!(
-                        "integer {} does not fit in {ty}",
-                        super::shared::short_int_text(&b)
-                    ),
-                    None,
-                ))
-            }
+            Kind::Big(b) if b.to_i128().is_none() && b.to_u128().is_none() => Err(Error::data_format(
+                format!("integer {} does not fit in {ty}", super::shared::short_int_text(&b)),
+                None,
+            )),
             k => visit_kind(k, self.tagged, v),
         }
     }
@@ -805,32 +728,18 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
         }
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        v: V,
-    ) -> Result<V::Value> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, _name: &'static str, v: V) -> Result<V::Value> {
         self.deserialize_any(v)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        v: V,
-    ) -> Result<V::Value> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, v: V) -> Result<V::Value> {
         if name == CHANNEL_TOKEN {
             match self.tree.into_kind() {
                 Kind::Channel(uid, id) => v.visit_newtype_struct(PairDe(channel_uid(uid)?, id)),
-                k => Err(Error::data_format(
-                    format!("expected a channel, found {}", k.type_name()),
-                    None,
-                )),
+                k => Err(Error::data_format(format!("expected a channel, found {}", k.type_name()), None)),
             }
         } else if name == VALUE_TOKEN {
-            v.visit_newtype_struct(TreeDe {
-                tree: self.tree,
-                tagged: true,
-            })
+            v.visit_newtype_struct(TreeDe { tree: self.tree, tagged: true })
         } else {
             v.visit_newtype_struct(self)
         }
@@ -963,10 +872,7 @@ impl<'de, T: Tree<'de>> MapAccess<'de> for MapIter<T> {
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value> {
         match self.value.take() {
             Some(v) => seed.deserialize(TreeDe::new(v)),
-            None => Err(Error::data_format(
-                "map value asked for before its key",
-                None,
-            )),
+            None => Err(Error::data_format("map value asked for before its key", None)),
         }
     }
 
@@ -1033,10 +939,7 @@ impl<'de, T: Tree<'de>> VariantAccess<'de> for VariantDe<T> {
         match self.0.into_kind() {
             Kind::None => Ok(()),
             k => Err(Error::data_format(
-                format!(
-                    "a unit variant takes no value (None), found {}",
-                    k.type_name()
-                ),
+                format!("a unit variant takes no value (None), found {}", k.type_name()),
                 None,
             )),
         }
@@ -1050,11 +953,7 @@ impl<'de, T: Tree<'de>> VariantAccess<'de> for VariantDe<T> {
         TreeDe::new(self.0).deserialize_tuple(len, v)
     }
 
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        fields: &'static [&'static str],
-        v: V,
-    ) -> Result<V::Value> {
+    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], v: V) -> Result<V::Value> {
         TreeDe::new(self.0).deserialize_struct("", fields, v)
     }
 }
@@ -1071,10 +970,7 @@ mod tests {
 
     fn unhex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     fn load(h: &str) -> Result<Value> {
@@ -1090,8 +986,7 @@ mod tests {
 
     #[test]
     fn worked_example() {
-        let v = load("4B 00000002 46 00000000 46 00000001 50 46 00000001 4E 00000001 61 50 51")
-            .unwrap();
+        let v = load("4B 00000002 46 00000000 46 00000001 50 46 00000001 4E 00000001 61 50 51").unwrap();
         assert_eq!(v, Value::List(vec![1.into(), "a".into()]));
     }
 
@@ -1102,10 +997,7 @@ mod tests {
         assert_eq!(load("4D 00000002 41E9 51").unwrap(), Value::from("A\u{e9}"));
         assert_eq!(load("53 00000002 C3A9 51").unwrap(), Value::from("\u{e9}"));
         // Python's int() leniency.
-        assert_eq!(
-            load("48 00000006 202b315f3020 51").unwrap(),
-            Value::from(10)
-        );
+        assert_eq!(load("48 00000006 202b315f3020 51").unwrap(), Value::from(10));
         assert_eq!(load("48 00000003 303037 51").unwrap(), Value::from(7));
     }
 
@@ -1115,68 +1007,30 @@ mod tests {
             ("", "without STOP", 0),
             ("4C", "without STOP", 1),
             ("5A 51", "unknown opcode 0x5a ('Z')", 0),
-            (
-                "46 0000",
-                "truncated input: INT at byte 0 needs 4 operand bytes, only 2 left",
-                1,
-            ),
+            ("46 0000", "truncated input: INT at byte 0 needs 4 operand bytes, only 2 left", 1),
             ("4E FFFFFFFF 51", "negative length -1", 1),
-            (
-                "4E 00000009 6161 51",
-                "announces 9 bytes, more than the 3 bytes left",
-                1,
-            ),
+            ("4E 00000009 6161 51", "announces 9 bytes, more than the 3 bytes left", 1),
             ("4B 7FFFFFFF 51", "announces 2147483647 items", 1),
-            (
-                "4B0000000A 4B0000000A 4B0000000C 4C4C4C4C4C4C4C 4C4C4C4C4C4C4C 51",
-                "could fill",
-                11,
-            ),
+            ("4B0000000A 4B0000000A 4B0000000C 4C4C4C4C4C4C4C 4C4C4C4C4C4C4C 51", "could fill", 11),
             ("4B FFFFFFFF 51", "negative list length", 1),
             ("4C 4C 50 51", "SETITEM at byte 2 needs a container", 2),
-            (
-                "4C 40 00000002 51",
-                "takes 2 items, but the stack holds only 1",
-                1,
-            ),
+            ("4C 40 00000002 51", "takes 2 items, but the stack holds only 1", 1),
             ("40 FFFFFFFF 51", "negative item count", 1),
             ("4C 4C 51", "STOP at byte 2 with 2 items", 2),
             ("51", "STOP at byte 0 with 0 items", 0),
             ("4C 51 4C", "1 trailing bytes after STOP", 2),
             ("4E 00000002 C328 51", "invalid UTF-8", 5),
             ("4E 00000002 61FF 51", "invalid UTF-8", 6),
+            ("4A 4B00000000 4C 50 51", "unhashable dict key of type list", 7),
             (
-                "4A 4B00000000 4C 50 51",
-                "unhashable dict key of type list",
-                7,
-            ),
-            (
-                "4A 4B00000000 400000001 4C 50 51"
-                    .replace("400000001", "4000000001")
-                    .leak(),
+                "4A 4B00000000 400000001 4C 50 51".replace("400000001", "4000000001").leak(),
                 "unhashable dict key of type tuple",
                 12,
             ),
-            (
-                "4B00000000 4F00000001 51",
-                "SET at byte 5: unhashable member of type list",
-                5,
-            ),
-            (
-                "4C 40000000 00 46000000 00 4C 50 51",
-                "SETITEM at byte 12 on a tuple",
-                12,
-            ),
-            (
-                "4B00000001 46000000 01 4C 50 51",
-                "list index 1 out of range for a list of 1 items",
-                11,
-            ),
-            (
-                "4B00000001 4E00000001 61 4C 50 51",
-                "list index must be an int, not str",
-                12,
-            ),
+            ("4B00000000 4F00000001 51", "SET at byte 5: unhashable member of type list", 5),
+            ("4C 40000000 00 46000000 00 4C 50 51", "SETITEM at byte 12 on a tuple", 12),
+            ("4B00000001 46000000 01 4C 50 51", "list index 1 out of range for a list of 1 items", 11),
+            ("4B00000001 4E00000001 61 4C 50 51", "list index must be an int, not str", 12),
             ("48 00000002 2d2d 51", "invalid LONGINT text", 5),
             ("48 00000000 51", "invalid LONGINT text", 5),
             ("44 3ff0", "FLOAT at byte 0 needs 8 operand bytes", 1),
@@ -1271,10 +1125,7 @@ mod tests {
             deep.extend(b"@\0\0\0\x01");
         }
         deep.push(b'Q');
-        assert!(from_payload::<Value>(&deep)
-            .unwrap_err()
-            .to_string()
-            .contains("nested deeper"));
+        assert!(from_payload::<Value>(&deep).unwrap_err().to_string().contains("nested deeper"));
     }
 
     #[test]
@@ -1292,21 +1143,9 @@ mod tests {
         ]))
         .unwrap();
         let s: S = from_payload(&p).unwrap();
-        assert_eq!(
-            s,
-            S {
-                a: 1,
-                b: None,
-                c: b"xy".to_vec()
-            }
-        );
+        assert_eq!(s, S { a: 1, b: None, c: b"xy".to_vec() });
         // Sequences accept tuple, set, frozenset.
-        for v in [
-            Value::tuple([1, 2]),
-            Value::set([1, 2]),
-            Value::frozenset([1, 2]),
-            Value::list([1, 2]),
-        ] {
+        for v in [Value::tuple([1, 2]), Value::set([1, 2]), Value::frozenset([1, 2]), Value::list([1, 2])] {
             let p = to_payload_vec(&v).unwrap();
             assert_eq!(from_payload::<Vec<i64>>(&p).unwrap(), vec![1, 2]);
             assert_eq!(from_payload::<(u8, i8)>(&p).unwrap(), (1, 2));
@@ -1323,10 +1162,7 @@ mod tests {
         assert_eq!(s, "hé");
         // Ints out of range.
         let p = to_payload_vec(&300).unwrap();
-        assert!(from_payload::<u8>(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("expected u8"));
+        assert!(from_payload::<u8>(&p).unwrap_err().to_string().contains("expected u8"));
         let big: Value = "1".repeat(50).parse::<crate::Int>().unwrap().into();
         let p = to_payload_vec(&big).unwrap();
         let e = from_payload::<u128>(&p).unwrap_err().to_string();
@@ -1354,18 +1190,9 @@ mod tests {
             (Value::from("Unit"), E::Unit),
             (Value::dict([("Unit", Value::None)]), E::Unit),
             (Value::dict([("New", 5)]), E::New(5)),
-            (
-                Value::dict([("Tup", Value::tuple([Value::from(1), "x".into()]))]),
-                E::Tup(1, "x".into()),
-            ),
-            (
-                Value::dict([("Tup", Value::list([Value::from(1), "x".into()]))]),
-                E::Tup(1, "x".into()),
-            ),
-            (
-                Value::dict([("St", Value::dict([("a", 3)]))]),
-                E::St { a: 3 },
-            ),
+            (Value::dict([("Tup", Value::tuple([Value::from(1), "x".into()]))]), E::Tup(1, "x".into())),
+            (Value::dict([("Tup", Value::list([Value::from(1), "x".into()]))]), E::Tup(1, "x".into())),
+            (Value::dict([("St", Value::dict([("a", 3)]))]), E::St { a: 3 }),
         ];
         for (v, want) in cases {
             let p = to_payload_vec(&v).unwrap();
@@ -1378,10 +1205,7 @@ mod tests {
         let e = from_payload::<E>(&p).unwrap_err().to_string();
         assert!(e.contains("found int"), "{e}");
         let p = to_payload_vec(&Value::dict([("Unit", 1)])).unwrap();
-        assert!(from_payload::<E>(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("unit variant takes no value"));
+        assert!(from_payload::<E>(&p).unwrap_err().to_string().contains("unit variant takes no value"));
     }
 
     /// Captures what a channel token deserializes to.
@@ -1417,9 +1241,7 @@ mod tests {
         assert_eq!(t, vec![Token(42, 5)]);
         // A tuple is not a channel: a peer cannot forge references.
         let p = to_payload_vec(&(42u64, 5i32)).unwrap();
-        let e = crate::wire::with_gateway(42, || from_payload::<Token>(&p))
-            .unwrap_err()
-            .to_string();
+        let e = crate::wire::with_gateway(42, || from_payload::<Token>(&p)).unwrap_err().to_string();
         assert!(e.contains("expected a channel, found tuple"), "{e}");
         // Value goes through lookup_channel: a channel with that id, or its error.
         let p = unhex("42 00000005 51");

@@ -81,10 +81,7 @@ pub fn write_frame(out: &mut Vec<u8>, code: Code, channel: i32, payload: &[u8]) 
 /// Decodes and checks a header: the code must be known and the length within `max_len`.
 pub fn decode_header(h: &[u8; HEADER_LEN], max_len: usize) -> Result<Header> {
     let code = Code::from_byte(h[0]).ok_or_else(|| {
-        Error::data_format(
-            format!("unknown message code {} in frame header", h[0] as i8),
-            Some(0),
-        )
+        Error::data_format(format!("unknown message code {} in frame header", h[0] as i8), Some(0))
     })?;
     let channel = i32::from_be_bytes([h[1], h[2], h[3], h[4]]);
     let len = i32::from_be_bytes([h[5], h[6], h[7], h[8]]);
@@ -159,35 +156,19 @@ mod tests {
     fn header_round_trip() {
         let h = encode_header(Code::ChannelData, -7, 1234);
         let d = decode_header(&h, 4096).unwrap();
-        assert_eq!(
-            d,
-            Header {
-                code: Code::ChannelData,
-                channel: -7,
-                len: 1234
-            }
-        );
+        assert_eq!(d, Header { code: Code::ChannelData, channel: -7, len: 1234 });
     }
 
     #[test]
     fn rejects_unknown_code_and_big_length() {
         let mut h = encode_header(Code::Status, 1, 0);
         h[0] = 9;
-        assert!(decode_header(&h, 10)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown message code 9"));
+        assert!(decode_header(&h, 10).unwrap_err().to_string().contains("unknown message code 9"));
         let h = encode_header(Code::ChannelData, 1, 11);
-        assert!(decode_header(&h, 10)
-            .unwrap_err()
-            .to_string()
-            .contains("maximum message size"));
+        assert!(decode_header(&h, 10).unwrap_err().to_string().contains("maximum message size"));
         let mut h = encode_header(Code::ChannelData, 1, 0);
         h[5] = 0x80;
-        assert!(decode_header(&h, 10)
-            .unwrap_err()
-            .to_string()
-            .contains("negative"));
+        assert!(decode_header(&h, 10).unwrap_err().to_string().contains("negative"));
     }
 
     #[test]

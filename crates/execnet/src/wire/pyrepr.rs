@@ -122,9 +122,7 @@ pub(crate) fn write_float(out: &mut String, x: f64, add_dot_0: bool, always_sign
 
 /// Splits the output of `{:e}` / `{:.N e}` into its significant digits and exponent.
 fn split_sci(sci: &str) -> (String, i32) {
-    let (mantissa, exp) = sci
-        .split_once('e')
-        .expect("LowerExp output has an exponent");
+    let (mantissa, exp) = sci.split_once('e').expect("LowerExp output has an exponent");
     let exp: i32 = exp.parse().expect("LowerExp exponent is an integer");
     (mantissa.chars().filter(|c| *c != '.').collect(), exp)
 }
@@ -183,11 +181,7 @@ fn shortest_digits(a: f64) -> (String, i32) {
 }
 
 pub(crate) fn write_str_literal(out: &mut String, s: &str, ascii_only: bool) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -220,11 +214,7 @@ pub(crate) fn write_str_literal(out: &mut String, s: &str, ascii_only: bool) {
 }
 
 pub(crate) fn write_bytes_literal(out: &mut String, b: &[u8]) {
-    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
-        b'"'
-    } else {
-        b'\''
-    };
+    let quote = if b.contains(&b'\'') && !b.contains(&b'"') { b'"' } else { b'\'' };
     out.push('b');
     out.push(quote as char);
     for &c in b {
@@ -439,10 +429,7 @@ mod tests {
             py_str_literal("\u{80}\u{a0}\u{ad}\u{e9}\u{2028} \u{1f600} \u{e0001}"),
             "'\\x80\\xa0\\xad\u{e9}\\u2028 \u{1f600} \\U000e0001'"
         );
-        assert_eq!(
-            py_ascii_literal("\u{e9}\u{1f600}\n"),
-            "'\\xe9\\U0001f600\\n'"
-        );
+        assert_eq!(py_ascii_literal("\u{e9}\u{1f600}\n"), "'\\xe9\\U0001f600\\n'");
     }
 
     #[test]
@@ -500,10 +487,7 @@ mod tests {
         assert_eq!(py_complex_repr(1.5, 1e16), "(1.5+1e+16j)");
         assert_eq!(py_complex_repr(f64::NAN, f64::INFINITY), "(nan+infj)");
         assert_eq!(py_complex_repr(1.0, -f64::NAN), "(1+nanj)");
-        assert_eq!(
-            py_complex_repr(f64::INFINITY, f64::NEG_INFINITY),
-            "(inf-infj)"
-        );
+        assert_eq!(py_complex_repr(f64::INFINITY, f64::NEG_INFINITY), "(inf-infj)");
     }
 
     #[test]

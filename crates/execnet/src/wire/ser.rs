@@ -26,8 +26,8 @@ use serde::ser::{self, Serialize, Serializer};
 
 use super::value::{to_value, Int, Value};
 use super::{
-    current_gateway, BIGINT_TOKEN, CHANNEL_TOKEN, COMPLEX_TOKEN, FROZENSET_TOKEN, MAX_DEPTH,
-    SET_TOKEN, TUPLE_TOKEN,
+    current_gateway, BIGINT_TOKEN, CHANNEL_TOKEN, COMPLEX_TOKEN, FROZENSET_TOKEN, MAX_DEPTH, SET_TOKEN,
+    TUPLE_TOKEN,
 };
 use crate::error::{Error, Result};
 
@@ -35,11 +35,7 @@ use crate::error::{Error, Result};
 /// is left as it was.
 pub fn to_payload<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
     let start = out.len();
-    let mut ser = PayloadSer {
-        out,
-        depth: 0,
-        key_mode: 0,
-    };
+    let mut ser = PayloadSer { out, depth: 0, key_mode: 0 };
     match value.serialize(&mut ser) {
         Ok(()) => {
             out.push(b'Q');
@@ -66,9 +62,7 @@ fn fail<T>(msg: impl Into<String>) -> Result<T> {
 fn len_i32(len: usize, what: &str) -> Result<[u8; 4]> {
     match i32::try_from(len) {
         Ok(n) => Ok(n.to_be_bytes()),
-        Err(_) => fail(format!(
-            "{what} of {len} is too large for the wire format (at most 2**31-1)"
-        )),
+        Err(_) => fail(format!("{what} of {len} is too large for the wire format (at most 2**31-1)")),
     }
 }
 
@@ -82,15 +76,11 @@ struct PayloadSer<'o> {
 impl PayloadSer<'_> {
     fn enter(&mut self, python_type: &str, hashable: bool) -> Result<()> {
         if !hashable && self.key_mode > 0 {
-            return fail(format!(
-                "unhashable dict key or set member: a {python_type} cannot be one"
-            ));
+            return fail(format!("unhashable dict key or set member: a {python_type} cannot be one"));
         }
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return fail(format!(
-                "containers nested deeper than the limit of {MAX_DEPTH} levels"
-            ));
+            return fail(format!("containers nested deeper than the limit of {MAX_DEPTH} levels"));
         }
         Ok(())
     }
@@ -142,15 +132,13 @@ impl PayloadSer<'_> {
 
     fn write_channel(&mut self, inner: Value) -> Result<()> {
         let pair = match &inner {
-            Value::Tuple(items) | Value::List(items) if items.len() == 2 => items[0]
-                .as_u64()
-                .zip(items[1].as_i64().and_then(|i| i32::try_from(i).ok())),
+            Value::Tuple(items) | Value::List(items) if items.len() == 2 => {
+                items[0].as_u64().zip(items[1].as_i64().and_then(|i| i32::try_from(i).ok()))
+            }
             _ => None,
         };
         let Some((uid, id)) = pair else {
-            return fail(format!(
-                "the channel token must wrap (gateway uid: u64, id: i32), found {inner}"
-            ));
+            return fail(format!("the channel token must wrap (gateway uid: u64, id: i32), found {inner}"));
         };
         match current_gateway() {
             Some(g) if g == uid => {
@@ -158,9 +146,9 @@ impl PayloadSer<'_> {
                 self.out.extend_from_slice(&id.to_be_bytes());
                 Ok(())
             }
-            Some(_) => fail(format!(
-                "channel {id} belongs to another gateway: it cannot be sent on this one"
-            )),
+            Some(_) => {
+                fail(format!("channel {id} belongs to another gateway: it cannot be sent on this one"))
+            }
             None => fail(format!(
                 "cannot serialize a channel outside a gateway (channel {id}): channels can only be \
                  sent through their own gateway"
@@ -176,9 +164,7 @@ impl PayloadSer<'_> {
             _ => None,
         };
         let Some((re, im)) = pair else {
-            return fail(format!(
-                "the complex token must wrap (re: f64, im: f64), found {inner}"
-            ));
+            return fail(format!("the complex token must wrap (re: f64, im: f64), found {inner}"));
         };
         self.out.push(b'T');
         self.out.extend_from_slice(&re.to_bits().to_be_bytes());
@@ -197,9 +183,7 @@ impl PayloadSer<'_> {
                 self.write_int(&i);
                 Ok(())
             }
-            None => fail(format!(
-                "the big-int token must wrap decimal digits, found {inner}"
-            )),
+            None => fail(format!("the big-int token must wrap decimal digits, found {inner}")),
         }
     }
 }
@@ -302,36 +286,18 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
     fn serialize_unit_struct(self, _name: &'static str) -> Result<()> {
         self.serialize_none()
     }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<()> {
+    fn serialize_unit_variant(self, _name: &'static str, _index: u32, variant: &'static str) -> Result<()> {
         self.write_str(variant)
     }
 
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        v: &T,
-    ) -> Result<()> {
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, v: &T) -> Result<()> {
         match name {
             CHANNEL_TOKEN => self.write_channel(to_value(v)?),
             COMPLEX_TOKEN => self.write_complex(to_value(v)?),
             BIGINT_TOKEN => self.write_bigint(to_value(v)?),
-            TUPLE_TOKEN => v.serialize(CollSer {
-                ser: self,
-                op: b'@',
-            }),
-            SET_TOKEN => v.serialize(CollSer {
-                ser: self,
-                op: b'O',
-            }),
-            FROZENSET_TOKEN => v.serialize(CollSer {
-                ser: self,
-                op: b'E',
-            }),
+            TUPLE_TOKEN => v.serialize(CollSer { ser: self, op: b'@' }),
+            SET_TOKEN => v.serialize(CollSer { ser: self, op: b'O' }),
+            FROZENSET_TOKEN => v.serialize(CollSer { ser: self, op: b'E' }),
             _ => v.serialize(self),
         }
     }
@@ -360,21 +326,12 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
         self.out.push(b'K');
         let count_at = self.out.len();
         self.out.extend_from_slice(&[0; 4]);
-        Ok(ListSer {
-            ser: self,
-            count: 0,
-            count_at,
-        })
+        Ok(ListSer { ser: self, count: 0, count_at })
     }
 
     fn serialize_tuple(self, _len: usize) -> Result<TupleSer<'a, 'o>> {
         self.enter("tuple", true)?;
-        Ok(TupleSer {
-            ser: self,
-            count: 0,
-            op: b'@',
-            variant: false,
-        })
+        Ok(TupleSer { ser: self, count: 0, op: b'@', variant: false })
     }
 
     fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<TupleSer<'a, 'o>> {
@@ -392,21 +349,13 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
         self.out.push(b'J');
         self.write_str(variant)?;
         self.enter("tuple", true)?;
-        Ok(TupleSer {
-            ser: self,
-            count: 0,
-            op: b'@',
-            variant: true,
-        })
+        Ok(TupleSer { ser: self, count: 0, op: b'@', variant: true })
     }
 
     fn serialize_map(self, _len: Option<usize>) -> Result<MapSer<'a, 'o>> {
         self.enter("dict", false)?;
         self.out.push(b'J');
-        Ok(MapSer {
-            ser: self,
-            variant: false,
-        })
+        Ok(MapSer { ser: self, variant: false })
     }
 
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<MapSer<'a, 'o>> {
@@ -425,10 +374,7 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
         self.write_str(variant)?;
         self.enter("dict", false)?;
         self.out.push(b'J');
-        Ok(MapSer {
-            ser: self,
-            variant: true,
-        })
+        Ok(MapSer { ser: self, variant: true })
     }
 
     fn is_human_readable(&self) -> bool {
@@ -635,19 +581,11 @@ impl<'a, 'o> CollSer<'a, 'o> {
             // Set members must be hashable.
             self.ser.key_mode += 1;
         }
-        Ok(TupleSer {
-            ser: self.ser,
-            count: 0,
-            op: self.op,
-            variant: false,
-        })
+        Ok(TupleSer { ser: self.ser, count: 0, op: self.op, variant: false })
     }
 
     fn wrong<T>(self, found: &str) -> Result<T> {
-        fail(format!(
-            "a {} must wrap a sequence, found {found}",
-            self.type_name()
-        ))
+        fail(format!("a {} must wrap a sequence, found {found}", self.type_name()))
     }
 }
 
@@ -697,11 +635,7 @@ impl<'a, 'o> Serializer for CollSer<'a, 'o> {
         v.serialize(self)
     }
 
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        v: &T,
-    ) -> Result<()> {
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _name: &'static str, v: &T) -> Result<()> {
         v.serialize(self)
     }
 
@@ -803,22 +737,13 @@ mod tests {
         assert_eq!(hex(&-1i64), "46ffffffff51");
         assert_eq!(hex(&i32::MIN), "468000000051");
         // 2**31 does not fit i32: LONGINT "2147483648".
-        assert_eq!(
-            hex(&(1u64 << 31)),
-            "480000000a".to_owned() + "32313437343833363438" + "51"
-        );
-        assert_eq!(
-            hex(&-2147483649i64),
-            "480000000b2d32313437343833363439".to_owned() + "51"
-        );
+        assert_eq!(hex(&(1u64 << 31)), "480000000a".to_owned() + "32313437343833363438" + "51");
+        assert_eq!(hex(&-2147483649i64), "480000000b2d32313437343833363439".to_owned() + "51");
         assert_eq!(hex(&1.5f64), "443ff800000000000051");
         assert_eq!(hex(&1.5f32), "443ff800000000000051");
         assert_eq!(hex(&'é'), "4e00000002c3a951");
         assert_eq!(hex(&serde_bytes::Bytes::new(b"ab")), "4100000002616251");
-        assert_eq!(
-            hex(&u128::MAX),
-            format!("4800000027{}51", hex_of(&u128::MAX.to_string()))
-        );
+        assert_eq!(hex(&u128::MAX), format!("4800000027{}51", hex_of(&u128::MAX.to_string())));
     }
 
     fn hex_of(s: &str) -> String {
@@ -834,10 +759,7 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("a", 1);
         assert_eq!(hex(&m), "4a4e00000001614600000001505".to_owned() + "1");
-        assert_eq!(
-            hex(&Set(BTreeSet::from([1, 2]))),
-            "46000000014600000002".to_owned() + "4f0000000251"
-        );
+        assert_eq!(hex(&Set(BTreeSet::from([1, 2]))), "46000000014600000002".to_owned() + "4f0000000251");
         assert_eq!(hex(&FrozenSet(Vec::<i32>::new())), "450000000051");
     }
 
@@ -859,18 +781,12 @@ mod tests {
         #[derive(Serialize)]
         struct NewT(i32);
         assert_eq!(hex(&E::Unit), "4e00000004556e697451");
-        assert_eq!(
-            hex(&E::New(1)),
-            "4a4e000000034e6577460000000150".to_owned() + "51"
-        );
+        assert_eq!(hex(&E::New(1)), "4a4e000000034e6577460000000150".to_owned() + "51");
         assert_eq!(
             hex(&E::Tup(1, 2)),
             "4a4e00000003547570460000000146000000024000000002".to_owned() + "5051"
         );
-        assert_eq!(
-            hex(&E::St { a: 1 }),
-            "4a4e0000000253744a4e00000001614600000001505051"
-        );
+        assert_eq!(hex(&E::St { a: 1 }), "4a4e0000000253744a4e00000001614600000001505051");
         assert_eq!(hex(&S { x: true }), "4a4e00000001785250".to_owned() + "51");
         assert_eq!(hex(&Unit), "4c51");
         assert_eq!(hex(&NewT(7)), "460000000751");

@@ -11,9 +11,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use num_bigint::BigInt;
 use num_traits::{FromPrimitive, ToPrimitive};
-use serde::de::{
-    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::error::Error;
 
@@ -168,16 +166,12 @@ pub(crate) fn py_eq<T: PyKey>(a: &T, b: &T) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
         }
         (KeyRef::Set(x) | KeyRef::FrozenSet(x), KeyRef::Set(y) | KeyRef::FrozenSet(y)) => {
-            x.iter().all(|p| y.iter().any(|q| py_eq(p, q)))
-                && y.iter().all(|q| x.iter().any(|p| py_eq(p, q)))
+            x.iter().all(|p| y.iter().any(|q| py_eq(p, q))) && y.iter().all(|q| x.iter().any(|p| py_eq(p, q)))
         }
         (KeyRef::Dict(x), KeyRef::Dict(y)) => {
             fn sub<T: PyKey>(p: &[(T, T)], q: &[(T, T)]) -> bool {
                 p.iter().all(|(k, v)| {
-                    q.iter()
-                        .rev()
-                        .find(|(qk, _)| py_eq(qk, k))
-                        .is_some_and(|(_, w)| py_eq(v, w))
+                    q.iter().rev().find(|(qk, _)| py_eq(qk, k)).is_some_and(|(_, w)| py_eq(v, w))
                 })
             }
             sub(x, y) && sub(y, x)
@@ -317,11 +311,7 @@ pub(crate) struct Dedup {
 
 impl Default for Dedup {
     fn default() -> Self {
-        Dedup {
-            seed: RandomState::new(),
-            first: HashMap::default(),
-            next: Vec::new(),
-        }
+        Dedup { seed: RandomState::new(), first: HashMap::default(), next: Vec::new() }
     }
 }
 
@@ -412,12 +402,7 @@ pub(crate) fn short_int_text(b: &BigInt) -> String {
     if s.len() <= 40 {
         s
     } else {
-        format!(
-            "{}...{} ({} digits)",
-            &s[..20],
-            &s[s.len() - 10..],
-            s.trim_start_matches('-').len()
-        )
+        format!("{}...{} ({} digits)", &s[..20], &s[s.len() - 10..], s.trim_start_matches('-').len())
     }
 }
 
@@ -431,10 +416,7 @@ pub(crate) fn visit_big<'de, V: Visitor<'de>>(b: BigInt, v: V) -> Result<V::Valu
     } else if let Some(x) = b.to_u128() {
         v.visit_u128(x)
     } else {
-        v.visit_map(MagicMap::new(
-            super::BIGINT_TOKEN,
-            b.to_string().into_deserializer(),
-        ))
+        v.visit_map(MagicMap::new(super::BIGINT_TOKEN, b.to_string().into_deserializer()))
     }
 }
 
@@ -446,24 +428,16 @@ pub(crate) struct MagicMap<D> {
 
 impl<D> MagicMap<D> {
     pub(crate) fn new(key: &'static str, value: D) -> Self {
-        MagicMap {
-            key: Some(key),
-            value: Some(value),
-        }
+        MagicMap { key: Some(key), value: Some(value) }
     }
 }
 
 impl<'de, D: Deserializer<'de, Error = Error>> MapAccess<'de> for MagicMap<D> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
         match self.key.take() {
-            Some(k) => seed
-                .deserialize(de::value::StrDeserializer::<Error>::new(k))
-                .map(Some),
+            Some(k) => seed.deserialize(de::value::StrDeserializer::<Error>::new(k)).map(Some),
             None => Ok(None),
         }
     }
@@ -491,17 +465,11 @@ where
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
-        let mut seq = PairSeq {
-            a: Some(self.0),
-            b: Some(self.1),
-        };
+        let mut seq = PairSeq { a: Some(self.0), b: Some(self.1) };
         let out = v.visit_seq(&mut seq)?;
         let left = seq.a.is_some() as usize + seq.b.is_some() as usize;
         if left > 0 {
-            return Err(de::Error::invalid_length(
-                2,
-                &format!("{} elements", 2 - left).as_str(),
-            ));
+            return Err(de::Error::invalid_length(2, &format!("{} elements", 2 - left).as_str()));
         }
         Ok(out)
     }
@@ -525,10 +493,7 @@ where
 {
     type Error = Error;
 
-    fn next_element_seed<S: DeserializeSeed<'de>>(
-        &mut self,
-        seed: S,
-    ) -> Result<Option<S::Value>, Error> {
+    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Error> {
         if let Some(a) = self.a.take() {
             return seed.deserialize(a.into_deserializer()).map(Some);
         }

@@ -23,9 +23,7 @@ use std::str::FromStr;
 
 use num_bigint::BigInt;
 use num_traits::ToPrimitive;
-use serde::de::{
-    self, DeserializeOwned, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +32,8 @@ use super::de::TreeDe;
 use super::pyrepr;
 use super::shared::{Dedup, KeyRef, Kind, Num, PyKey, Tree};
 use super::{
-    BIGINT_TOKEN, CHANNEL_TOKEN, COMPLEX_TOKEN, DICT_TOKEN, FROZENSET_TOKEN, MAGIC_PREFIX,
-    SET_TOKEN, TUPLE_TOKEN, VALUE_TOKEN,
+    BIGINT_TOKEN, CHANNEL_TOKEN, COMPLEX_TOKEN, DICT_TOKEN, FROZENSET_TOKEN, MAGIC_PREFIX, SET_TOKEN,
+    TUPLE_TOKEN, VALUE_TOKEN,
 };
 use crate::error::{Error, Result};
 use crate::Channel;
@@ -270,27 +268,19 @@ impl<'de> Deserialize<'de> for Int {
                 Ok(v.into())
             }
             fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Int, E> {
-                v.parse()
-                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                v.parse().map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
             }
-            fn visit_newtype_struct<D: Deserializer<'de>>(
-                self,
-                d: D,
-            ) -> std::result::Result<Int, D::Error> {
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Int, D::Error> {
                 d.deserialize_any(self)
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Int, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Int, A::Error> {
                 let key: Option<String> = map.next_key()?;
                 if key.as_deref() != Some(BIGINT_TOKEN) {
                     return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
                 }
                 let text: String = map.next_value()?;
                 end_magic(&mut map)?;
-                text.parse()
-                    .map_err(|_| de::Error::invalid_value(de::Unexpected::Str(&text), &self))
+                text.parse().map_err(|_| de::Error::invalid_value(de::Unexpected::Str(&text), &self))
             }
         }
         d.deserialize_any(V)
@@ -342,22 +332,12 @@ impl<'de> Deserialize<'de> for Complex {
             ) -> std::result::Result<Complex, D::Error> {
                 d.deserialize_any(self)
             }
-            fn visit_seq<A: SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<Complex, A::Error> {
-                let re = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let im = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Complex, A::Error> {
+                let re = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let im = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
                 Ok(Complex::new(re, im))
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Complex, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Complex, A::Error> {
                 let key: Option<String> = map.next_key()?;
                 if key.as_deref() != Some(COMPLEX_TOKEN) {
                     return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
@@ -412,24 +392,18 @@ wrapper_serde!(Tuple TUPLE_TOKEN, Set SET_TOKEN, FrozenSet FROZENSET_TOKEN);
 // ---------------------------------------------------------------------------------------
 
 /// The iterator of [`Dict::iter`].
-pub type DictIter<'a> = std::iter::Map<
-    std::slice::Iter<'a, (Value, Value)>,
-    fn(&'a (Value, Value)) -> (&'a Value, &'a Value),
->;
+pub type DictIter<'a> =
+    std::iter::Map<std::slice::Iter<'a, (Value, Value)>, fn(&'a (Value, Value)) -> (&'a Value, &'a Value)>;
 
 impl Dict {
     /// An empty dict.
     pub fn new() -> Dict {
-        Dict {
-            entries: Vec::new(),
-        }
+        Dict { entries: Vec::new() }
     }
 
     /// An empty dict with room for `n` entries.
     pub fn with_capacity(n: usize) -> Dict {
-        Dict {
-            entries: Vec::with_capacity(n),
-        }
+        Dict { entries: Vec::with_capacity(n) }
     }
 
     /// A dict from entries, applied in order as `d[k] = v` does (a later equal key
@@ -440,9 +414,7 @@ impl Dict {
     }
 
     fn position(&self, key: &Value) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|(k, _)| super::shared::py_eq(k, key))
+        self.entries.iter().position(|(k, _)| super::shared::py_eq(k, key))
     }
 
     /// `d[key] = value`: replaces the value of an equal key (Python equality, so `1` and
@@ -467,10 +439,7 @@ impl Dict {
 
     /// The value of the str key `key`. Linear time.
     pub fn get_str(&self, key: &str) -> Option<&Value> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
 
     /// A mutable reference to the value of the key equal to `key`.
@@ -524,11 +493,7 @@ impl Dict {
 
 impl<K: Into<Value>, V: Into<Value>> FromIterator<(K, V)> for Dict {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Dict {
-        Dict::from_entries(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
+        Dict::from_entries(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 }
 
@@ -582,10 +547,7 @@ impl<'de> Deserialize<'de> for Dict {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a dict")
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Dict, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Dict, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
                 while let Some(e) = map.next_entry()? {
                     entries.push(e);
@@ -632,9 +594,7 @@ impl Value {
     }
 
     /// A Python dict of the entries (see [`Dict::from_entries`]).
-    pub fn dict<K: Into<Value>, V: Into<Value>>(
-        entries: impl IntoIterator<Item = (K, V)>,
-    ) -> Value {
+    pub fn dict<K: Into<Value>, V: Into<Value>>(entries: impl IntoIterator<Item = (K, V)>) -> Value {
         Value::Dict(entries.into_iter().collect())
     }
 
@@ -1101,9 +1061,7 @@ impl Serialize for Value {
 fn end_magic<'de, A: MapAccess<'de>>(map: &mut A) -> std::result::Result<(), A::Error> {
     match map.next_key::<de::IgnoredAny>()? {
         None => Ok(()),
-        Some(_) => Err(de::Error::custom(
-            "a magic execnet form has more than one entry",
-        )),
+        Some(_) => Err(de::Error::custom("a magic execnet form has more than one entry")),
     }
 }
 
@@ -1155,10 +1113,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
         Value::deserialize(d)
     }
-    fn visit_newtype_struct<D: Deserializer<'de>>(
-        self,
-        d: D,
-    ) -> std::result::Result<Value, D::Error> {
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
         d.deserialize_any(self)
     }
 
@@ -1196,8 +1151,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
                     }
                     CHANNEL_TOKEN => {
                         let (uid, id): (u64, i32) = map.next_value()?;
-                        let ch =
-                            crate::gateway::lookup_channel(uid, id).map_err(de::Error::custom)?;
+                        let ch = crate::gateway::lookup_channel(uid, id).map_err(de::Error::custom)?;
                         Some(Value::Channel(ch))
                     }
                     DICT_TOKEN => Some(Value::Dict(map.next_value()?)),

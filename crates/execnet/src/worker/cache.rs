@@ -51,8 +51,7 @@ pub fn cache_dir() -> Option<PathBuf> {
         None => {
             let base = match std::env::var_os("XDG_CACHE_HOME") {
                 Some(x) if !x.is_empty() => PathBuf::from(x),
-                _ => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?)
-                    .join(".cache"),
+                _ => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache"),
             };
             Some(base.join("execnet-rs"))
         }
@@ -81,27 +80,18 @@ pub fn lookup(python: &str) -> CacheEntry {
     };
     let path = dir.join(format!("worker-{}.b64", key(&interpreter, &meta)));
     if let Some(code) = crate::gateway::lock(memo()).get(&path) {
-        return CacheEntry {
-            path: Some(path),
-            code: Some(code.clone()),
-        };
+        return CacheEntry { path: Some(path), code: Some(code.clone()) };
     }
     match read_entry(&path) {
         Some(code) => {
             let code: Arc<str> = code.into();
             crate::gateway::lock(memo()).insert(path.clone(), code.clone());
-            CacheEntry {
-                path: Some(path),
-                code: Some(code),
-            }
+            CacheEntry { path: Some(path), code: Some(code) }
         }
         None => {
             // The worker writes the file; it needs the directory.
             if make_private_dir(&dir) {
-                CacheEntry {
-                    path: Some(path),
-                    code: None,
-                }
+                CacheEntry { path: Some(path), code: None }
             } else {
                 CacheEntry::default()
             }
@@ -121,9 +111,7 @@ fn read_entry(path: &Path) -> Option<String> {
         return None;
     }
     let text = std::fs::read_to_string(path).ok()?;
-    let valid = text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
+    let valid = text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
     valid.then_some(text)
 }
 
@@ -131,11 +119,7 @@ fn make_private_dir(dir: &Path) -> bool {
     if dir.is_dir() {
         return true;
     }
-    let made = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .is_ok();
+    let made = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).is_ok();
     // `recursive` applies the mode to every level it creates; make sure of the last.
     made && std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).is_ok()
 }
@@ -147,12 +131,7 @@ fn resolve(python: &str) -> Option<PathBuf> {
     } else {
         std::env::split_paths(&std::env::var_os("PATH")?)
             .map(|dir| dir.join(python))
-            .find(|candidate| {
-                candidate
-                    .metadata()
-                    .map(|m| m.is_file() && m.mode() & 0o111 != 0)
-                    .unwrap_or(false)
-            })
+            .find(|candidate| candidate.metadata().map(|m| m.is_file() && m.mode() & 0o111 != 0).unwrap_or(false))
     };
     std::fs::canonicalize(found?).ok()
 }

@@ -39,10 +39,7 @@ pub enum WorkerSource {
     Builtin,
     /// execnet's worker: the source of `execnet.gateway_base`, and for socket gateways
     /// the source of the class `execnet.gateway_socket.SocketIO`.
-    Execnet {
-        gateway_base: String,
-        socket_io: String,
-    },
+    Execnet { gateway_base: String, socket_io: String },
 }
 
 impl WorkerSource {
@@ -53,11 +50,8 @@ impl WorkerSource {
         let script = "import inspect, sys, execnet\n\
             import execnet.gateway_base as b, execnet.gateway_socket as s\n\
             sys.stdout.buffer.write(execnet.dumps((inspect.getsource(b), inspect.getsource(s.SocketIO))))";
-        let out = std::process::Command::new(python)
-            .arg("-c")
-            .arg(script)
-            .output()
-            .map_err(|e| crate::Error::Spawn {
+        let out =
+            std::process::Command::new(python).arg("-c").arg(script).output().map_err(|e| crate::Error::Spawn {
                 spec: String::new(),
                 key: "worker".into(),
                 program: python.into(),
@@ -68,17 +62,11 @@ impl WorkerSource {
                 spec: String::new(),
                 key: "worker".into(),
                 program: python.into(),
-                reason: format!(
-                    "it could not import execnet: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
+                reason: format!("it could not import execnet: {}", String::from_utf8_lossy(&out.stderr).trim()),
             });
         }
         let (gateway_base, socket_io): (String, String) = crate::loads(&out.stdout)?;
-        Ok(WorkerSource::Execnet {
-            gateway_base,
-            socket_io,
-        })
+        Ok(WorkerSource::Execnet { gateway_base, socket_io })
     }
 }
 
@@ -101,13 +89,8 @@ impl WorkerConfig {
             "id={}, execmodel={}, chdir={}, nice={}, env=",
             py_ascii_literal(&self.id),
             py_ascii_literal(self.execmodel.as_str()),
-            self.chdir
-                .as_deref()
-                .map(py_ascii_literal)
-                .unwrap_or_else(|| "None".into()),
-            self.nice
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "None".into()),
+            self.chdir.as_deref().map(py_ascii_literal).unwrap_or_else(|| "None".into()),
+            self.nice.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
         );
         if self.env.is_empty() {
             s.push_str("None");
@@ -145,10 +128,7 @@ pub fn stdio_bootstrap_line(config: &WorkerConfig, cache: &CacheEntry) -> String
         WorkerSource::Builtin if cache.path.is_some() || cache.code.is_some() => {
             cached_bootstrap_line(cache, &format!("serve_stdio({})", config.python_kwargs()))
         }
-        WorkerSource::Builtin => bootstrap_line(
-            WORKER_SOURCE,
-            &format!("serve_stdio({})", config.python_kwargs()),
-        ),
+        WorkerSource::Builtin => bootstrap_line(WORKER_SOURCE, &format!("serve_stdio({})", config.python_kwargs())),
         WorkerSource::Execnet { gateway_base, .. } => bootstrap_line(
             gateway_base,
             &format!(
@@ -206,13 +186,8 @@ fn worker_source_base64() -> &'static str {
 /// The bootstrap line that runs [`CACHE_LOADER`] on the cache entry, then `invocation`.
 fn cached_bootstrap_line(cache: &CacheEntry, invocation: &str) -> String {
     let code = cache.code.as_deref().unwrap_or("");
-    let path = cache
-        .path
-        .as_deref()
-        .and_then(|p| p.to_str())
-        .map(py_ascii_literal);
-    let mut program =
-        String::with_capacity(CACHE_LOADER.len() + code.len() + worker_source_base64().len() + 512);
+    let path = cache.path.as_deref().and_then(|p| p.to_str()).map(py_ascii_literal);
+    let mut program = String::with_capacity(CACHE_LOADER.len() + code.len() + worker_source_base64().len() + 512);
     program.push_str(CACHE_LOADER);
     let _ = write!(
         program,
@@ -229,10 +204,9 @@ fn cached_bootstrap_line(cache: &CacheEntry, invocation: &str) -> String {
 /// (a socket server executes it, PROTOCOL.md section 5).
 pub fn socket_bootstrap_line(config: &WorkerConfig) -> String {
     match &config.worker {
-        WorkerSource::Builtin => bootstrap_line(
-            WORKER_SOURCE,
-            &format!("serve_socket(clientsock, {})", config.python_kwargs()),
-        ),
+        WorkerSource::Builtin => {
+            bootstrap_line(WORKER_SOURCE, &format!("serve_socket(clientsock, {})", config.python_kwargs()))
+        }
         WorkerSource::Execnet { gateway_base, socket_io } => bootstrap_line(
             gateway_base,
             &format!(
@@ -252,25 +226,14 @@ pub fn socket_bootstrap_line(config: &WorkerConfig) -> String {
 fn execnet_prelude(config: &WorkerConfig) -> String {
     let mut p = String::new();
     if let Some(dir) = &config.chdir {
-        let _ = writeln!(
-            p,
-            "import os as _os\n_os.makedirs({0}, exist_ok=True)\n_os.chdir({0})",
-            py_ascii_literal(dir)
-        );
+        let _ =
+            writeln!(p, "import os as _os\n_os.makedirs({0}, exist_ok=True)\n_os.chdir({0})", py_ascii_literal(dir));
     }
     if let Some(n) = config.nice {
-        let _ = writeln!(
-            p,
-            "import os as _os\nif hasattr(_os, 'nice'): _os.nice({n})"
-        );
+        let _ = writeln!(p, "import os as _os\nif hasattr(_os, 'nice'): _os.nice({n})");
     }
     for (k, v) in &config.env {
-        let _ = writeln!(
-            p,
-            "import os as _os\n_os.environ[{}] = {}",
-            py_ascii_literal(k),
-            py_ascii_literal(v)
-        );
+        let _ = writeln!(p, "import os as _os\n_os.environ[{}] = {}", py_ascii_literal(k), py_ascii_literal(v));
     }
     p
 }

@@ -20,9 +20,7 @@ pub fn popen(extra: &str) -> String {
 }
 
 fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
 /// Returns the value of env var `name`, or None after printing a loud skip notice.
@@ -32,9 +30,7 @@ pub fn required_part(name: &str, what: &str) -> Option<String> {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
             if in_ci() {
-                panic!(
-                    "{what} is required under CI, but ${name} is not set (scripts/test.sh sets it)"
-                );
+                panic!("{what} is required under CI, but ${name} is not set (scripts/test.sh sets it)");
             }
             eprintln!("\n!!! SKIPPED: {what} not available (${name} unset); run scripts/test.sh for the full suite\n");
             None
@@ -49,13 +45,7 @@ pub const LONG: Duration = Duration::from_secs(20);
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .chars()
-                .next();
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
             !matches!(state, Some('Z') | Some('X'))
         }
         Err(_) => false,

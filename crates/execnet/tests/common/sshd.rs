@@ -41,10 +41,7 @@ pub struct Sshd {
 impl Sshd {
     /// A spec through the client config: `ssh=execnet-test//ssh_config=FILE` + extra items.
     pub fn spec(&self, extra: &str) -> String {
-        let mut spec = format!(
-            "ssh={HOST_ALIAS}//ssh_config={}",
-            self.client_config.display()
-        );
+        let mut spec = format!("ssh={HOST_ALIAS}//ssh_config={}", self.client_config.display());
         if !extra.is_empty() {
             spec.push_str("//");
             spec.push_str(extra);
@@ -82,9 +79,7 @@ impl Sshd {
 }
 
 fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
 /// The shared test server, started on first use; None (after a loud notice) when
@@ -134,11 +129,7 @@ fn keygen(path: &Path) {
         .stdin(Stdio::null())
         .output()
         .expect("running ssh-keygen (openssh-client)");
-    assert!(
-        out.status.success(),
-        "ssh-keygen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ssh-keygen failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn current_user() -> String {
@@ -146,18 +137,12 @@ fn current_user() -> String {
     unsafe {
         let pw = libc::getpwuid(libc::geteuid());
         assert!(!pw.is_null(), "no passwd entry for the current user");
-        std::ffi::CStr::from_ptr((*pw).pw_name)
-            .to_string_lossy()
-            .into_owned()
+        std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn write(path: &Path, text: &str) {
@@ -166,11 +151,7 @@ fn write(path: &Path, text: &str) {
 }
 
 fn start() -> Sshd {
-    let dir = tempfile::Builder::new()
-        .prefix("execnet-sshd-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = tempfile::Builder::new().prefix("execnet-sshd-").tempdir().unwrap().keep();
     *SERVER_DIR.lock().unwrap() = Some(dir.clone());
     let host_key = dir.join("host_key");
     let key = dir.join("client_key");
@@ -184,10 +165,7 @@ fn start() -> Sshd {
     if unsafe { libc::geteuid() } == 0 && !Path::new("/run/sshd").exists() {
         // sshd running as root insists on its privilege separation directory.
         use std::os::unix::fs::DirBuilderExt;
-        let _ = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create("/run/sshd");
+        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o755).create("/run/sshd");
     }
 
     let log_path = dir.join("sshd.log");
@@ -276,16 +254,7 @@ fn start() -> Sshd {
                 known = known_hosts.display(),
             ),
         );
-        return Sshd {
-            dir,
-            port,
-            user,
-            key,
-            other_key,
-            known_hosts,
-            client_config,
-            pid,
-        };
+        return Sshd { dir, port, user, key, other_key, known_hosts, client_config, pid };
     }
     panic!("sshd did not start; its log:\n{last_error}");
 }

@@ -26,9 +26,7 @@ fn int_is_canonical() {
     assert_eq!(Int::from(i128::MIN).as_i128(), Some(i128::MIN));
     assert_eq!(Int::from(i128::MIN).to_string(), i128::MIN.to_string());
     assert_eq!(
-        big("123456789012345678901234567890")
-            .to_bigint()
-            .to_string(),
+        big("123456789012345678901234567890").to_bigint().to_string(),
         "123456789012345678901234567890"
     );
     assert!("12x".parse::<Int>().is_err());
@@ -45,16 +43,7 @@ fn int_orders_numerically() {
     ];
     v.sort();
     let s: Vec<String> = v.iter().map(|i| i.to_string()).collect();
-    assert_eq!(
-        s,
-        [
-            "-99999999999999999999",
-            "-5",
-            "0",
-            "5",
-            "99999999999999999999"
-        ]
-    );
+    assert_eq!(s, ["-99999999999999999999", "-5", "0", "5", "99999999999999999999"]);
 }
 
 #[test]
@@ -106,10 +95,7 @@ fn display_is_the_python_literal() {
         (true.into(), "True"),
         (false.into(), "False"),
         ((-3).into(), "-3"),
-        (
-            big("-123456789012345678901234567890").into(),
-            "-123456789012345678901234567890",
-        ),
+        (big("-123456789012345678901234567890").into(), "-123456789012345678901234567890"),
         (1.0.into(), "1.0"),
         (1e100.into(), "1e+100"),
         (f64::INFINITY.into(), "inf"),
@@ -129,14 +115,8 @@ fn display_is_the_python_literal() {
         (Value::set(Vec::<i32>::new()), "set()"),
         (Value::frozenset([1]), "frozenset({1})"),
         (Value::frozenset(Vec::<i32>::new()), "frozenset()"),
-        (
-            Value::Channel(crate::gateway::detached_channel(3)),
-            "<Channel id=3>",
-        ),
-        (
-            Value::list([Value::tuple(["x"]), Value::None]),
-            "[('x',), None]",
-        ),
+        (Value::Channel(crate::gateway::detached_channel(3)), "<Channel id=3>"),
+        (Value::list([Value::tuple(["x"]), Value::None]), "[('x',), None]"),
     ];
     for (v, want) in cases {
         assert_eq!(v.to_string(), want);
@@ -147,10 +127,7 @@ fn display_is_the_python_literal() {
 
 #[test]
 fn conversions() {
-    assert_eq!(
-        Value::from(vec![1u8, 2]),
-        Value::List(vec![1.into(), 2.into()])
-    );
+    assert_eq!(Value::from(vec![1u8, 2]), Value::List(vec![1.into(), 2.into()]));
     assert_eq!(Value::bytes(vec![1u8, 2]), Value::Bytes(vec![1, 2]));
     assert_eq!(Value::from(Some("x")), Value::from("x"));
     assert_eq!(Value::from(None::<i32>), Value::None);
@@ -183,10 +160,7 @@ enum Shape {
     Point,
     Circle(f64),
     Rect(u32, u32),
-    Named {
-        inner: Inner,
-        tags: Option<Vec<String>>,
-    },
+    Named { inner: Inner, tags: Option<Vec<String>> },
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
@@ -211,11 +185,7 @@ fn sample() -> Outer {
             Shape::Circle(1.5),
             Shape::Rect(3, 4),
             Shape::Named {
-                inner: Inner {
-                    name: "n".into(),
-                    blob: vec![0, 255],
-                    raw: vec![1, 2],
-                },
+                inner: Inner { name: "n".into(), blob: vec![0, 255], raw: vec![1, 2] },
                 tags: Some(vec!["t".into()]),
             },
         ],
@@ -244,14 +214,8 @@ fn typed_round_trips() {
         "['Point', {'Circle': 1.5}, {'Rect': (3, 4)}, {'Named': {'inner': {'name': 'n', \
          'blob': b'\\x00\\xff', 'raw': [1, 2]}, 'tags': ['t']}}]"
     );
-    assert_eq!(
-        v.as_dict().unwrap().get_str("set").unwrap(),
-        &Value::Set(vec![3.into(), 1.into()])
-    );
-    assert_eq!(
-        v.as_dict().unwrap().get_str("tuple").unwrap(),
-        &Value::tuple(["a"])
-    );
+    assert_eq!(v.as_dict().unwrap().get_str("set").unwrap(), &Value::Set(vec![3.into(), 1.into()]));
+    assert_eq!(v.as_dict().unwrap().get_str("tuple").unwrap(), &Value::tuple(["a"]));
     let o2: Outer = from_value(Value::deserialize(v).unwrap()).unwrap();
     assert_eq!(o2, o);
 }
@@ -267,10 +231,7 @@ fn value_round_trips_through_every_path() {
         Value::from("s"),
         Value::bytes(*b"b"),
         Value::tuple([Value::tuple(Vec::<Value>::new())]),
-        Value::dict([
-            (Value::tuple([1, 2]), Value::set(["x"])),
-            (Value::frozenset([1]), Value::None),
-        ]),
+        Value::dict([(Value::tuple([1, 2]), Value::set(["x"])), (Value::frozenset([1]), Value::None)]),
         Value::frozenset([Value::tuple(["a"])]),
     ]);
     assert_eq!(loads::<Value>(&dumps(&v).unwrap()).unwrap(), v);
@@ -287,10 +248,7 @@ fn other_formats_see_natural_forms() {
         big("-99999999999999999999999999999999999999999").into(),
     ]);
     let j = serde_json::to_string(&v).unwrap();
-    assert_eq!(
-        j,
-        "[[1,2],[3],[122],\"-99999999999999999999999999999999999999999\"]"
-    );
+    assert_eq!(j, "[[1,2],[3],[122],\"-99999999999999999999999999999999999999999\"]");
     let back: Value = serde_json::from_str(&j).unwrap();
     assert_eq!(back.as_list().unwrap()[0], Value::list([1, 2]));
     // serde_json::Value from our data: tuples and sets become arrays.
@@ -303,19 +261,12 @@ fn other_formats_see_natural_forms() {
 #[test]
 fn from_value_errors_are_clear() {
     let e = from_value::<i32>(Value::from("x")).unwrap_err().to_string();
-    assert!(
-        e.contains("invalid type: string \"x\", expected i32"),
-        "{e}"
-    );
+    assert!(e.contains("invalid type: string \"x\", expected i32"), "{e}");
     let e = from_value::<u8>(Value::from(256)).unwrap_err().to_string();
     assert!(e.contains("expected u8"), "{e}");
-    let e = from_value::<i64>(big("1".repeat(45).as_str()).into())
-        .unwrap_err()
-        .to_string();
+    let e = from_value::<i64>(big("1".repeat(45).as_str()).into()).unwrap_err().to_string();
     assert!(e.contains("does not fit in i64"), "{e}");
-    let e = from_value::<Shape>(Value::list([1]))
-        .unwrap_err()
-        .to_string();
+    let e = from_value::<Shape>(Value::list([1])).unwrap_err().to_string();
     assert!(e.contains("enum Shape"), "{e}");
 }
 
@@ -323,8 +274,5 @@ fn from_value_errors_are_clear() {
 fn to_value_keeps_channels() {
     let ch = crate::gateway::detached_channel(3);
     assert_eq!(to_value(&ch).unwrap(), Value::Channel(ch.clone()));
-    assert!(to_value(&Set(5))
-        .unwrap_err()
-        .to_string()
-        .contains("must wrap a sequence"));
+    assert!(to_value(&Set(5)).unwrap_err().to_string().contains("must wrap a sequence"));
 }

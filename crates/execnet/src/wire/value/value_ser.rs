@@ -6,9 +6,7 @@ use serde::ser::{self, Serialize, Serializer};
 use super::{Complex, Dict, Int, Value};
 use crate::error::{Error, Result};
 use crate::wire::shared::Dedup;
-use crate::wire::{
-    BIGINT_TOKEN, CHANNEL_TOKEN, COMPLEX_TOKEN, FROZENSET_TOKEN, SET_TOKEN, TUPLE_TOKEN,
-};
+use crate::wire::{BIGINT_TOKEN, CHANNEL_TOKEN, COMPLEX_TOKEN, FROZENSET_TOKEN, SET_TOKEN, TUPLE_TOKEN};
 
 /// Converts any `Serialize` into a [`Value`], as it would travel over the wire
 /// (a channel goes through the gateway's channel table).
@@ -24,13 +22,8 @@ struct ValueSer;
 
 fn items_of(v: Value, what: &str) -> Result<Vec<Value>> {
     match v {
-        Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items) => {
-            Ok(items)
-        }
-        other => fail(format!(
-            "a {what} must wrap a sequence, found {}",
-            other.type_name()
-        )),
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items) => Ok(items),
+        other => fail(format!("a {what} must wrap a sequence, found {}", other.type_name())),
     }
 }
 
@@ -114,18 +107,14 @@ impl Serializer for ValueSer {
         Ok(Value::Str(variant.to_owned()))
     }
 
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        v: &T,
-    ) -> Result<Value> {
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, v: &T) -> Result<Value> {
         match name {
             CHANNEL_TOKEN => {
                 let inner = v.serialize(ValueSer)?;
                 let pair = match &inner {
-                    Value::Tuple(items) | Value::List(items) if items.len() == 2 => items[0]
-                        .as_u64()
-                        .zip(items[1].as_i64().and_then(|i| i32::try_from(i).ok())),
+                    Value::Tuple(items) | Value::List(items) if items.len() == 2 => {
+                        items[0].as_u64().zip(items[1].as_i64().and_then(|i| i32::try_from(i).ok()))
+                    }
                     _ => None,
                 };
                 let Some((uid, id)) = pair else {
@@ -145,22 +134,16 @@ impl Serializer for ValueSer {
                 };
                 match pair {
                     Some((re, im)) => Ok(Value::Complex(Complex::new(re, im))),
-                    None => fail(format!(
-                        "the complex token must wrap (re: f64, im: f64), found {inner}"
-                    )),
+                    None => fail(format!("the complex token must wrap (re: f64, im: f64), found {inner}")),
                 }
             }
             BIGINT_TOKEN => match v.serialize(ValueSer)? {
                 Value::Str(s) => match s.parse::<Int>() {
                     Ok(i) => Ok(Value::Int(i)),
-                    Err(_) => fail(format!(
-                        "the big-int token must wrap decimal digits, found {s:?}"
-                    )),
+                    Err(_) => fail(format!("the big-int token must wrap decimal digits, found {s:?}")),
                 },
                 Value::Int(i) => Ok(Value::Int(i)),
-                other => fail(format!(
-                    "the big-int token must wrap decimal digits, found {other}"
-                )),
+                other => fail(format!("the big-int token must wrap decimal digits, found {other}")),
             },
             TUPLE_TOKEN => Ok(Value::Tuple(items_of(v.serialize(ValueSer)?, "tuple")?)),
             SET_TOKEN => {
@@ -185,23 +168,15 @@ impl Serializer for ValueSer {
         v: &T,
     ) -> Result<Value> {
         let inner = v.serialize(ValueSer)?;
-        Ok(Value::Dict(Dict {
-            entries: vec![(Value::Str(variant.to_owned()), inner)],
-        }))
+        Ok(Value::Dict(Dict { entries: vec![(Value::Str(variant.to_owned()), inner)] }))
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<SeqSer> {
-        Ok(SeqSer {
-            items: Vec::with_capacity(len.unwrap_or(0).min(4096)),
-            tuple: false,
-        })
+        Ok(SeqSer { items: Vec::with_capacity(len.unwrap_or(0).min(4096)), tuple: false })
     }
 
     fn serialize_tuple(self, len: usize) -> Result<SeqSer> {
-        Ok(SeqSer {
-            items: Vec::with_capacity(len.min(4096)),
-            tuple: true,
-        })
+        Ok(SeqSer { items: Vec::with_capacity(len.min(4096)), tuple: true })
     }
 
     fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<SeqSer> {
@@ -215,26 +190,15 @@ impl Serializer for ValueSer {
         variant: &'static str,
         len: usize,
     ) -> Result<VariantSer<SeqSer>> {
-        Ok(VariantSer {
-            variant,
-            inner: self.serialize_tuple(len)?,
-        })
+        Ok(VariantSer { variant, inner: self.serialize_tuple(len)? })
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<MapSer> {
-        Ok(MapSer {
-            entries: Vec::with_capacity(len.unwrap_or(0).min(4096)),
-            key: None,
-            dedup: true,
-        })
+        Ok(MapSer { entries: Vec::with_capacity(len.unwrap_or(0).min(4096)), key: None, dedup: true })
     }
 
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<MapSer> {
-        Ok(MapSer {
-            entries: Vec::with_capacity(len.min(4096)),
-            key: None,
-            dedup: false,
-        })
+        Ok(MapSer { entries: Vec::with_capacity(len.min(4096)), key: None, dedup: false })
     }
 
     fn serialize_struct_variant(
@@ -244,10 +208,7 @@ impl Serializer for ValueSer {
         variant: &'static str,
         len: usize,
     ) -> Result<VariantSer<MapSer>> {
-        Ok(VariantSer {
-            variant,
-            inner: self.serialize_struct("", len)?,
-        })
+        Ok(VariantSer { variant, inner: self.serialize_struct("", len)? })
     }
 
     fn is_human_readable(&self) -> bool {
@@ -316,9 +277,7 @@ impl MapSer {
         if self.dedup {
             Value::Dict(Dict::from_entries(self.entries))
         } else {
-            Value::Dict(Dict {
-                entries: self.entries,
-            })
+            Value::Dict(Dict { entries: self.entries })
         }
     }
 }
@@ -346,8 +305,7 @@ impl ser::SerializeStruct for MapSer {
     type Ok = Value;
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<()> {
-        self.entries
-            .push((Value::Str(key.to_owned()), v.serialize(ValueSer)?));
+        self.entries.push((Value::Str(key.to_owned()), v.serialize(ValueSer)?));
         Ok(())
     }
     fn end(self) -> Result<Value> {
@@ -363,9 +321,7 @@ pub(crate) struct VariantSer<S> {
 
 impl<S> VariantSer<S> {
     fn wrap(variant: &'static str, v: Value) -> Value {
-        Value::Dict(Dict {
-            entries: vec![(Value::Str(variant.to_owned()), v)],
-        })
+        Value::Dict(Dict { entries: vec![(Value::Str(variant.to_owned()), v)] })
     }
 }
 
