@@ -732,3 +732,105 @@ def test_tracing_with_execnet_debug(spawn, how):
 def test_no_tracing_by_default(worker):
     assert worker.run("channel.send(1)") == [1]
     assert worker.stderr == ""
+
+
+# -- sending in bursts, receivers reading for themselves ---------------------------
+
+
+def test_a_burst_then_long_computation_still_arrives_promptly(worker):
+    # The burst is queued for the flusher; the items must not wait for the
+    # sender's next send or receive, which come seconds later.
+    ch = worker.exec_(
+        src(
+            """
+            import time
+            for i in range(50):
+                channel.send(i)
+            deadline = time.time() + 3
+            while time.time() < deadline:  # busy: holds the GIL but for switches
+                pass
+            channel.send("done")
+            """
+        )
+    )
+    assert [worker.receive(ch, timeout=1.0) for _ in range(50)] == list(range(50))
+    assert worker.receive(ch, timeout=10) == "done"
+    worker.expect_close(ch)
+
+
+def test_frames_from_many_threads_stay_whole_and_in_order_per_thread(worker):
+    ch = worker.exec_(
+        src(
+            """
+            import threading
+            def produce(k):
+                for i in range(2000):
+                    channel.send((k, i, b"x" * (i % 300)))
+            threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            """
+        )
+    )
+    seen = {k: 0 for k in range(4)}
+    for _ in range(8000):
+        k, i, blob = worker.receive(ch)
+        assert i == seen[k] and blob == b"x" * (i % 300)
+        seen[k] += 1
+    worker.expect_close(ch)
+
+
+def test_a_receiver_reading_for_itself_hands_on_other_frames(worker):
+    # The first execution waits in receive() and reads frames itself; what
+    # arrives meanwhile for other channels (data, a new execution, a close)
+    # must still reach them, in order.
+    first = worker.exec_("for item in channel:\n    channel.send(('first', item))")
+    worker.send_data(first, 0)
+    assert worker.receive(first) == ("first", 0)
+    second = worker.exec_("for item in channel:\n    channel.send(('second', item))")
+    for i in range(1, 200):
+        worker.send_data(second, i)
+        worker.send_data(first, i)
+    for i in range(1, 200):
+        assert worker.receive(second) == ("second", i)
+        assert worker.receive(first) == ("first", i)
+    third = worker.exec_("channel.send('third')")
+    assert worker.receive(third) == "third"
+    worker.expect_close(third)
+    worker.send_data(first, "last")
+    assert worker.receive(first) == ("first", "last")
+
+
+def test_a_timed_receive_is_served_while_another_receiver_reads(worker):
+    ch = worker.exec_(
+        src(
+            """
+            import threading
+            other = channel.gateway.newchannel()
+            channel.send(other)
+            got = []
+            t = threading.Thread(target=lambda: got.append(other.receive()))
+            t.start()  # waits in receive(), reading frames itself
+            channel.send(channel.receive(timeout=5))
+            t.join(5)
+            channel.send(got)
+            """
+        )
+    )
+    other = worker.receive(ch)
+    worker.send_data(ch, "timed")
+    assert worker.receive(ch) == "timed"
+    worker.send_data(other.id, "plain")
+    assert worker.receive(ch) == ["plain"]
+    worker.expect_close(ch)
+
+
+def test_round_trips_alternate_with_another_channel_s_traffic(worker):
+    a = worker.exec_(ECHO)
+    b = worker.exec_(ECHO)
+    for i in range(300):
+        worker.send_data(a, i)
+        assert worker.receive(a) == i
+        if i % 7 == 0:
+            worker.send_data(b, -i)
+            assert worker.receive(b) == -i

@@ -97,9 +97,17 @@ _IDLE_THREADS_KEPT = 8
 # Buffer size for reading frames.
 _READ_BUFFER_SIZE = 64 * 1024
 
+# Reading (see WorkerGateway._read_for): while receivers read frames for
+# themselves, the reading thread checks back this often.
+_DEFER_SECONDS = 0.002
+# The frames a receiver handles itself when they are for its channel.
+_RECEIVER_CODES = frozenset((CHANNEL_DATA, CHANNEL_CLOSE, CHANNEL_CLOSE_ERROR, CHANNEL_LAST_MESSAGE))
+
 # Sending (see WorkerGateway._write_frame): a frame sent less than this long
 # after the previous one is queued and written with the frames around it.
 _COALESCE_SECONDS = 25e-6
+# How long the flusher lets queued frames gather before it writes them.
+_FLUSH_DELAY_SECONDS = 0.001
 # The most bytes that wait in that queue.
 _COALESCE_LIMIT = 256 * 1024
 
@@ -586,11 +594,24 @@ class Channel:
         items = self._items
         if items is None:
             raise OSError("cannot receive() on %r: a callback takes its items" % self)
-        self.gateway._flush_pending()
+        gateway = self.gateway
+        # A send that follows a receive answers it: not a burst (see _write_frame).
+        gateway._last_send = 0.0
+        if items.empty():  # about to wait for the host: what we sent must reach it
+            gateway._flush_pending()
+            if timeout is None:
+                while items.empty() and gateway._read_for(self):
+                    pass
+            else:
+                gateway._wake_reader()  # its wait is bounded: make sure someone reads
+        waiting = gateway._waiting  # a set: add and discard are atomic
+        waiting.add(self)
         try:
             item = items.get(timeout=timeout)
         except Empty:
             raise self.TimeoutError("no item after %r seconds" % timeout) from None
+        finally:
+            waiting.discard(self)
         if item is _END:
             items.put(_END)  # for the next receiver
             self._raise_end()
@@ -925,6 +946,12 @@ class WorkerGateway:
         self._flush_wanted = threading.Lock()  # released to wake the flusher
         self._flush_wanted.acquire()
         self._write_error = None  # set once writing failed: the host is gone
+        self._read_token = threading.Lock()  # held while reading a frame (see _read_for)
+        self._handed = SimpleQueue()  # frames a receiver read for the reading thread
+        self._last_self_read = 0.0  # when a receiver last read for itself
+        self._waiting = set()  # channels whose receive() waits for their queue
+        self._reader_wakeup = threading.Lock()  # released to wake the reading thread
+        self._reader_wakeup.acquire()
         self._lock = threading.RLock()
         self._exec_done = threading.Condition(self._lock)
         self._channels = {}  # id -> live Channel
@@ -984,19 +1011,33 @@ class WorkerGateway:
     # own is written at once.  Frames sent in a burst (less than
     # _COALESCE_SECONDS after the previous one) are queued instead, and the
     # flusher thread writes all that is queued in one system call: a loop of
-    # sends then costs no write each.  The flusher needs the GIL, so a sender
-    # that keeps computing delays its queued frames by at most the
-    # interpreter's switch interval (5 ms); a thread about to wait for the
-    # host (receive, waitclose) writes them itself first.  At most
+    # sends then costs no write each.  The flusher writes them
+    # _FLUSH_DELAY_SECONDS after it was woken; as it needs the GIL, a sender
+    # that keeps computing delays its queued frames by at most that plus the
+    # interpreter's switch interval (5 ms).  A thread about to wait for the
+    # host (receive with nothing queued, waitclose) writes them first.  At most
     # _COALESCE_LIMIT bytes wait: beyond that the sender writes them and its
     # frame itself, and blocks while the host is not reading, as an unqueued
     # write would.
 
     def _write_frame(self, frame):
         """Send a whole frame, now or in the next batch."""
+        now = _monotonic()
+        if now - self._last_send >= _COALESCE_SECONDS and not self._pending:
+            # Not part of a burst, nothing queued: write it now.
+            self._last_send = now
+            with self._write_lock:
+                if not self._pending:  # (else another thread queued meanwhile)
+                    try:
+                        self._write(frame)
+                    except (OSError, ValueError) as exc:
+                        self._write_error = exc
+                        raise OSError("cannot send to the host: %s" % exc) from exc
+                    return
+            self._flush(frame)
+            return
         if self._write_error is not None:
             raise OSError("cannot send to the host: %s" % self._write_error)
-        now = _monotonic()
         with self._buf_lock:
             burst = now - self._last_send < _COALESCE_SECONDS
             self._last_send = now
@@ -1041,9 +1082,15 @@ class WorkerGateway:
                 pass  # the reader finds out that the host is gone
 
     def _flusher_main(self):
-        """The flusher thread: write what is queued whenever frames were queued."""
+        """The flusher thread: write what is queued whenever frames were queued.
+
+        It lets frames gather for _FLUSH_DELAY_SECONDS before it writes them;
+        wakes that come meanwhile cost no system call (nobody waits on the lock).
+        """
+        sleep = time.sleep
         while True:
             self._flush_wanted.acquire()
+            sleep(_FLUSH_DELAY_SECONDS)
             with self._buf_lock:
                 self._flush_requested = False
             if self._write_error is not None:
@@ -1294,33 +1341,121 @@ class WorkerGateway:
             watchdog.cancel()
         on_finished()
 
-    def _receive_frames(self):
-        """Read and handle frames; return why reading stopped."""
+    # -- reading ------------------------------------------------------------
+    #
+    # One thread at a time reads frames: the one holding _read_token.  Mostly
+    # that is the reading thread (the one in serve()), which handles every
+    # frame.  But a thread waiting in channel.receive() with nothing queued
+    # takes the token when it is free and reads for itself: a frame for its own
+    # channel it handles right away, which spares a hand-off between threads
+    # (a wake-up less per round trip); any other frame it hands to the reading
+    # thread, which handles it in order, and it stops reading.  While receivers
+    # read for themselves (one did within _DEFER_SECONDS), the reading thread
+    # stays out of their way, waking up every _DEFER_SECONDS to check.
+
+    def _read_frame(self):
+        """Read one frame: (code, channel_id, payload), or (None, why reading ends, None)."""
         read = self._read
-        handlers = self._handlers
-        unpack_header = _HEADER.unpack
+        header = read(_HEADER_SIZE)
+        if len(header) < _HEADER_SIZE:
+            return None, "end of input", None
+        code, channel_id, size = _HEADER.unpack(header)
+        if size < 0:
+            self._report("protocol error: frame with negative length %d, giving up" % size, with_traceback=False)
+            return None, "protocol error", None
+        payload = read(size) if size else b""
+        if len(payload) < size:
+            return None, "end of input inside a frame", None
+        return code, channel_id, payload
+
+    def _handle_frame(self, code, channel_id, payload):
+        """Handle one frame; return why reading must end, or None."""
+        handler = self._handlers.get(code)
+        if handler is None:
+            self._trace("ignoring a frame with unknown code", code, "channel", channel_id)
+            return None
+        try:
+            if handler(channel_id, payload):
+                return "GATEWAY_TERMINATE"
+        except OSError as exc:  # replying failed: nobody is listening any more
+            return str(exc)
+        except Exception:
+            self._report("failed to handle %s for channel %d" % (_message_name(code), channel_id))
+        return None
+
+    def _receive_frames(self):
+        """The reading thread: read and handle frames; return why reading stopped."""
+        token = self._read_token
+        handed = self._handed
+        read_frame = self._read_frame
+        handle_frame = self._handle_frame
+        waiting = self._waiting
         while True:
-            header = read(_HEADER_SIZE)
-            if len(header) < _HEADER_SIZE:
-                return "end of input"
-            code, channel_id, size = unpack_header(header)
-            if size < 0:
-                self._report("protocol error: frame with negative length %d, giving up" % size, with_traceback=False)
-                return "protocol error"
-            payload = read(size) if size else b""
-            if len(payload) < size:
-                return "end of input inside a frame"
-            handler = handlers.get(code)
-            if handler is None:
-                self._trace("ignoring a frame with unknown code", code, "channel", channel_id)
-                continue
-            try:
-                if handler(channel_id, payload):
-                    return "GATEWAY_TERMINATE"
-            except OSError as exc:  # replying failed: nobody is listening any more
-                return str(exc)
-            except Exception:
-                self._report("failed to handle %s for channel %d" % (_message_name(code), channel_id))
+            if not handed.empty():
+                frame = handed.get()
+            else:
+                if self._last_self_read and _monotonic() - self._last_self_read < _DEFER_SECONDS:
+                    self._reader_wakeup.acquire(timeout=_DEFER_SECONDS)
+                    continue
+                if not token.acquire(False) and not token.acquire(timeout=_DEFER_SECONDS):
+                    continue
+                try:
+                    if not handed.empty() or (
+                        self._last_self_read and _monotonic() - self._last_self_read < _DEFER_SECONDS
+                    ):
+                        continue  # a receiver read meanwhile (finally releases the token)
+                    frame = read_frame()
+                finally:
+                    token.release()
+            code, channel_id, payload = frame
+            if code is None:
+                return channel_id
+            reason = handle_frame(code, channel_id, payload)
+            if reason is not None:
+                return reason
+            if waiting and code == CHANNEL_DATA and len(waiting) == 1:
+                channel = self._channels.get(channel_id)
+                if channel in waiting:
+                    # Its receiver, the only one waiting, will likely be back
+                    # for the next item soon, and can read that one itself.
+                    self._last_self_read = _monotonic()
+
+    def _read_for(self, channel):
+        """Read one frame in this thread, for channel's receive(); see "reading" above.
+
+        Returns True when the frame was channel's (handled: its item, if any,
+        is queued), False when this thread cannot read (the token is taken,
+        or it had to hand a frame over): then it waits for its queue.
+        """
+        token = self._read_token
+        if not token.acquire(False):
+            return False
+        try:
+            if not channel._items.empty():
+                return True
+            if self._finished or not self._handed.empty():
+                return False
+            code, channel_id, payload = frame = self._read_frame()
+            if channel_id == channel.id and code in _RECEIVER_CODES:
+                # Handled while holding the token: no frame read after it can
+                # overtake it.
+                self._handle_frame(code, channel_id, payload)
+                return True
+            self._handed.put(frame)
+            return False
+        finally:
+            self._last_self_read = _monotonic()
+            token.release()
+            if not self._handed.empty():
+                self._wake_reader()
+
+    def _wake_reader(self):
+        """Have the reading thread read again now, rather than at its next check."""
+        self._last_self_read = 0.0
+        try:
+            self._reader_wakeup.release()
+        except RuntimeError:
+            pass  # awake already
 
     def _shutdown(self, reason):
         """Wake every receiver with EOFError, then give executions a short grace."""
