@@ -83,6 +83,9 @@ _I32_MAX = 2 ** 31 - 1
 
 # How long running executions may still finish once the host has gone.
 _SHUTDOWN_GRACE_SECONDS = 0.5
+# How long interrupted executions (KeyboardInterrupt, after the grace) may take
+# to unwind, their finally blocks included.
+_SHUTDOWN_INTERRUPT_SECONDS = 0.25
 # When the shutdown is finished regardless (should it get stuck, say on a
 # lock a blocked user callback holds), so the worker never outlives its host.
 _SHUTDOWN_DEADLINE_SECONDS = 0.8
@@ -834,7 +837,10 @@ class _MainThreadQueue:
             if call is None:
                 return
             function, args = call
-            function(*args)
+            try:
+                function(*args)
+            except KeyboardInterrupt:
+                pass  # an interrupt that came just outside the code it was meant for
 
 
 def _format_exception(exc):
@@ -896,6 +902,7 @@ class WorkerGateway:
         self._retired = set()  # retired odd (host) ids
         self._next_id = 2
         self._executing = 0  # executions submitted and not yet finished
+        self._running = set()  # idents of the threads running an execution now
         self._finished = False  # set once frames are no longer read
         if execmodel == "main_thread_only":
             self._executor = self._main_queue = _MainThreadQueue()
@@ -1124,7 +1131,12 @@ class WorkerGateway:
             error_text = "execution cancelled: the worker shut down before it started"
         else:
             self._trace("exec starts on channel", channel.id)
-            error_text = _execute(channel, source, file_name, call_name, kwargs)
+            ident = threading.get_ident()
+            self._running.add(ident)
+            try:
+                error_text = _execute(channel, source, file_name, call_name, kwargs)
+            finally:
+                self._running.discard(ident)
             self._trace("exec ends on channel", channel.id, "with an error" if error_text else "")
         self._finish_exec(channel, error_text)
 
@@ -1212,15 +1224,59 @@ class WorkerGateway:
                 self._report("failed to handle %s for channel %d" % (_message_name(code), channel_id))
 
     def _shutdown(self, reason):
-        """Wake every receiver with EOFError, then give executions a short grace."""
+        """Wake every receiver with EOFError, give executions a short grace, interrupt
+        the ones still running (KeyboardInterrupt) and give them a moment to unwind.
+
+        A SIGINT from the host (its terminate() sends one to a worker still running
+        after half its timeout) ends the grace at once.
+        """
         self._trace("shutting down:", reason)
         with self._lock:
             self._finished = True
             for channel in list(self._channels.values()):
                 self._end_receiving(channel)
         self._executor.stop()
-        with self._lock:
-            self._exec_done.wait_for(lambda: self._executing == 0, _SHUTDOWN_GRACE_SECONDS)
+        if not self._wait_executions(_SHUTDOWN_GRACE_SECONDS):
+            self._interrupt_executions()
+            self._wait_executions(_SHUTDOWN_INTERRUPT_SECONDS)
+
+    def _wait_executions(self, seconds):
+        """Wait until no execution runs, at most seconds; True when none does.
+
+        A KeyboardInterrupt here (the host's SIGINT, in execmodel "thread" where
+        this is the main thread) stops the wait.
+        """
+        try:
+            with self._lock:
+                return self._exec_done.wait_for(lambda: self._executing == 0, seconds)
+        except KeyboardInterrupt:
+            return False
+
+    def _interrupt_executions(self):
+        """Raise KeyboardInterrupt in every execution still running.
+
+        The main thread (execmodel "main_thread_only") gets SIGINT, which also
+        ends a blocking sleep or wait; code that ignores SIGINT stays as it is.
+        Other threads get an asynchronous exception, seen at their next
+        bytecode; that needs CPython's C API through ctypes (not on PyPy).
+        """
+        main = threading.main_thread().ident
+        for ident in list(self._running):
+            self._trace("interrupting the execution in thread", ident)
+            try:
+                if ident == main:
+                    import signal
+
+                    if threading.get_ident() != main and hasattr(signal, "pthread_kill"):
+                        signal.pthread_kill(main, signal.SIGINT)
+                else:
+                    import ctypes
+
+                    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+                    set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+                    set_async_exc(ident, KeyboardInterrupt)
+            except (ImportError, AttributeError, OSError, ValueError):
+                pass  # no way to interrupt it here: the exit ends it
 
     def _report(self, message, with_traceback=True):
         """A problem of the worker itself: tell stderr (frames are not the place)."""
