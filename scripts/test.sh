@@ -9,7 +9,9 @@
 #    integration tests a second time with the worker on PyPy;
 # 4. runs the Python worker's tests (tests/python), when that folder exists;
 # 5. builds the Python bindings (crates/execnet-py, with maturin) into .venv, runs their
-#    tests (tests/python-bindings) and a pytest-xdist run on them (tests/xdist-client).
+#    tests (tests/python-bindings) and a pytest-xdist run on them (tests/xdist-client);
+# 6. fuzzes the frame parser and the loader with cargo-fuzz for a bounded time
+#    (scripts/fuzz.sh; EXECNET_CARGO_FUZZ_SECONDS per target, default 20).
 #
 # It stops at the first failing stage and says which one failed. Nothing is installed
 # that is already there, so on a developer machine it changes nothing it need not.
@@ -27,6 +29,7 @@ DEBIAN_NEEDS=(
     "python3=python3"                   # popen gateways run python3 by default
     "pypy3=pypy3"                       # the tests also drive a PyPy worker
     "gcc=cc"                            # the linker that cargo uses...
+    "g++=c++"                           # libFuzzer's C++ sources (the cargo fuzz stage)
     "libc6-dev=/usr/include/stdio.h"    # ...and the C library it links against
     "openssh-client=ssh-keygen"         # ssh gateways run ssh; the ssh tests make keys
     "openssh-server=/usr/sbin/sshd"     # the ssh tests start their own sshd on 127.0.0.1
@@ -235,6 +238,23 @@ for mode in "-n 4" "-n 2 --dist loadfile"; do
     grep -q "xdist-client: execnet is execnet_rs" <<<"$out" \
         || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
 done
+
+# ---- 6. cargo fuzz ------------------------------------------------------------------------
+
+# libFuzzer, coverage-guided, seeded with tests/fuzz/corpus; scripts/fuzz.sh installs the
+# pinned cargo-fuzz when it is missing (status 2 when it cannot). Under CI=true that is a
+# failure like any other; on a developer machine the stage is skipped, loudly.
+FUZZ_SECONDS=${EXECNET_CARGO_FUZZ_SECONDS:-20}
+stage "cargo fuzz (${FUZZ_SECONDS} s per target)"
+fuzz_started=$SECONDS
+status=0
+bash scripts/fuzz.sh "$FUZZ_SECONDS" || status=$?
+if [ "$status" -eq 2 ] && [ "${CI:-}" != "true" ] && [ "${CI:-}" != "1" ]; then
+    printf '\n!!! SKIPPED: cargo fuzz could not be set up (see above); CI=true makes this a failure\n\n'
+elif [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+echo "cargo fuzz stage: $((SECONDS - fuzz_started)) s"
 
 STAGE="done"
 printf '\nscripts/test.sh: all stages passed\n'
