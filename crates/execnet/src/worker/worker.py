@@ -515,6 +515,8 @@ class TimeoutError(builtins.TimeoutError):
 _END = object()
 # Default of setcallback(): no end marker wanted.
 _NO_ENDMARKER = object()
+# _finish_exec: an execution the shutdown interrupted; its channel is left as it is.
+_LEAVE_OPEN = object()
 
 
 class Channel:
@@ -1138,6 +1140,11 @@ class WorkerGateway:
             finally:
                 self._running.discard(ident)
             self._trace("exec ends on channel", channel.id, "with an error" if error_text else "")
+            last_line = (error_text or "").rstrip().rsplit("\n", 1)[-1]
+            if self._finished and last_line.startswith("KeyboardInterrupt"):
+                # Interrupted by the shutdown: no CLOSE_ERROR, the host learns of the
+                # end from the gateway's loss, as for code the exit cuts short.
+                error_text = _LEAVE_OPEN
         self._finish_exec(channel, error_text)
 
     def _finish_exec(self, channel, error_text):
@@ -1151,7 +1158,7 @@ class WorkerGateway:
         """
         with self._lock:
             try:
-                if channel._closed:
+                if channel._closed or error_text is _LEAVE_OPEN:
                     pass
                 elif error_text is None and channel._callback is not None:
                     channel._closed = True
