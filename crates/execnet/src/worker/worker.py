@@ -1383,7 +1383,8 @@ def serve_socket(clientsock, id="gw0", execmodel="thread", chdir=None, nice=None
     belong to the server), and the process is not exited: once the host
     terminates or disconnects, the socket is shut down and this returns,
     leaving the server free to accept the next connection.  (Executions
-    that are still running then cannot be stopped; they are daemon threads.)
+    still running after the grace get KeyboardInterrupt, as in _shutdown;
+    code that survives it runs on in daemon threads.)
     chdir, nice and env apply to the whole server process.
     On a configuration failure the message goes to stderr, the socket is
     closed and this returns without writing the ready byte.
