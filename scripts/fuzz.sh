@@ -62,6 +62,9 @@ else
 fi
 [ "${#targets[@]}" -gt 0 ] || { echo "scripts/fuzz.sh: no fuzz targets" >&2; exit 1; }
 
+# fuzz/Cargo.lock is committed: a stale one is an error, as with --locked elsewhere.
+cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
+
 # One build for all targets (cargo fuzz run would build each again otherwise).
 fuzz build
 
