@@ -1238,26 +1238,54 @@ class WorkerGateway:
         after half its timeout) ends the grace at once.
         """
         self._trace("shutting down:", reason)
-        with self._lock:
-            self._finished = True
-            for channel in list(self._channels.values()):
-                self._end_receiving(channel)
-        self._executor.stop()
-        if not self._wait_executions(_SHUTDOWN_GRACE_SECONDS):
-            self._interrupt_executions()
-            self._wait_executions(_SHUTDOWN_INTERRUPT_SECONDS)
-
-    def _wait_executions(self, seconds):
-        """Wait until no execution runs, at most seconds; True when none does.
-
-        A KeyboardInterrupt here (the host's SIGINT, in execmodel "thread" where
-        this is the main thread) stops the wait.
-        """
+        restore_sigint = self._catch_sigint()
         try:
             with self._lock:
-                return self._exec_done.wait_for(lambda: self._executing == 0, seconds)
-        except KeyboardInterrupt:
-            return False
+                self._finished = True
+                for channel in list(self._channels.values()):
+                    self._end_receiving(channel)
+            self._executor.stop()
+            if not self._wait_executions(_SHUTDOWN_GRACE_SECONDS, until_sigint=True):
+                self._interrupt_executions()
+                self._wait_executions(_SHUTDOWN_INTERRUPT_SECONDS)
+        finally:
+            restore_sigint()
+
+    def _catch_sigint(self):
+        """When this is the main thread (execmodel "thread"), take SIGINT as a flag
+        that ends the grace, instead of a KeyboardInterrupt raised wherever the
+        shutdown is; the code to interrupt runs in other threads.  Returns the
+        function that puts the previous handler back.
+        """
+        self._sigint = False
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        import signal
+
+        def on_sigint(signum, frame):
+            self._sigint = True
+            with self._lock:
+                self._exec_done.notify_all()
+
+        try:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        except (ValueError, OSError):
+            return lambda: None
+
+        def restore():
+            try:
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+            except (ValueError, OSError, TypeError):
+                pass
+
+        return restore
+
+    def _wait_executions(self, seconds, until_sigint=False):
+        """Wait until no execution runs, at most seconds (and, with until_sigint,
+        until the host's SIGINT comes); True when none runs."""
+        with self._lock:
+            self._exec_done.wait_for(lambda: self._executing == 0 or (until_sigint and self._sigint), seconds)
+            return self._executing == 0
 
     def _interrupt_executions(self):
         """Raise KeyboardInterrupt in every execution still running.
