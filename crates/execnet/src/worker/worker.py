@@ -1239,17 +1239,15 @@ class WorkerGateway:
         """
         self._trace("shutting down:", reason)
         restore_sigint = self._catch_sigint()
-        try:
-            with self._lock:
-                self._finished = True
-                for channel in list(self._channels.values()):
-                    self._end_receiving(channel)
-            self._executor.stop()
-            if not self._wait_executions(_SHUTDOWN_GRACE_SECONDS, until_sigint=True):
-                self._interrupt_executions()
-                self._wait_executions(_SHUTDOWN_INTERRUPT_SECONDS)
-        finally:
-            restore_sigint()
+        with self._lock:
+            self._finished = True
+            for channel in list(self._channels.values()):
+                self._end_receiving(channel)
+        self._executor.stop()
+        if not self._wait_executions(_SHUTDOWN_GRACE_SECONDS, until_sigint=True):
+            self._interrupt_executions()
+            self._wait_executions(_SHUTDOWN_INTERRUPT_SECONDS)
+        restore_sigint()
 
     def _catch_sigint(self):
         """When this is the main thread (execmodel "thread"), take SIGINT as a flag
