@@ -10,8 +10,10 @@
 #    test uses the bindings), and the popen integration tests a second time with the
 #    worker on PyPy;
 # 4. runs the Python worker's tests (tests/python), when that folder exists;
-# 5. runs the bindings' tests (tests/python-bindings) and a pytest-xdist run on them
-#    (tests/xdist-client).
+# 5. runs the bindings' tests (tests/python-bindings) and pytest-xdist runs on them
+#    (tests/xdist-client), one of them with --rsyncdir;
+# 6. fuzzes the frame parser and the loader with cargo-fuzz for a bounded time
+#    (scripts/fuzz.sh; EXECNET_CARGO_FUZZ_SECONDS per target, default 20).
 #
 # It stops at the first failing stage and says which one failed. Nothing is installed
 # that is already there, so on a developer machine it changes nothing it need not.
@@ -29,6 +31,7 @@ DEBIAN_NEEDS=(
     "python3=python3"                   # popen gateways run python3 by default
     "pypy3=pypy3"                       # the tests also drive a PyPy worker
     "gcc=cc"                            # the linker that cargo uses...
+    "g++=c++"                           # libFuzzer's C++ sources (the cargo fuzz stage)
     "libc6-dev=/usr/include/stdio.h"    # ...and the C library it links against
     "openssh-client=ssh-keygen"         # ssh gateways run ssh; the ssh tests make keys
     "openssh-server=/usr/sbin/sshd"     # the ssh tests start their own sshd on 127.0.0.1
@@ -258,6 +261,23 @@ grep -q "PASSED xdist-client/tests/test_a.py::test_runs_from_the_rsynced_copy" <
     || { printf '%s\n' "$out"; die "the workers did not run the rsynced copy"; }
 grep -q "xdist-client: execnet is execnet_rs" <<<"$out" \
     || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
+
+# ---- 6. cargo fuzz ------------------------------------------------------------------------
+
+# libFuzzer, coverage-guided, seeded with tests/fuzz/corpus; scripts/fuzz.sh installs the
+# pinned cargo-fuzz when it is missing (status 2 when it cannot). Under CI=true that is a
+# failure like any other; on a developer machine the stage is skipped, loudly.
+FUZZ_SECONDS=${EXECNET_CARGO_FUZZ_SECONDS:-20}
+stage "cargo fuzz (${FUZZ_SECONDS} s per target)"
+fuzz_started=$SECONDS
+status=0
+bash scripts/fuzz.sh "$FUZZ_SECONDS" || status=$?
+if [ "$status" -eq 2 ] && [ "${CI:-}" != "true" ] && [ "${CI:-}" != "1" ]; then
+    printf '\n!!! SKIPPED: cargo fuzz could not be set up (see above); CI=true makes this a failure\n\n'
+elif [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+echo "cargo fuzz stage: $((SECONDS - fuzz_started)) s"
 
 STAGE="done"
 printf '\nscripts/test.sh: all stages passed\n'

@@ -137,18 +137,24 @@ impl Group {
         Ok(MultiChannel::new(channels))
     }
 
-    /// Exits every gateway in parallel: all are asked to exit at once, then each gets
-    /// until `timeout` from now before it is killed. The group is empty afterwards.
+    /// Exits every gateway in parallel, with the steps of [`Gateway::terminate`] taken
+    /// for all at once: all are asked to exit, local workers still running after half
+    /// of `timeout` get SIGINT, and those still there at `timeout` are killed; all are
+    /// reaped. The group is empty afterwards.
     pub fn terminate(&self, timeout: Duration) {
         let members: Vec<Member> = std::mem::take(&mut self.lock().list);
         let gateways: Vec<Gateway> = members.iter().filter_map(Member::gateway).collect();
         drop(members);
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
         for gw in &gateways {
             gw.begin_exit();
         }
+        // The same steps as Gateway::terminate, each for all gateways at once.
         for gw in &gateways {
-            gw.finish_exit(deadline);
+            gw.interrupt_exit(start + timeout / 2);
+        }
+        for gw in &gateways {
+            gw.finish_exit(start + timeout);
         }
     }
 }
@@ -186,12 +192,15 @@ pub fn default_group() -> &'static Group {
                 if let Ok(mut m) = group.members.try_lock() {
                     let gateways: Vec<Gateway> = m.list.drain(..).filter_map(|m| m.gateway()).collect();
                     drop(m);
-                    let deadline = Instant::now() + Duration::from_secs(1);
+                    let start = Instant::now();
                     for gw in &gateways {
                         gw.begin_exit();
                     }
                     for gw in &gateways {
-                        gw.finish_exit(deadline);
+                        gw.interrupt_exit(start + Duration::from_millis(500));
+                    }
+                    for gw in &gateways {
+                        gw.finish_exit(start + Duration::from_secs(1));
                     }
                     // Handles may live on in leaked values; the processes are ended.
                     std::mem::forget(gateways);

@@ -152,6 +152,134 @@ fn terminate_ends_code_that_never_returns() {
     }
 }
 
+/// Remote code that says "running", then loops forever in
+/// `try: ... finally: <write a marker file>`.
+fn endless_with_finally(marker: &std::path::Path) -> String {
+    format!(
+        "import time\ntry:\n    channel.send('running')\n    while True:\n        time.sleep(0.1)\nfinally:\n    open({:?}, 'w').write('finally ran')",
+        marker.to_str().unwrap()
+    )
+}
+
+/// Starts `code` (which sends one item first) and waits until it runs.
+fn start_running(gw: &execnet::Gateway, code: &str) -> execnet::Channel {
+    let ch = gw.remote_exec(code).unwrap();
+    assert_eq!(ch.receive::<String>().unwrap(), "running");
+    ch
+}
+
+/// The worker's interpreter: "CPython", "PyPy", ...
+fn implementation(gw: &execnet::Gateway) -> String {
+    let ch = gw.remote_exec("import platform; channel.send(platform.python_implementation())").unwrap();
+    let name = ch.receive().unwrap();
+    ch.waitclose(Some(LONG)).unwrap();
+    name
+}
+
+/// Asserts that the worker `pid` is gone and reaped (no zombie: no /proc entry).
+fn assert_reaped(pid: u32, what: &str) {
+    assert!(!process_alive(pid), "{what}: worker {pid} still there");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "{what}: zombie {pid}");
+}
+
+/// terminate(timeout) interrupts remote code that never returns: its `finally` block runs
+/// and the worker exits by itself (status 0), before the kill. With 0.45 s it is the
+/// host's SIGINT at 0.225 s that does it (the worker's own grace is 0.5 s, and an
+/// execution thread sees the interrupt within its sleep of 0.1 s); with 3 s, the
+/// worker's own interrupt after its grace. In execmodel "thread" the code runs in a
+/// thread that SIGINT does not reach: the worker raises the interrupt there through
+/// CPython's C API, so PyPy is only required to end it.
+#[test]
+fn terminate_interrupts_code_so_finally_blocks_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["thread", "main_thread_only"] {
+        for timeout in [Duration::from_millis(450), Duration::from_secs(3)] {
+            let what = format!("{model}, timeout {timeout:?}");
+            let marker = dir.path().join(format!("{model}-{}", timeout.as_millis()));
+            let gw = execnet::makegateway(popen(&format!("execmodel={model}"))).unwrap();
+            let cpython = implementation(&gw) == "CPython";
+            let pid = gw.local_pid().unwrap();
+            let ch = start_running(&gw, &endless_with_finally(&marker));
+            let t0 = Instant::now();
+            gw.terminate(timeout).unwrap();
+            let took = t0.elapsed();
+            eprintln!("{what}: terminate took {took:?}");
+            assert_reaped(pid, &what);
+            if model == "thread" && !cpython {
+                assert!(took < timeout + Duration::from_secs(1), "{what}: terminate took {took:?}");
+                continue;
+            }
+            assert!(marker.exists(), "{what}: the finally block did not run");
+            let status = gw.lost_info().unwrap().exit_status;
+            assert_eq!(status.as_deref(), Some("exit status 0"), "{what}: not a clean exit");
+            // The interrupt is the shutdown's doing, not an error of the code: the channel
+            // ends with the gateway, as for code the exit cuts short.
+            assert!(matches!(ch.waitclose(Some(LONG)), Err(Error::GatewayLost(_))), "{what}");
+            // Ended by the interrupt, well before the kill would have come.
+            let limit = timeout.min(Duration::from_millis(1500));
+            assert!(took < limit, "{what}: terminate took {took:?}");
+        }
+    }
+}
+
+/// Code that ignores SIGINT, or catches KeyboardInterrupt forever, is still ended within
+/// timeout + 1 s: killed at the timeout, or ended by the worker's own exit deadline.
+#[test]
+fn terminate_ends_code_that_ignores_the_interrupt() {
+    let swallow = "import time\nchannel.send('running')\nwhile True:\n    try:\n        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass";
+    let ignore = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nchannel.send('running')\nwhile True:\n    time.sleep(0.1)";
+    let cases = [("thread", swallow), ("main_thread_only", swallow), ("main_thread_only", ignore)];
+    for (model, code) in cases {
+        for timeout in [Duration::from_millis(400), Duration::from_secs(3)] {
+            let what = format!("{model}, timeout {timeout:?}, {code:?}");
+            let gw = execnet::makegateway(popen(&format!("execmodel={model}"))).unwrap();
+            let pid = gw.local_pid().unwrap();
+            let _ch = start_running(&gw, code);
+            let t0 = Instant::now();
+            gw.terminate(timeout).unwrap();
+            let took = t0.elapsed();
+            assert!(took < timeout + Duration::from_secs(1), "{what}: terminate took {took:?}");
+            assert_reaped(pid, &what);
+            let status = gw.lost_info().unwrap().exit_status.unwrap_or_default();
+            if timeout < Duration::from_millis(800) {
+                assert_eq!(status, "signal 9 (SIGKILL)", "{what}");
+            } else {
+                // The worker's own exit deadline (0.8 s) came before the kill.
+                assert_eq!(status, "exit status 0", "{what}");
+                assert!(took < Duration::from_millis(1500), "{what}: terminate took {took:?}");
+            }
+        }
+    }
+}
+
+/// Group::terminate takes the same steps for all its gateways at once: eight gateways
+/// running endless code with a `finally` block are all interrupted at half the timeout
+/// (one after another, the later ones would be killed first) and all exit cleanly.
+#[test]
+fn group_terminate_interrupts_every_gateway_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = execnet::Group::new();
+    let mut expected = Vec::new();
+    for i in 0..8 {
+        let gw = group.makegateway(popen("execmodel=main_thread_only").as_str()).unwrap();
+        let marker = dir.path().join(format!("gw{i}"));
+        let _ = start_running(&gw, &endless_with_finally(&marker));
+        expected.push((gw.local_pid().unwrap(), marker, gw));
+    }
+    let timeout = Duration::from_millis(450);
+    let t0 = Instant::now();
+    group.terminate(timeout);
+    let took = t0.elapsed();
+    eprintln!("group terminate took {took:?}");
+    assert!(took < timeout + Duration::from_secs(1), "group terminate took {took:?}");
+    assert!(group.is_empty());
+    for (pid, marker, gw) in expected {
+        assert_reaped(pid, gw.id());
+        assert!(marker.exists(), "{}: the finally block did not run", gw.id());
+        assert_eq!(gw.lost_info().unwrap().exit_status.as_deref(), Some("exit status 0"), "{}", gw.id());
+    }
+}
+
 /// Remote code writing to fds 1 and 2 directly, closing them, or forking does not corrupt
 /// the frame stream.
 #[test]

@@ -385,6 +385,12 @@ impl Gateway {
     }
 
     /// Like [`Gateway::exit`] with your own time limit before the process is killed.
+    ///
+    /// The steps: GATEWAY_TERMINATE is sent and the worker's input closed (the worker
+    /// ends its receivers with `EOFError`, gives running code a grace period and
+    /// exits); a popen worker still running after half of `timeout` gets SIGINT (the
+    /// code it runs sees `KeyboardInterrupt`, so `finally` blocks run); a process still
+    /// there at `timeout` gets SIGKILL. It is reaped before this returns.
     pub fn terminate(&self, timeout: Duration) -> Result<()> {
         self.inner.shutdown(timeout);
         Ok(())
@@ -394,6 +400,12 @@ impl Gateway {
     /// [`crate::Group::terminate`], which ends many gateways in parallel this way).
     pub(crate) fn begin_exit(&self) {
         self.inner.begin_exit();
+    }
+
+    /// The interrupt step of an exit begun by `begin_exit`: waits until `at`, then
+    /// sends SIGINT to a local worker that is still running.
+    pub(crate) fn interrupt_exit(&self, at: Instant) {
+        self.inner.interrupt_exit(at);
     }
 
     /// Waits for the end begun by `begin_exit` until `deadline`, then kills.
@@ -838,8 +850,62 @@ impl GatewayInner {
         }
     }
 
+    /// True when the worker is a process of this host that SIGINT reaches: a popen
+    /// gateway (an ssh gateway's process is the ssh client, a via gateway has none).
+    fn interruptible(&self) -> bool {
+        self.spec.is_popen() && self.spec.via().is_none()
+    }
+
+    /// Waits until `until` for the reader to end and the process to exit; true when
+    /// both happened. A local worker is polled until `until`, others once.
+    fn ended_by(&self, until: Instant) -> bool {
+        if !self.done.wait_until(until) {
+            return false;
+        }
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if self.poll_child() {
+                return true;
+            }
+            let now = Instant::now();
+            if !self.interruptible() || now >= until {
+                return false;
+            }
+            thread::sleep(pause.min(until - now));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Step 2 of an exit (after `begin_exit`): a local worker still running at `at` gets
+    /// SIGINT, so that the code it runs sees KeyboardInterrupt, its `finally` blocks
+    /// run and the worker exits cleanly before the kill at the deadline.
+    fn interrupt_exit(&self, at: Instant) {
+        if !self.interruptible() || self.ended_by(at) {
+            return;
+        }
+        let mut child = lock(&self.child);
+        if let Some(c) = child.as_mut() {
+            // Only while it is not reaped: until then the pid cannot belong to another
+            // process (reaping takes this lock).
+            match c.try_wait() {
+                Ok(Some(status)) => {
+                    let _ = self.exit_status.set(describe_status(status));
+                }
+                Ok(None) => {
+                    tracing::debug!(gateway = %self.id, "worker still running: SIGINT");
+                    // SAFETY: kill(2) on our own unreaped child; no memory is involved.
+                    unsafe {
+                        libc::kill(c.id() as libc::pid_t, libc::SIGINT);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Step 3 of an exit: a process still there at `deadline` is killed; then reaped.
     fn finish_exit(&self, deadline: Instant) {
-        if !self.done.wait_until(deadline) || !self.poll_child() {
+        if !self.ended_by(deadline) {
             if let Some(force_close) = &self.force_close {
                 force_close();
             }
@@ -863,9 +929,13 @@ impl GatewayInner {
         }
     }
 
+    /// Ends the gateway: GATEWAY_TERMINATE and end of input at once, SIGINT to a local
+    /// worker still running after half of `timeout`, SIGKILL at `timeout`, then reaping.
     pub(crate) fn shutdown(&self, timeout: Duration) {
+        let start = Instant::now();
         self.begin_exit();
-        self.finish_exit(Instant::now() + timeout);
+        self.interrupt_exit(start + timeout / 2);
+        self.finish_exit(start + timeout);
     }
 }
 

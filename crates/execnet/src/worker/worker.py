@@ -87,6 +87,9 @@ _I32_MAX = 2 ** 31 - 1
 
 # How long running executions may still finish once the host has gone.
 _SHUTDOWN_GRACE_SECONDS = 0.5
+# How long interrupted executions (KeyboardInterrupt, after the grace) may take
+# to unwind, their finally blocks included.
+_SHUTDOWN_INTERRUPT_SECONDS = 0.25
 # When the shutdown is finished regardless (should it get stuck, say on a
 # lock a blocked user callback holds), so the worker never outlives its host.
 _SHUTDOWN_DEADLINE_SECONDS = 0.8
@@ -539,6 +542,8 @@ class TimeoutError(builtins.TimeoutError):
 _END = object()
 # Default of setcallback(): no end marker wanted.
 _NO_ENDMARKER = object()
+# _finish_exec: an execution the shutdown interrupted; its channel is left as it is.
+_LEAVE_OPEN = object()
 
 
 class Channel:
@@ -881,7 +886,10 @@ class _MainThreadQueue:
             if call is None:
                 return
             function, args = call
-            function(*args)
+            try:
+                function(*args)
+            except KeyboardInterrupt:
+                pass  # an interrupt that came just outside the code it was meant for
 
 
 def _format_exception(exc):
@@ -958,6 +966,7 @@ class WorkerGateway:
         self._retired = set()  # retired odd (host) ids
         self._next_id = 2
         self._executing = 0  # executions submitted and not yet finished
+        self._running = set()  # idents of the threads running an execution now
         self._finished = False  # set once frames are no longer read
         if execmodel == "main_thread_only":
             self._executor = self._main_queue = _MainThreadQueue()
@@ -1271,8 +1280,18 @@ class WorkerGateway:
             error_text = "execution cancelled: the worker shut down before it started"
         else:
             self._trace("exec starts on channel", channel.id)
-            error_text = _execute(channel, source, file_name, call_name, kwargs)
+            ident = threading.get_ident()
+            self._running.add(ident)
+            try:
+                error_text = _execute(channel, source, file_name, call_name, kwargs)
+            finally:
+                self._running.discard(ident)
             self._trace("exec ends on channel", channel.id, "with an error" if error_text else "")
+            last_line = (error_text or "").rstrip().rsplit("\n", 1)[-1]
+            if self._finished and last_line.startswith("KeyboardInterrupt"):
+                # Interrupted by the shutdown: no CLOSE_ERROR, the host learns of the
+                # end from the gateway's loss, as for code the exit cuts short.
+                error_text = _LEAVE_OPEN
         self._finish_exec(channel, error_text)
 
     def _finish_exec(self, channel, error_text):
@@ -1286,7 +1305,7 @@ class WorkerGateway:
         """
         with self._lock:
             try:
-                if channel._closed:
+                if channel._closed or error_text is _LEAVE_OPEN:
                     pass
                 elif error_text is None and channel._callback is not None:
                     channel._closed = True
@@ -1458,15 +1477,85 @@ class WorkerGateway:
             pass  # awake already
 
     def _shutdown(self, reason):
-        """Wake every receiver with EOFError, then give executions a short grace."""
+        """Wake every receiver with EOFError, give executions a short grace, interrupt
+        the ones still running (KeyboardInterrupt) and give them a moment to unwind.
+
+        A SIGINT from the host (its terminate() sends one to a worker still running
+        after half its timeout) ends the grace at once.
+        """
         self._trace("shutting down:", reason)
+        restore_sigint = self._catch_sigint()
         with self._lock:
             self._finished = True
             for channel in list(self._channels.values()):
                 self._end_receiving(channel)
         self._executor.stop()
+        if not self._wait_executions(_SHUTDOWN_GRACE_SECONDS, until_sigint=True):
+            self._interrupt_executions()
+            self._wait_executions(_SHUTDOWN_INTERRUPT_SECONDS)
+        restore_sigint()
+
+    def _catch_sigint(self):
+        """When this is the main thread (execmodel "thread"), take SIGINT as a flag
+        that ends the grace, instead of a KeyboardInterrupt raised wherever the
+        shutdown is; the code to interrupt runs in other threads.  Returns the
+        function that puts the previous handler back.
+        """
+        self._sigint = False
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        import signal
+
+        def on_sigint(signum, frame):
+            self._sigint = True
+            with self._lock:
+                self._exec_done.notify_all()
+
+        try:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        except (ValueError, OSError):
+            return lambda: None
+
+        def restore():
+            try:
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+            except (ValueError, OSError, TypeError):
+                pass
+
+        return restore
+
+    def _wait_executions(self, seconds, until_sigint=False):
+        """Wait until no execution runs, at most seconds (and, with until_sigint,
+        until the host's SIGINT comes); True when none runs."""
         with self._lock:
-            self._exec_done.wait_for(lambda: self._executing == 0, _SHUTDOWN_GRACE_SECONDS)
+            self._exec_done.wait_for(lambda: self._executing == 0 or (until_sigint and self._sigint), seconds)
+            return self._executing == 0
+
+    def _interrupt_executions(self):
+        """Raise KeyboardInterrupt in every execution still running.
+
+        The main thread (execmodel "main_thread_only") gets SIGINT, which also
+        ends a blocking sleep or wait; code that ignores SIGINT stays as it is.
+        Other threads get an asynchronous exception, seen at their next
+        bytecode; that needs CPython's C API through ctypes (not on PyPy).
+        """
+        main = threading.main_thread().ident
+        for ident in list(self._running):
+            self._trace("interrupting the execution in thread", ident)
+            try:
+                if ident == main:
+                    import signal
+
+                    if threading.get_ident() != main and hasattr(signal, "pthread_kill"):
+                        signal.pthread_kill(main, signal.SIGINT)
+                else:
+                    import ctypes
+
+                    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+                    set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+                    set_async_exc(ident, KeyboardInterrupt)
+            except (ImportError, AttributeError, OSError, ValueError):
+                pass  # no way to interrupt it here: the exit ends it
 
     def _report(self, message, with_traceback=True):
         """A problem of the worker itself: tell stderr (frames are not the place)."""
@@ -1566,7 +1655,8 @@ def serve_socket(clientsock, id="gw0", execmodel="thread", chdir=None, nice=None
     belong to the server), and the process is not exited: once the host
     terminates or disconnects, the socket is shut down and this returns,
     leaving the server free to accept the next connection.  (Executions
-    that are still running then cannot be stopped; they are daemon threads.)
+    still running after the grace get KeyboardInterrupt, as in _shutdown;
+    code that survives it runs on in daemon threads.)
     chdir, nice and env apply to the whole server process.
     On a configuration failure the message goes to stderr, the socket is
     closed and this returns without writing the ready byte.
