@@ -99,9 +99,7 @@ fn seed_read_files_through_a_channel() {
 #[test]
 fn remote_traceback_surfaces() {
     let gw = gw();
-    let ch = gw
-        .remote_exec("def inner():\n    raise ValueError('boom 42')\ninner()\n")
-        .unwrap();
+    let ch = gw.remote_exec("def inner():\n    raise ValueError('boom 42')\ninner()\n").unwrap();
     let err = ch.receive::<Value>().unwrap_err();
     let tb = err.remote_traceback().expect("a remote error").to_string();
     assert!(tb.contains("ValueError: boom 42"), "{tb}");
@@ -209,9 +207,7 @@ fn receive_timeout_and_waitclose_timeout() {
 fn remote_receive_timeout_raises_there() {
     let gw = gw();
     let ch = gw
-        .remote_exec(
-            "try:\n    channel.receive(0.1)\nexcept channel.TimeoutError:\n    channel.send('timed out')\n",
-        )
+        .remote_exec("try:\n    channel.receive(0.1)\nexcept channel.TimeoutError:\n    channel.send('timed out')\n")
         .unwrap();
     assert_eq!(ch.receive::<String>().unwrap(), "timed out");
 }
@@ -391,9 +387,7 @@ fn host_refuses_remote_exec_from_worker() {
 #[test]
 fn fifty_channels_from_several_threads() {
     let gw = gw();
-    let channels: Vec<_> = (0..50)
-        .map(|_| gw.remote_exec("for x in channel: channel.send(x + 1)").unwrap())
-        .collect();
+    let channels: Vec<_> = (0..50).map(|_| gw.remote_exec("for x in channel: channel.send(x + 1)").unwrap()).collect();
     std::thread::scope(|s| {
         for chunk in channels.chunks(10) {
             s.spawn(move || {
@@ -539,7 +533,10 @@ fn values_round_trip_through_the_worker() {
         .unwrap();
     let cases: Vec<(Value, &str)> = vec![
         (Value::from(i32::MIN as i64 - 1), "int:-2147483649"),
-        (Value::Int("340282366920938463463374607431768211456".parse().unwrap()), "int:340282366920938463463374607431768211456"),
+        (
+            Value::Int("340282366920938463463374607431768211456".parse().unwrap()),
+            "int:340282366920938463463374607431768211456",
+        ),
         (Value::Tuple(vec![Value::from(1), Value::from(2)]), "tuple:(1, 2)"),
         (Value::FrozenSet(vec![Value::from(1)]), "frozenset:frozenset({1})"),
         (Value::Bytes(b"a\x00".to_vec()), "bytes:b'a\\x00'"),
@@ -633,7 +630,9 @@ fn terminate_kills_code_that_never_returns() {
 fn killed_worker_is_reported_with_status_and_stderr() {
     let gw = gw();
     let ch = gw
-        .remote_exec("import os, sys\nsys.stderr.write('last words\\n'); sys.stderr.flush()\nchannel.receive()\nos._exit(3)")
+        .remote_exec(
+            "import os, sys\nsys.stderr.write('last words\\n'); sys.stderr.flush()\nchannel.receive()\nos._exit(3)",
+        )
         .unwrap();
     let waiter = {
         let ch = ch.clone();
@@ -691,7 +690,11 @@ fn multichannel_waitclose_reports_first_error() {
     let group = Group::new();
     group.makegateway(popen("").as_str()).unwrap();
     group.makegateway(popen("").as_str()).unwrap();
-    let mch = group.remote_exec("import os\nif os.getpid() % 1 == 0 and channel.gateway.id == 'gw1': raise RuntimeError('only on gw1')").unwrap();
+    let mch = group
+        .remote_exec(
+            "import os\nif os.getpid() % 1 == 0 and channel.gateway.id == 'gw1': raise RuntimeError('only on gw1')",
+        )
+        .unwrap();
     let err = mch.waitclose(Some(LONG)).unwrap_err();
     assert!(err.to_string().contains("only on gw1"), "{err}");
 }
@@ -773,4 +776,51 @@ fn specs_can_be_strings_or_parsed() {
     let b = group.makegateway(popen("id=owned")).unwrap();
     assert_eq!((a.id(), b.id()), ("parsed", "owned"));
     assert_eq!(a.spec().python(), Some(common::python().as_str()));
+}
+
+// ---- receivers that read frames themselves ------------------------------------------------
+
+/// A thread blocked in receive() reads the worker's frames itself when the stream is
+/// free; frames for other channels (a callback, another receiving thread, a close) must
+/// still reach them, each channel's items in order.
+#[test]
+fn receivers_reading_for_themselves_pass_other_frames_on() {
+    let gw = gw();
+    let echo = gw.remote_exec("for x in channel:\n    channel.send(x)").unwrap();
+    let chatter = gw
+        .remote_exec("import time\nfor i in range(3000):\n    channel.send(i)\n    if i % 100 == 0: time.sleep(0.001)")
+        .unwrap();
+    let counter = gw.remote_exec("for i in range(2000):\n    channel.send(i)").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    chatter.set_callback(move |i: i64| sink.lock().unwrap().push(i)).unwrap();
+    let other = std::thread::spawn(move || (0..2000).map(|_| counter.receive::<i64>().unwrap()).collect::<Vec<_>>());
+    for i in 0..2000i64 {
+        echo.send(&i).unwrap();
+        assert_eq!(echo.receive::<i64>().unwrap(), i);
+    }
+    assert_eq!(other.join().unwrap(), (0..2000).collect::<Vec<_>>());
+    chatter.waitclose(Some(LONG)).unwrap();
+    assert_eq!(*seen.lock().unwrap(), (0..3000).collect::<Vec<_>>());
+    echo.close().unwrap();
+}
+
+/// A receive that reads for itself ends like any other when the worker dies.
+#[test]
+fn a_receiver_reading_for_itself_learns_of_a_lost_gateway() {
+    let gw = gw();
+    let ch = gw.remote_exec("channel.send(1)\nchannel.receive()").unwrap();
+    assert_eq!(ch.receive::<i64>().unwrap(), 1); // the stream is now this thread's to read
+    let pid = gw.local_pid().unwrap();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let began = Instant::now();
+    match ch.receive::<i64>() {
+        Err(Error::GatewayLost(info)) => assert!(info.exit_status.unwrap_or_default().contains("SIGKILL")),
+        other => panic!("expected a lost gateway, got {other:?}"),
+    }
+    assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());
+    killer.join().unwrap();
 }

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -130,6 +131,8 @@ pub(crate) struct ChannelState {
     inner: Mutex<Inner>,
     cond: Condvar,
     budget: Arc<QueueBudget>,
+    /// Threads of this gateway blocked in receive/waitclose, over all its channels.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Drop for ChannelState {
@@ -140,10 +143,11 @@ impl Drop for ChannelState {
 }
 
 impl ChannelState {
-    pub(crate) fn new(id: i32, budget: Arc<QueueBudget>) -> ChannelState {
+    pub(crate) fn new(id: i32, budget: Arc<QueueBudget>, waiting: Arc<AtomicUsize>) -> ChannelState {
         ChannelState {
             id,
             budget,
+            waiting,
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 ended: None,
@@ -159,24 +163,33 @@ impl ChannelState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Called by the frame reader for CHANNEL_DATA.
-    pub(crate) fn deliver(&self, payload: Vec<u8>) {
+    /// Called by the frame reader for CHANNEL_DATA. Returns true when a receiver was
+    /// waiting for it.
+    pub(crate) fn deliver(&self, payload: Vec<u8>) -> bool {
         let mut inner = self.lock();
         if inner.send_closed && inner.callback.is_none() {
             // Closed by this side: execnet drops late data too.
             tracing::debug!(channel = self.id, "dropping data for a channel closed by this side");
-            return;
+            return false;
         }
         if let Some(cb) = inner.callback.clone() {
             drop(inner);
             run_callback(&cb, Delivery::Item(payload), self.id);
-            return;
+            return false;
         }
         self.budget.add(item_cost(payload.len()));
         inner.queue.push_back(payload);
         if inner.waiters > 0 {
             self.cond.notify_all();
+            return true;
         }
+        false
+    }
+
+    /// An item is queued or no more will come: a receive would not wait.
+    pub(crate) fn would_not_wait(&self) -> bool {
+        let inner = self.lock();
+        !inner.queue.is_empty() || inner.ended.is_some() || inner.callback.is_some()
     }
 
     /// Called by the frame reader when the peer ends the channel, or when the gateway is
@@ -187,9 +200,7 @@ impl ChannelState {
             return inner.send_closed;
         }
         match &reason {
-            EndReason::Closed | EndReason::RemoteError(_) | EndReason::Lost(_) => {
-                inner.send_closed = true
-            }
+            EndReason::Closed | EndReason::RemoteError(_) | EndReason::Lost(_) => inner.send_closed = true,
             _ => {}
         }
         // A local close only ended the queue for this side; the peer's reason is more
@@ -332,8 +343,7 @@ impl Channel {
         // The state lock is not held while writing: a write can block on a full pipe
         // while the worker waits for our reader, which needs that lock to deliver.
         let len = buf.len() - wire::frame::HEADER_LEN;
-        buf[..wire::frame::HEADER_LEN]
-            .copy_from_slice(&wire::frame::encode_header(Code::ChannelData, self.id(), len));
+        buf[..wire::frame::HEADER_LEN].copy_from_slice(&wire::frame::encode_header(Code::ChannelData, self.id(), len));
         gw.write_raw(buf)
     }
 
@@ -357,7 +367,11 @@ impl Channel {
     fn next_payload(&self, timeout: Option<Duration>) -> Result<Vec<u8>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let state = &self.h.state;
+        let gw = &self.h.gateway.inner;
         let mut inner = state.lock();
+        // Whether to try reading the next frame in this thread (see
+        // GatewayInner::read_for): after it could not, wait until woken.
+        let mut read_here = true;
         loop {
             if inner.callback.is_some() {
                 return Err(Error::Io(std::io::Error::other(format!(
@@ -372,7 +386,17 @@ impl Channel {
             if let Some(reason) = &inner.ended {
                 return Err(end_error(state.id, reason, true));
             }
-            inner = wait(&state.cond, inner, deadline, timeout)?;
+            if deadline.is_none() && read_here {
+                drop(inner);
+                read_here = gw.read_for(state);
+                inner = state.lock();
+                continue;
+            }
+            if deadline.is_some() {
+                gw.wake_reader(); // a bounded wait: the reader thread must not hold back
+            }
+            inner = wait(state, inner, deadline, timeout)?;
+            read_here = true;
         }
     }
 
@@ -392,7 +416,7 @@ impl Channel {
                     _ => Ok(()),
                 };
             }
-            inner = wait(&state.cond, inner, deadline, timeout)?;
+            inner = wait(state, inner, deadline, timeout)?;
         }
     }
 
@@ -490,24 +514,22 @@ impl Channel {
         let mut ended = false;
         let f: Callback = Box::new(move |d: Delivery| match d {
             Delivery::Item(_) if failed || ended => {}
-            Delivery::Item(payload) => {
-                match wire::with_gateway(uid, || wire::de::from_payload::<T>(&payload)) {
-                    Ok(item) => f(Some(item)),
-                    Err(e) => {
-                        failed = true;
-                        tracing::warn!(channel = id, "callback item did not decode: {e}");
-                        if let Some(state) = weak_state.upgrade() {
-                            let mut inner = state.lock();
-                            if inner.ended.is_none() {
-                                inner.ended = Some(EndReason::LocalError(e.to_string()));
-                                state.cond.notify_all();
-                            }
+            Delivery::Item(payload) => match wire::with_gateway(uid, || wire::de::from_payload::<T>(&payload)) {
+                Ok(item) => f(Some(item)),
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(channel = id, "callback item did not decode: {e}");
+                    if let Some(state) = weak_state.upgrade() {
+                        let mut inner = state.lock();
+                        if inner.ended.is_none() {
+                            inner.ended = Some(EndReason::LocalError(e.to_string()));
+                            state.cond.notify_all();
                         }
-                        ended = true;
-                        f(None);
                     }
+                    ended = true;
+                    f(None);
                 }
-            }
+            },
             Delivery::End if !ended => {
                 ended = true;
                 f(None);
@@ -518,10 +540,7 @@ impl Channel {
         let state = &self.h.state;
         let mut inner = state.lock();
         if inner.callback.is_some() {
-            return Err(Error::Io(std::io::Error::other(format!(
-                "channel {} already has a callback",
-                state.id
-            ))));
+            return Err(Error::Io(std::io::Error::other(format!("channel {} already has a callback", state.id))));
         }
         inner.callback = Some(cb.clone());
         // Lock the callback before releasing the state so that the reader thread, which
@@ -555,12 +574,15 @@ impl Channel {
 }
 
 fn wait<'a>(
-    cond: &Condvar,
+    state: &ChannelState,
     mut inner: MutexGuard<'a, Inner>,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
 ) -> Result<MutexGuard<'a, Inner>> {
+    let cond = &state.cond;
     inner.waiters += 1;
+    state.waiting.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(&state.waiting);
     let res = match deadline {
         None => Ok(cond.wait(inner).unwrap_or_else(|e| e.into_inner())),
         Some(d) => {
@@ -581,6 +603,15 @@ fn wait<'a>(
             g.waiters -= 1;
             Err(Error::Timeout(timeout.unwrap_or_default()))
         }
+    }
+}
+
+/// Takes one off a count when dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -628,9 +659,7 @@ pub struct ChannelWriter {
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.channel
-            .send(serde_bytes::Bytes::new(buf))
-            .map_err(std::io::Error::other)?;
+        self.channel.send(serde_bytes::Bytes::new(buf)).map_err(std::io::Error::other)?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -655,10 +684,7 @@ impl ChannelReader {
                 Ok(other) => {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        format!(
-                            "channel {} sent {other} where str or bytes was expected",
-                            self.channel.id()
-                        ),
+                        format!("channel {} sent {other} where str or bytes was expected", self.channel.id()),
                     ))
                 }
                 Err(Error::EndOfChannel { .. }) => return Ok(false),
@@ -708,10 +734,7 @@ impl<'de> serde::Deserialize<'de> for Channel {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a channel")
             }
-            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
-                self,
-                d: D,
-            ) -> std::result::Result<Channel, D::Error> {
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Channel, D::Error> {
                 use serde::Deserialize;
                 let (uid, id) = <(u64, i32)>::deserialize(d)?;
                 super::lookup_channel(uid, id).map_err(serde::de::Error::custom)

@@ -13,7 +13,7 @@ pub mod source;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, Read, Write};
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -58,10 +58,7 @@ pub(crate) fn lookup_channel(uid: u64, id: i32) -> Result<Channel> {
     let handle = registry().get(&uid).and_then(Weak::upgrade);
     match handle {
         Some(handle) => Ok(Gateway { inner: handle.inner.clone(), handle }.channel_for_id(id)),
-        None => Err(Error::data_format(
-            format!("channel {id} arrived for a gateway that no longer exists"),
-            None,
-        )),
+        None => Err(Error::data_format(format!("channel {id} arrived for a gateway that no longer exists"), None)),
     }
 }
 
@@ -70,6 +67,7 @@ pub(crate) fn lookup_channel(uid: u64, id: i32) -> Result<Channel> {
 pub(crate) fn detached_channel(id: i32) -> Channel {
     let conn = Connection {
         reader: Box::new(io::empty()),
+        reader_fd: None,
         writer: Box::new(io::sink()),
         child: None,
         stderr: None,
@@ -171,9 +169,8 @@ impl Gateway {
     /// it names: use [`Gateway::start_via`] or a [`crate::Group`].
     pub fn start(spec: &XSpec, id: &str) -> Result<Gateway> {
         if let Some(via) = spec.via() {
-            return Err(spec.invalid(format!(
-                "via={via} names a gateway of a group: make this gateway with Group::makegateway"
-            )));
+            return Err(spec
+                .invalid(format!("via={via} names a gateway of a group: make this gateway with Group::makegateway")));
         }
         Gateway::start_inner(spec, id, None, &WorkerSource::Builtin)
     }
@@ -186,21 +183,11 @@ impl Gateway {
     /// Like [`Gateway::start`] (and [`Gateway::start_via`] when `via` is given), shipping
     /// `worker` instead of our own worker: for example execnet's, to check this host
     /// against the reference implementation.
-    pub fn start_with_worker(
-        spec: &XSpec,
-        id: &str,
-        via: Option<&Gateway>,
-        worker: &WorkerSource,
-    ) -> Result<Gateway> {
+    pub fn start_with_worker(spec: &XSpec, id: &str, via: Option<&Gateway>, worker: &WorkerSource) -> Result<Gateway> {
         Gateway::start_inner(spec, id, via, worker)
     }
 
-    fn start_inner(
-        spec: &XSpec,
-        id: &str,
-        via: Option<&Gateway>,
-        worker: &WorkerSource,
-    ) -> Result<Gateway> {
+    fn start_inner(spec: &XSpec, id: &str, via: Option<&Gateway>, worker: &WorkerSource) -> Result<Gateway> {
         let kind = spec.transport()?;
         spec.queue_limit()?;
         spec.max_message()?;
@@ -228,7 +215,7 @@ impl Gateway {
     }
 
     fn from_connection(spec: XSpec, id: &str, conn: Connection) -> Gateway {
-        let Connection { reader, writer, child, stderr, bootstrap, program, force_close, explain_loss } =
+        let Connection { reader, reader_fd, writer, child, stderr, bootstrap, program, force_close, explain_loss } =
             conn;
         let max_message = spec.max_message().ok().flatten().unwrap_or(frame::DEFAULT_MAX_MESSAGE);
         let queue_limit = spec.queue_limit().ok().flatten().unwrap_or(DEFAULT_QUEUE_LIMIT);
@@ -239,7 +226,13 @@ impl Gateway {
             program,
             force_close,
             explain_loss,
-            writer: Mutex::new(Writer { out: writer, started: false, ready: false, pending: Vec::new(), closed: false }),
+            writer: Mutex::new(Writer {
+                out: writer,
+                started: false,
+                ready: false,
+                pending: Vec::new(),
+                closed: false,
+            }),
             table: Mutex::new(Table { map: HashMap::new(), next_id: 1, max_peer_id: 0, peer_closed: VecDeque::new() }),
             lost: OnceLock::new(),
             exiting: AtomicBool::new(false),
@@ -251,6 +244,13 @@ impl Gateway {
             reader_thread: Mutex::new(None),
             max_message,
             budget: Arc::new(QueueBudget::new(queue_limit)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            read_side: Mutex::new(None),
+            reader_fd,
+            reading: Mutex::new(ReadCtl::default()),
+            reading_cv: Condvar::new(),
+            reading_ended: AtomicBool::new(false),
+            quick_answers: AtomicBool::new(true),
         });
         match stderr {
             Some(err) => spawn_stderr_thread(&inner, err),
@@ -303,7 +303,7 @@ impl Gateway {
         let mut table = self.inner.table();
         let id = table.next_id;
         table.next_id += 2;
-        let state = Arc::new(ChannelState::new(id, self.inner.budget.clone()));
+        let state = Arc::new(ChannelState::new(id, self.inner.budget.clone(), self.inner.waiting.clone()));
         let channel = Channel { h: Arc::new(ChannelHandle { state: state.clone(), gateway: self.clone() }) };
         table.map.insert(id, Entry { state, handle: Arc::downgrade(&channel.h), claimed: true });
         Ok(channel)
@@ -323,7 +323,7 @@ impl Gateway {
             entry.claimed = true;
             return channel;
         }
-        let state = Arc::new(ChannelState::new(id, self.inner.budget.clone()));
+        let state = Arc::new(ChannelState::new(id, self.inner.budget.clone(), self.inner.waiting.clone()));
         let known_closed = id % 2 != 0 || id <= table.max_peer_id || self.inner.lost.get().is_some();
         if known_closed {
             // A channel that was already closed and forgotten here: hand out a closed one.
@@ -497,10 +497,8 @@ impl StderrTail {
 
 fn spawn_stderr_thread(inner: &Arc<GatewayInner>, mut err: Box<dyn Read + Send>) {
     let tail = inner.stderr_tail.clone();
-    let spawned = thread::Builder::new()
-        .name(format!("execnet-{}-stderr", inner.id))
-        .stack_size(64 * 1024)
-        .spawn(move || {
+    let spawned =
+        thread::Builder::new().name(format!("execnet-{}-stderr", inner.id)).stack_size(64 * 1024).spawn(move || {
             let mut buf = [0u8; 4096];
             loop {
                 match err.read(&mut buf) {
@@ -539,7 +537,47 @@ pub(crate) struct GatewayInner {
     reader_thread: Mutex<Option<JoinHandle<()>>>,
     max_message: usize,
     budget: Arc<QueueBudget>,
+    /// Threads blocked in receive/waitclose on any channel of this gateway.
+    waiting: Arc<AtomicUsize>,
+    /// The frame stream once the worker is ready; whoever holds the lock reads (see
+    /// [`GatewayInner::read_for`]).
+    read_side: Mutex<Option<BufReader<Box<dyn Read + Send>>>>,
+    /// The file descriptor under `read_side`, when receivers may read it themselves.
+    reader_fd: Option<std::os::fd::RawFd>,
+    reading: Mutex<ReadCtl>,
+    reading_cv: Condvar,
+    /// Set once the reader thread has its reason to stop: no thread reads any more.
+    reading_ended: AtomicBool,
+    /// The last frame a receiver read for itself came within SELF_READ_SPIN.
+    quick_answers: AtomicBool,
 }
+
+/// A frame read from the worker, or why reading ends.
+enum Incoming {
+    Frame(frame::Header, Vec<u8>),
+    End(String),
+}
+
+/// Between the reader thread and receivers that read for themselves.
+#[derive(Default)]
+struct ReadCtl {
+    /// What receivers read that was not theirs, for the reader thread, in order.
+    handed: VecDeque<Incoming>,
+    /// When a receiver last read a frame for itself (or the reader thread expects one
+    /// to): until [`SELF_READ_DEFER`] after that, the reader thread leaves reading to it.
+    self_read_at: Option<Instant>,
+}
+
+/// While receivers read their own frames, the reader thread checks back this often.
+const SELF_READ_DEFER: Duration = Duration::from_millis(2);
+
+/// How long a receiver reading for itself waits in poll() before it checks whether
+/// reading has ended (the gateway lost or exited).
+const SELF_READ_POLL_MS: i32 = 50;
+
+/// How long a receiver reading for itself spins before it sleeps, when answers come
+/// that quickly.
+const SELF_READ_SPIN: Duration = Duration::from_micros(50);
 
 impl GatewayInner {
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -609,18 +647,13 @@ impl GatewayInner {
             return Ok(());
         }
         let pending = std::mem::take(&mut w.pending);
-        w.out
-            .write_all(&pending)
-            .and_then(|_| w.out.flush())
-            .map_err(|e| format!("writing to the worker failed: {e}"))
+        w.out.write_all(&pending).and_then(|_| w.out.flush()).map_err(|e| format!("writing to the worker failed: {e}"))
     }
 
-    /// Handles one frame from the worker.
-    fn dispatch(&self, code: Code, id: i32, payload: Vec<u8>) -> Result<()> {
-        if matches!(
-            code,
-            Code::ChannelData | Code::ChannelClose | Code::ChannelCloseError | Code::ChannelLastMessage
-        ) {
+    /// Handles one frame from the worker. Returns true when it gave an item to a receiver
+    /// that was waiting for it.
+    fn dispatch(&self, code: Code, id: i32, payload: Vec<u8>) -> Result<bool> {
+        if matches!(code, Code::ChannelData | Code::ChannelClose | Code::ChannelCloseError | Code::ChannelLastMessage) {
             self.check_channel_id(code, id)?;
         }
         match code {
@@ -632,7 +665,7 @@ impl GatewayInner {
                             None,
                         ));
                     }
-                    state.deliver(payload)
+                    return Ok(state.deliver(payload));
                 }
                 None => {
                     if self.table().peer_closed.contains(&id) {
@@ -647,9 +680,8 @@ impl GatewayInner {
             Code::ChannelClose => self.peer_end(id, EndReason::Closed),
             Code::ChannelLastMessage => self.peer_end(id, EndReason::LastMessage),
             Code::ChannelCloseError => {
-                let text: String = wire::de::from_payload(&payload).map_err(|e| {
-                    Error::data_format(format!("CHANNEL_CLOSE_ERROR for channel {id}: {e}"), None)
-                })?;
+                let text: String = wire::de::from_payload(&payload)
+                    .map_err(|e| Error::data_format(format!("CHANNEL_CLOSE_ERROR for channel {id}: {e}"), None))?;
                 self.peer_end(id, EndReason::RemoteError(text))
             }
             Code::ChannelExec => {
@@ -674,14 +706,147 @@ impl GatewayInner {
             Code::Reconfigure => {}
             Code::GatewayTerminate => self.peer_terminated.store(true, Ordering::Relaxed),
         }
-        Ok(())
+        Ok(false)
+    }
+
+    // Reading. The reader thread reads and dispatches every frame, except while a
+    // thread blocked in `Channel::receive` reads for itself: with nothing queued for it
+    // and the frame stream free, such a thread polls the stream and reads the next frame
+    // itself. A frame for its own channel it handles at once (sparing the hand-off from
+    // the reader thread, a thread wake-up per round trip); anything else it hands to the
+    // reader thread, in order, and goes back to waiting. After giving an item to the
+    // only waiting receiver, and while receivers read for themselves, the reader thread
+    // keeps off the stream for SELF_READ_DEFER at a time, so that the receiver finds it
+    // free when it comes back for its next item.
+
+    /// The reader thread: the next frame a receiver handed over, or None when it should
+    /// read the stream itself; waits while receivers read for themselves.
+    fn next_handed(&self) -> Option<Incoming> {
+        let mut ctl = lock(&self.reading);
+        loop {
+            if let Some(incoming) = ctl.handed.pop_front() {
+                return Some(incoming);
+            }
+            match ctl.self_read_at {
+                Some(at) if at.elapsed() < SELF_READ_DEFER => {
+                    let left = SELF_READ_DEFER.saturating_sub(at.elapsed());
+                    ctl = self.reading_cv.wait_timeout(ctl, left).unwrap_or_else(|e| e.into_inner()).0;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The reader thread, holding the stream: whether a receiver read meanwhile or
+    /// handed something over, so that it must look again before reading.
+    fn receivers_are_reading(&self) -> bool {
+        let ctl = lock(&self.reading);
+        !ctl.handed.is_empty() || ctl.self_read_at.is_some_and(|at| at.elapsed() < SELF_READ_DEFER)
+    }
+
+    /// The reader thread: leave the stream to the receiver just served for a while.
+    fn defer_to_receiver(&self) {
+        lock(&self.reading).self_read_at = Some(Instant::now());
+    }
+
+    /// Has the reader thread read again now (a receiver waits with a timeout, or handed
+    /// it a frame).
+    pub(crate) fn wake_reader(&self) {
+        let mut ctl = lock(&self.reading);
+        if ctl.self_read_at.take().is_some() {
+            self.reading_cv.notify_all();
+        }
+    }
+
+    fn read_incoming(&self, r: &mut BufReader<Box<dyn Read + Send>>) -> Incoming {
+        match frame::read_frame(r, self.max_message) {
+            Ok(Some((header, payload))) => Incoming::Frame(header, payload),
+            Ok(None) => Incoming::End("the worker closed the connection".into()),
+            Err(e) => Incoming::End(format!("bad frame from the worker: {e}")),
+        }
+    }
+
+    /// A receiver on `state` with nothing queued reads the next frame itself, if the
+    /// stream is free. True when it read a frame for its channel (now handled) or its
+    /// channel no longer needs one; false when it cannot read: it should wait.
+    pub(crate) fn read_for(&self, state: &ChannelState) -> bool {
+        let Some(fd) = self.reader_fd else { return false };
+        let Ok(mut side) = self.read_side.try_lock() else { return false };
+        let Some(r) = side.as_mut() else { return false };
+        if state.would_not_wait() {
+            return true;
+        }
+        if !lock(&self.reading).handed.is_empty() {
+            return false; // the reader thread has frames to handle before any later one
+        }
+        // Answers that come quickly are caught by spinning briefly (a sleeping thread
+        // takes several microseconds to wake), when the last answer came quickly too.
+        if r.buffer().is_empty() && self.quick_answers.load(Ordering::Relaxed) {
+            let began = Instant::now();
+            loop {
+                let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                if unsafe { libc::poll(&mut p, 1, 0) } != 0 || began.elapsed() >= SELF_READ_SPIN {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let waited_from = Instant::now();
+        // Wait for data, checking now and then whether reading has ended.
+        while r.buffer().is_empty() {
+            if self.reading_ended.load(Ordering::Relaxed) {
+                return false;
+            }
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let n = unsafe { libc::poll(&mut p, 1, SELF_READ_POLL_MS) };
+            if n > 0 {
+                break;
+            }
+            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return false;
+            }
+        }
+        self.quick_answers.store(waited_from.elapsed() < SELF_READ_SPIN, Ordering::Relaxed);
+        let incoming = self.read_incoming(r);
+        let mine = match &incoming {
+            Incoming::Frame(h, _) => {
+                h.channel == state.id
+                    && matches!(
+                        h.code,
+                        Code::ChannelData | Code::ChannelClose | Code::ChannelCloseError | Code::ChannelLastMessage
+                    )
+            }
+            Incoming::End(_) => false,
+        };
+        let mut ctl = lock(&self.reading);
+        ctl.self_read_at = Some(Instant::now());
+        if mine {
+            drop(ctl);
+            let Incoming::Frame(h, payload) = incoming else { unreachable!() };
+            // Handled while the stream is held: no later frame can overtake it.
+            if let Err(e) = self.dispatch(h.code, h.channel, payload) {
+                let mut ctl = lock(&self.reading);
+                ctl.handed.push_back(Incoming::End(format!("bad {} frame from the worker: {e}", h.code.name())));
+                ctl.self_read_at = None;
+                self.reading_cv.notify_all();
+            }
+            true
+        } else {
+            ctl.handed.push_back(incoming);
+            ctl.self_read_at = None;
+            self.reading_cv.notify_all();
+            false
+        }
     }
 
     /// A channel frame must name a channel that can exist: a positive id, and when odd
     /// (made here) one this side has handed out.
     fn check_channel_id(&self, code: Code, id: i32) -> Result<()> {
         if id <= 0 {
-            return Err(Error::data_format(format!("{} for channel {id}: channel ids are positive", code.name()), None));
+            return Err(Error::data_format(
+                format!("{} for channel {id}: channel ids are positive", code.name()),
+                None,
+            ));
         }
         if id % 2 != 0 && id >= self.table().next_id {
             return Err(Error::data_format(
@@ -704,7 +869,7 @@ impl GatewayInner {
             return None;
         }
         table.max_peer_id = id;
-        let state = Arc::new(ChannelState::new(id, self.budget.clone()));
+        let state = Arc::new(ChannelState::new(id, self.budget.clone(), self.waiting.clone()));
         table.map.insert(id, Entry { state: state.clone(), handle: Weak::new(), claimed: false });
         Some(state)
     }
@@ -793,11 +958,7 @@ impl GatewayInner {
             }
             match &pidfd {
                 Some(fd) => {
-                    let mut p = libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
+                    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
                     let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
                     unsafe { libc::poll(&mut p, 1, ms) };
                 }
@@ -1014,17 +1175,34 @@ fn read_until_end(inner: &GatewayInner, reader: Box<dyn Read + Send>, bootstrap:
     if let Err(reason) = inner.set_ready() {
         return reason;
     }
-    loop {
-        // Backpressure: with too much queued, stop reading until the host catches up.
-        inner.budget.wait_for_room();
-        match frame::read_frame(&mut r, inner.max_message) {
-            Ok(Some((header, payload))) => {
-                if let Err(e) = inner.dispatch(header.code, header.channel, payload) {
-                    return format!("bad {} frame from the worker: {e}", header.code.name());
+    *lock(&inner.read_side) = Some(r);
+    let reason = loop {
+        let incoming = match inner.next_handed() {
+            Some(incoming) => incoming,
+            None => {
+                // Backpressure: with too much queued, stop reading until the host catches up.
+                inner.budget.wait_for_room();
+                let mut side = lock(&inner.read_side);
+                if inner.receivers_are_reading() {
+                    continue;
                 }
+                let r = side.as_mut().expect("the reader thread owns the stream");
+                inner.read_incoming(r)
             }
-            Ok(None) => return "the worker closed the connection".into(),
-            Err(e) => return format!("bad frame from the worker: {e}"),
+        };
+        match incoming {
+            Incoming::End(reason) => break reason,
+            Incoming::Frame(header, payload) => match inner.dispatch(header.code, header.channel, payload) {
+                Err(e) => break format!("bad {} frame from the worker: {e}", header.code.name()),
+                // The receiver just served, if no other waits, will likely be back for
+                // its next item soon and can read it itself.
+                Ok(true) if inner.reader_fd.is_some() && inner.waiting.load(Ordering::Relaxed) == 1 => {
+                    inner.defer_to_receiver()
+                }
+                Ok(_) => {}
+            },
         }
-    }
+    };
+    inner.reading_ended.store(true, Ordering::Relaxed);
+    reason
 }

@@ -21,6 +21,9 @@ pub(crate) type ExplainLoss = Box<dyn Fn(&mut LostInfo, bool) + Send + Sync>;
 pub(crate) struct Connection {
     /// Frames (and first the ready byte) from the worker.
     pub reader: Box<dyn Read + Send>,
+    /// The file descriptor `reader` reads, when it reads one directly (a local pipe):
+    /// threads waiting in receive() may then poll it and read frames themselves.
+    pub reader_fd: Option<std::os::fd::RawFd>,
     /// Frames (and first the bootstrap line) to the worker.
     pub writer: Box<dyn Write + Send>,
     /// The local process serving the connection (popen, ssh), to reap and to kill.
@@ -55,9 +58,11 @@ impl Connection {
     ) -> Connection {
         let stdin = GrowingPipe::new(child.stdin.take().expect("piped stdin"));
         let stdout = child.stdout.take().expect("piped stdout");
+        let reader_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stdout));
         let stderr = child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>);
         Connection {
             reader: Box::new(stdout),
+            reader_fd,
             writer: Box::new(stdin),
             child: Some(child),
             stderr,

@@ -254,6 +254,7 @@ pub(crate) fn connect(spec: &XSpec, config: &WorkerConfig) -> Result<Connection>
     let closer = stream.try_clone()?;
     Ok(Connection {
         reader: Box::new(reader),
+        reader_fd: None, // the handshake reader keeps bytes of its own
         writer: Box::new(SocketWriter(stream)),
         child: None,
         stderr: None,

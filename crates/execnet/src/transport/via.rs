@@ -190,6 +190,7 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
             stderr: Some(stderr_tx),
             end: end.clone(),
         }),
+        reader_fd: None, // frames come through a relay channel
         writer: Box::new(RelayWriter { channel }),
         child: None,
         stderr: Some(Box::new(StderrFeed { rx: stderr_rx, buf: Vec::new(), pos: 0 })),

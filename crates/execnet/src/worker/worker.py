@@ -109,6 +109,10 @@ _RECEIVER_CODES = frozenset((CHANNEL_DATA, CHANNEL_CLOSE, CHANNEL_CLOSE_ERROR, C
 # Sending (see WorkerGateway._write_frame): a frame sent less than this long
 # after the previous one is queued and written with the frames around it.
 _COALESCE_SECONDS = 25e-6
+# A frame of at least this many bytes is written from its parts (os.writev),
+# sparing a copy of its payload.
+_WRITE_PARTS_AT = 64 * 1024
+
 # How long the flusher lets queued frames gather before it writes them.
 _FLUSH_DELAY_SECONDS = 0.001
 # The most bytes that wait in that queue.
@@ -1120,7 +1124,27 @@ class WorkerGateway:
         if size > _I32_MAX:
             raise DumpError("can't serialize: payload of %d bytes is too large" % size)
         out[0] = _HEADER.pack(code, channel_id, size)
-        self._write_frame(b"".join(out))
+        if size >= _WRITE_PARTS_AT:
+            self._write_parts(out, code, channel_id, size)
+        else:
+            self._write_frame(b"".join(out))
+
+    def _write_parts(self, parts, code, channel_id, size):
+        """Write a big frame from its parts, without joining them first."""
+        self._trace("sending", _message_name(code), "channel", channel_id, "length", size)
+        with self._write_lock:
+            with self._buf_lock:
+                batch = self._pending
+                if batch:
+                    self._pending = []
+                    self._pending_bytes = 0
+            try:
+                if batch:
+                    self._write(b"".join(batch))
+                self._write(parts)
+            except (OSError, ValueError) as exc:
+                self._write_error = exc
+                raise OSError("cannot send to the host: %s" % exc) from exc
 
     # -- the channel table (callers hold self._lock) ----------------------
 
@@ -1673,7 +1697,7 @@ def serve_socket(clientsock, id="gw0", execmodel="thread", chdir=None, nice=None
     reader = clientsock.makefile("rb", buffering=_READ_BUFFER_SIZE)
     try:
         clientsock.sendall(b"1")
-        gateway = WorkerGateway(id, execmodel, reader.read, clientsock.sendall)
+        gateway = WorkerGateway(id, execmodel, reader.read, _socket_writer(clientsock))
         gateway.serve(on_finished=lambda: _shutdown_socket(clientsock))
     except OSError:
         pass  # the host is gone
@@ -1748,12 +1772,26 @@ def _exit_after_hangup(fd):
 def _fd_writer(fd):
     """A function writing all of its data to fd, looping on partial writes.
 
+    The data is bytes, or a list of bytes-like parts written as one (writev).
     The first write of _GROW_PIPE_AT bytes or more grows the pipe (Linux).
     """
     write = os.write
+    writev = getattr(os, "writev", None)
     small = [True]
 
     def write_all(data):
+        if type(data) is list:
+            size = sum(map(len, data))
+            if small and size >= _GROW_PIPE_AT:
+                small.clear()
+                _grow_pipe(fd)
+            if writev is None or len(data) > 512:
+                data = b"".join(data)
+            else:
+                written = writev(fd, data)
+                if written < size:  # interrupted: the rest the plain way
+                    write_all(memoryview(b"".join(data))[written:])
+                return
         if small and len(data) >= _GROW_PIPE_AT:
             small.clear()
             _grow_pipe(fd)
@@ -1764,6 +1802,16 @@ def _fd_writer(fd):
                 written += write(fd, view[written:])
 
     return write_all
+
+
+def _socket_writer(sock):
+    """A function sending all of its data (bytes, or a list of parts) on sock."""
+    sendall = sock.sendall
+
+    def send(data):
+        sendall(b"".join(data) if type(data) is list else data)
+
+    return send
 
 
 def _grow_pipe(fd):
