@@ -1,7 +1,9 @@
 //! Gateways: one connection to one worker process, carrying many channels.
 //!
 //! Each gateway has a reader thread that writes the bootstrap line, waits for the ready
-//! byte, then reads frames and hands them to channels (queue or callback). Writes happen
+//! byte, then reads frames and hands them to channels (queue or callback); a thread
+//! blocked in `receive` may read the frames itself while the stream is free (see
+//! `GatewayInner::read_for`), which spares a thread hand-off per item. Writes happen
 //! on the caller's thread, one `write` per frame, under a lock; frames sent before the
 //! worker is ready are kept and written as soon as it is, so `makegateway` returns
 //! without waiting for the interpreter to start. A second thread passes the worker's
