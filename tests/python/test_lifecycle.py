@@ -317,7 +317,8 @@ def test_serve_socket(socket_server, execmodel):
         (info,) = host.run(RINFO)
         assert info["pid"] == server.pid
         channel = host.exec_("for item in channel:\n    channel.send(item)")
-        for value in [1, "two", b"three" * 1000, [4.0, (5,)]]:
+        # b"six": a frame big enough to be written from its parts (writev on pipes)
+        for value in [1, "two", b"three" * 1000, [4.0, (5,)], b"six" * 100000]:
             host.send_data(channel, value)
             assert host.receive(channel) == value
         host.send(GATEWAY_TERMINATE)

@@ -1067,7 +1067,10 @@ class WorkerGateway:
         self._flush(frame)
 
     def _flush(self, frame=None):
-        """Write the queued frames, then frame (if any), in one piece where sensible."""
+        """Write the queued frames, then frame (if any), in one piece where sensible.
+
+        frame is bytes, or a list of parts that the writer writes as one (writev).
+        """
         with self._write_lock:
             with self._buf_lock:
                 batch = self._pending
@@ -1076,7 +1079,7 @@ class WorkerGateway:
                     self._pending_bytes = 0
             try:
                 if batch:
-                    if frame is not None and len(frame) <= _COALESCE_LIMIT:
+                    if frame is not None and type(frame) is not list and len(frame) <= _COALESCE_LIMIT:
                         batch.append(frame)
                         frame = None
                     self._write(b"".join(batch) if len(batch) > 1 else batch[0])
@@ -1132,19 +1135,7 @@ class WorkerGateway:
     def _write_parts(self, parts, code, channel_id, size):
         """Write a big frame from its parts, without joining them first."""
         self._trace("sending", _message_name(code), "channel", channel_id, "length", size)
-        with self._write_lock:
-            with self._buf_lock:
-                batch = self._pending
-                if batch:
-                    self._pending = []
-                    self._pending_bytes = 0
-            try:
-                if batch:
-                    self._write(b"".join(batch))
-                self._write(parts)
-            except (OSError, ValueError) as exc:
-                self._write_error = exc
-                raise OSError("cannot send to the host: %s" % exc) from exc
+        self._flush(parts)
 
     # -- the channel table (callers hold self._lock) ----------------------
 
