@@ -721,29 +721,37 @@ impl GatewayInner {
     // keeps off the stream for SELF_READ_DEFER at a time, so that the receiver finds it
     // free when it comes back for its next item.
 
-    /// The reader thread: the next frame a receiver handed over, or None when it should
-    /// read the stream itself; waits while receivers read for themselves.
-    fn next_handed(&self) -> Option<Incoming> {
+    /// The reader thread: waits while receivers read for themselves and handed nothing
+    /// over. True when something was handed over.
+    fn wait_turn(&self) -> bool {
         let mut ctl = lock(&self.reading);
         loop {
-            if let Some(incoming) = ctl.handed.pop_front() {
-                return Some(incoming);
+            if !ctl.handed.is_empty() {
+                return true;
             }
             match ctl.self_read_at {
                 Some(at) if at.elapsed() < SELF_READ_DEFER => {
                     let left = SELF_READ_DEFER.saturating_sub(at.elapsed());
                     ctl = self.reading_cv.wait_timeout(ctl, left).unwrap_or_else(|e| e.into_inner()).0;
                 }
-                _ => return None,
+                _ => return false,
             }
         }
     }
 
-    /// The reader thread, holding the stream: whether a receiver read meanwhile or
-    /// handed something over, so that it must look again before reading.
-    fn receivers_are_reading(&self) -> bool {
-        let ctl = lock(&self.reading);
-        !ctl.handed.is_empty() || ctl.self_read_at.is_some_and(|at| at.elapsed() < SELF_READ_DEFER)
+    /// The reader thread, holding the stream: the next frame handed over; else, unless
+    /// a receiver read meanwhile (then None: look again), the next frame of the stream.
+    fn next_incoming(&self, r: &mut BufReader<Box<dyn Read + Send>>) -> Option<Incoming> {
+        {
+            let mut ctl = lock(&self.reading);
+            if let Some(incoming) = ctl.handed.pop_front() {
+                return Some(incoming);
+            }
+            if ctl.self_read_at.is_some_and(|at| at.elapsed() < SELF_READ_DEFER) {
+                return None;
+            }
+        }
+        Some(self.read_incoming(r))
     }
 
     /// The reader thread: leave the stream to the receiver just served for a while.
@@ -1179,30 +1187,28 @@ fn read_until_end(inner: &GatewayInner, reader: Box<dyn Read + Send>, bootstrap:
     }
     *lock(&inner.read_side) = Some(r);
     let reason = loop {
-        let incoming = match inner.next_handed() {
-            Some(incoming) => incoming,
-            None => {
-                // Backpressure: with too much queued, stop reading until the host catches up.
-                inner.budget.wait_for_room();
-                let mut side = lock(&inner.read_side);
-                if inner.receivers_are_reading() {
-                    continue;
-                }
-                let r = side.as_mut().expect("the reader thread owns the stream");
-                inner.read_incoming(r)
-            }
+        if !inner.wait_turn() {
+            // Backpressure: with too much queued, stop reading until the host catches up.
+            inner.budget.wait_for_room();
+        }
+        // Frames are dispatched with the stream held, as receivers do with theirs: a
+        // frame read later can never be handled first.
+        let mut side = lock(&inner.read_side);
+        let Some(incoming) = inner.next_incoming(side.as_mut().expect("the reader thread owns the stream")) else {
+            continue;
         };
-        match incoming {
+        let served_a_waiter = match incoming {
             Incoming::End(reason) => break reason,
             Incoming::Frame(header, payload) => match inner.dispatch(header.code, header.channel, payload) {
                 Err(e) => break format!("bad {} frame from the worker: {e}", header.code.name()),
-                // The receiver just served, if no other waits, will likely be back for
-                // its next item soon and can read it itself.
-                Ok(true) if inner.reader_fd.is_some() && inner.waiting.load(Ordering::Relaxed) == 1 => {
-                    inner.defer_to_receiver()
-                }
-                Ok(_) => {}
+                Ok(served) => served,
             },
+        };
+        drop(side);
+        // The receiver just served, if no other waits, will likely be back for its next
+        // item soon and can read it itself.
+        if served_a_waiter && inner.reader_fd.is_some() && inner.waiting.load(Ordering::Relaxed) == 1 {
+            inner.defer_to_receiver();
         }
     };
     inner.reading_ended.store(true, Ordering::Relaxed);

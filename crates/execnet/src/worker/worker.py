@@ -1418,35 +1418,36 @@ class WorkerGateway:
         return None
 
     def _receive_frames(self):
-        """The reading thread: read and handle frames; return why reading stopped."""
+        """The reading thread: read and handle frames; return why reading stopped.
+
+        Frames are handled with the token held, as receivers handle theirs: a
+        frame read later can never be handled first.
+        """
         token = self._read_token
         handed = self._handed
         read_frame = self._read_frame
         handle_frame = self._handle_frame
         waiting = self._waiting
         while True:
-            if not handed.empty():
-                frame = handed.get()
-            else:
-                if self._last_self_read and _monotonic() - self._last_self_read < _DEFER_SECONDS:
-                    self._reader_wakeup.acquire(timeout=_DEFER_SECONDS)
-                    continue
-                if not token.acquire(False) and not token.acquire(timeout=_DEFER_SECONDS):
-                    continue
-                try:
-                    if not handed.empty() or (
-                        self._last_self_read and _monotonic() - self._last_self_read < _DEFER_SECONDS
-                    ):
-                        continue  # a receiver read meanwhile (finally releases the token)
-                    frame = read_frame()
-                finally:
-                    token.release()
-            code, channel_id, payload = frame
-            if code is None:
-                return channel_id
-            reason = handle_frame(code, channel_id, payload)
-            if reason is not None:
-                return reason
+            if handed.empty() and self._last_self_read and _monotonic() - self._last_self_read < _DEFER_SECONDS:
+                self._reader_wakeup.acquire(timeout=_DEFER_SECONDS)
+                continue
+            if not token.acquire(False) and not token.acquire(timeout=_DEFER_SECONDS):
+                continue
+            try:
+                if not handed.empty():
+                    code, channel_id, payload = handed.get()
+                elif self._last_self_read and _monotonic() - self._last_self_read < _DEFER_SECONDS:
+                    continue  # a receiver read meanwhile (finally releases the token)
+                else:
+                    code, channel_id, payload = read_frame()
+                if code is None:
+                    return channel_id
+                reason = handle_frame(code, channel_id, payload)
+                if reason is not None:
+                    return reason
+            finally:
+                token.release()
             if waiting and code == CHANNEL_DATA and len(waiting) == 1:
                 channel = self._channels.get(channel_id)
                 if channel in waiting:
