@@ -998,6 +998,8 @@ impl GatewayInner {
         if self.exiting.swap(true, Ordering::SeqCst) {
             return;
         }
+        // The worker's end must be read at once, not after a deferral to receivers.
+        self.wake_reader();
         // The reader must drain the worker's output so that the worker can end.
         self.budget.release();
         let mut w = lock(&self.writer);
@@ -1167,6 +1169,7 @@ fn read_until_end(inner: &GatewayInner, reader: Box<dyn Read + Send>, bootstrap:
             );
         }
     }
+    drop(bootstrap); // about 180 KB with the cached worker code: not kept for the gateway's life
     let mut r = BufReader::with_capacity(64 * 1024, reader);
     let mut first = [0u8; 1];
     match r.read(&mut first) {

@@ -43,6 +43,7 @@ import struct
 import sys
 import threading
 import time
+import _thread
 
 try:  # the C queue, without queue.py and heapq (~1 ms of every start-up)
     from _queue import Empty, SimpleQueue
@@ -851,8 +852,7 @@ class _ThreadPool:
                 self._idle -= 1
                 self._calls.put((function, args))
                 return
-        thread = threading.Thread(target=self._work, args=(function, args), name="execnet-exec", daemon=True)
-        thread.start()
+        _start_thread(self._work, function, args)
 
     def _work(self, function, args):
         while True:
@@ -1062,7 +1062,7 @@ class WorkerGateway:
                     self._flush_wanted.release()
                     if not self._flusher_started:
                         self._flusher_started = True
-                        _start_thread(self._flusher_main, "execnet-flusher")
+                        _start_thread(self._flusher_main)
                 return
         self._flush(frame)
 
@@ -1520,7 +1520,7 @@ class WorkerGateway:
         self._sigint = False
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        import signal
+        signal = _signal_module()
 
         def on_sigint(signum, frame):
             self._sigint = True
@@ -1560,7 +1560,7 @@ class WorkerGateway:
             self._trace("interrupting the execution in thread", ident)
             try:
                 if ident == main:
-                    import signal
+                    signal = _signal_module()
 
                     if threading.get_ident() != main and hasattr(signal, "pthread_kill"):
                         signal.pthread_kill(main, signal.SIGINT)
@@ -1758,7 +1758,7 @@ def _exit_after_hangup(fd):
         time.sleep(_SHUTDOWN_DEADLINE_SECONDS)
         _exit_now(0)
 
-    threading.Thread(target=watch, name="execnet-hangup-watch", daemon=True).start()
+    _start_thread(watch)
 
 
 def _fd_writer(fd):
@@ -1818,9 +1818,26 @@ def _grow_pipe(fd):
         pass  # not a pipe, or over the per-user pipe budget: keep the pipe as it is
 
 
-def _start_thread(function, name):
-    """Start function in a daemon thread."""
-    threading.Thread(target=function, name=name, daemon=True).start()
+def _start_thread(function, *args):
+    """Run function(*args) in a new thread, without waiting for it to start.
+
+    A bare _thread thread, as execnet's own worker starts them: it never keeps
+    the process alive, and threading.Thread.start() would make the caller wait
+    for the new thread to run first (a thread switch, on start-up's path).
+    """
+    _thread.start_new_thread(function, args)
+
+
+def _signal_module():
+    """The C signal module (signal.py imports enum: ~2 ms on the way out)."""
+    try:
+        import _signal
+
+        return _signal
+    except ImportError:
+        import signal
+
+        return signal
 
 
 def _set_nodelay(sock):
