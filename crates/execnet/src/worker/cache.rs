@@ -31,6 +31,10 @@ use super::WORKER_SOURCE;
 /// The environment variable that names the cache directory (empty or `off`: no cache).
 pub const CACHE_DIR_ENV: &str = "EXECNET_RS_CACHE_DIR";
 
+/// How many entries a cache directory keeps (the most recently written): one per
+/// interpreter and worker version, so old ones pile up as either changes.
+const KEEP_ENTRIES: usize = 16;
+
 /// Cache files larger than this are ignored (the worker's code is about 110 KB).
 const MAX_ENTRY_BYTES: u64 = 8 << 20;
 
@@ -91,6 +95,7 @@ pub fn lookup(python: &str) -> CacheEntry {
         None => {
             // The worker writes the file; it needs the directory.
             if make_private_dir(&dir) {
+                prune(&dir, KEEP_ENTRIES);
                 CacheEntry { path: Some(path), code: None }
             } else {
                 CacheEntry::default()
@@ -113,6 +118,34 @@ fn read_entry(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let valid = text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
     valid.then_some(text)
+}
+
+/// Removes all but the `keep` newest entries, and temporary files a minute old (left by
+/// a worker that died while writing).
+fn prune(dir: &Path, keep: usize) {
+    let Ok(listing) = std::fs::read_dir(dir) else { return };
+    let mut entries = Vec::new();
+    for item in listing.flatten() {
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("worker-") {
+            continue;
+        }
+        let Ok(modified) = item.metadata().and_then(|m| m.modified()) else { continue };
+        if name.ends_with(".tmp") {
+            if modified.elapsed().is_ok_and(|age| age.as_secs() > 60) {
+                let _ = std::fs::remove_file(item.path());
+            }
+        } else if name.ends_with(".b64") {
+            entries.push((modified, item.path()));
+        }
+    }
+    if entries.len() > keep {
+        entries.sort();
+        for (_, path) in &entries[..entries.len() - keep] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn make_private_dir(dir: &Path) -> bool {
@@ -167,6 +200,29 @@ mod tests {
         std::fs::write(&bad, "").unwrap();
         assert_eq!(read_entry(&bad), None);
         assert_eq!(read_entry(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_entries_and_fresh_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for i in 0..5 {
+            let path = dir.path().join(format!("worker-{i}.b64"));
+            std::fs::write(&path, "QQ==").unwrap();
+            let modified = old + std::time::Duration::from_secs(i);
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(modified).unwrap();
+        }
+        let stale_tmp = dir.path().join("worker-x.b64.7.tmp");
+        std::fs::write(&stale_tmp, "").unwrap();
+        std::fs::File::options().write(true).open(&stale_tmp).unwrap().set_modified(old).unwrap();
+        let fresh_tmp = dir.path().join("worker-y.b64.8.tmp");
+        std::fs::write(&fresh_tmp, "").unwrap();
+        std::fs::write(dir.path().join("unrelated"), "").unwrap();
+        prune(dir.path(), 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["unrelated", "worker-3.b64", "worker-4.b64", "worker-y.b64.8.tmp"]);
     }
 
     #[test]
