@@ -852,7 +852,9 @@ class _ThreadPool:
                 self._idle -= 1
                 self._calls.put((function, args))
                 return
-        _start_thread(self._work, function, args)
+        # threading.Thread.start() returns once the thread runs: an execution the host
+        # was told about (STATUS counts it) has its thread going before a shutdown.
+        threading.Thread(target=self._work, args=(function, args), name="execnet-exec", daemon=True).start()
 
     def _work(self, function, args):
         while True:
@@ -1291,7 +1293,11 @@ class WorkerGateway:
 
     def _run_exec(self, channel, source, file_name, call_name, kwargs):
         """Run one execution (in the thread the execmodel chose) and close its channel."""
-        if self._finished:  # queued, but the gateway shut down before it could start
+        if self._finished and self._main_queue is not None:
+            # Queued behind others in the main thread, and the gateway shut down before
+            # its turn.  (In execmodel "thread" each execution has its thread from the
+            # start: a thread that only gets to run after the shutdown began still runs
+            # the code, which finds its channels ended.)
             error_text = "execution cancelled: the worker shut down before it started"
         else:
             self._trace("exec starts on channel", channel.id)
