@@ -200,7 +200,9 @@ impl ChannelState {
             return inner.send_closed;
         }
         match &reason {
-            EndReason::Closed | EndReason::RemoteError(_) | EndReason::Lost(_) => inner.send_closed = true,
+            EndReason::Closed | EndReason::RemoteError(_) | EndReason::Lost(_) => {
+                inner.send_closed = true
+            }
             _ => {}
         }
         // A local close only ended the queue for this side; the peer's reason is more
@@ -343,7 +345,8 @@ impl Channel {
         // The state lock is not held while writing: a write can block on a full pipe
         // while the worker waits for our reader, which needs that lock to deliver.
         let len = buf.len() - wire::frame::HEADER_LEN;
-        buf[..wire::frame::HEADER_LEN].copy_from_slice(&wire::frame::encode_header(Code::ChannelData, self.id(), len));
+        buf[..wire::frame::HEADER_LEN]
+            .copy_from_slice(&wire::frame::encode_header(Code::ChannelData, self.id(), len));
         gw.write_raw(buf)
     }
 
@@ -514,22 +517,24 @@ impl Channel {
         let mut ended = false;
         let f: Callback = Box::new(move |d: Delivery| match d {
             Delivery::Item(_) if failed || ended => {}
-            Delivery::Item(payload) => match wire::with_gateway(uid, || wire::de::from_payload::<T>(&payload)) {
-                Ok(item) => f(Some(item)),
-                Err(e) => {
-                    failed = true;
-                    tracing::warn!(channel = id, "callback item did not decode: {e}");
-                    if let Some(state) = weak_state.upgrade() {
-                        let mut inner = state.lock();
-                        if inner.ended.is_none() {
-                            inner.ended = Some(EndReason::LocalError(e.to_string()));
-                            state.cond.notify_all();
+            Delivery::Item(payload) => {
+                match wire::with_gateway(uid, || wire::de::from_payload::<T>(&payload)) {
+                    Ok(item) => f(Some(item)),
+                    Err(e) => {
+                        failed = true;
+                        tracing::warn!(channel = id, "callback item did not decode: {e}");
+                        if let Some(state) = weak_state.upgrade() {
+                            let mut inner = state.lock();
+                            if inner.ended.is_none() {
+                                inner.ended = Some(EndReason::LocalError(e.to_string()));
+                                state.cond.notify_all();
+                            }
                         }
+                        ended = true;
+                        f(None);
                     }
-                    ended = true;
-                    f(None);
                 }
-            },
+            }
             Delivery::End if !ended => {
                 ended = true;
                 f(None);
@@ -540,7 +545,10 @@ impl Channel {
         let state = &self.h.state;
         let mut inner = state.lock();
         if inner.callback.is_some() {
-            return Err(Error::Io(std::io::Error::other(format!("channel {} already has a callback", state.id))));
+            return Err(Error::Io(std::io::Error::other(format!(
+                "channel {} already has a callback",
+                state.id
+            ))));
         }
         inner.callback = Some(cb.clone());
         // Lock the callback before releasing the state so that the reader thread, which
@@ -659,7 +667,9 @@ pub struct ChannelWriter {
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.channel.send(serde_bytes::Bytes::new(buf)).map_err(std::io::Error::other)?;
+        self.channel
+            .send(serde_bytes::Bytes::new(buf))
+            .map_err(std::io::Error::other)?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -684,7 +694,10 @@ impl ChannelReader {
                 Ok(other) => {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        format!("channel {} sent {other} where str or bytes was expected", self.channel.id()),
+                        format!(
+                            "channel {} sent {other} where str or bytes was expected",
+                            self.channel.id()
+                        ),
                     ))
                 }
                 Err(Error::EndOfChannel { .. }) => return Ok(false),
@@ -734,7 +747,10 @@ impl<'de> serde::Deserialize<'de> for Channel {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a channel")
             }
-            fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Channel, D::Error> {
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<Channel, D::Error> {
                 use serde::Deserialize;
                 let (uid, id) = <(u64, i32)>::deserialize(d)?;
                 super::lookup_channel(uid, id).map_err(serde::de::Error::custom)

@@ -27,9 +27,9 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
         key: if spec.python().is_some() { "python" } else { "popen" }.into(),
         program: python.into(),
         reason: match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                format!("{python:?} was not found on PATH; name an installed interpreter with python=...")
-            }
+            std::io::ErrorKind::NotFound => format!(
+                "{python:?} was not found on PATH; name an installed interpreter with python=..."
+            ),
             std::io::ErrorKind::PermissionDenied => format!("{python:?} is not executable"),
             _ => e.to_string(),
         },

@@ -190,11 +190,14 @@ pub(crate) fn split_host_port(addr: &str) -> std::result::Result<(&str, u16), St
         let (host, after) = rest
             .split_once(']')
             .ok_or_else(|| format!("{addr:?}: an IPv6 address needs its closing bracket, as in [::1]:8888"))?;
-        let port = after.strip_prefix(':').ok_or_else(|| format!("{addr:?}: the port is missing, as in [::1]:8888"))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| format!("{addr:?}: the port is missing, as in [::1]:8888"))?;
         (host, port)
     } else {
-        let (host, port) =
-            addr.rsplit_once(':').ok_or_else(|| format!("{addr:?} is not HOST:PORT (for example 127.0.0.1:8888)"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{addr:?} is not HOST:PORT (for example 127.0.0.1:8888)"))?;
         if host.contains(':') {
             return Err(format!("{addr:?}: put an IPv6 address in brackets, as in [::1]:8888"));
         }
@@ -239,7 +242,9 @@ pub(crate) fn connect(spec: &XSpec, config: &WorkerConfig) -> Result<Connection>
     let connect_timeout = seconds(spec, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)?;
     let handshake_timeout = seconds(spec, "handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)?;
     let token = match spec.get("token_file") {
-        Some(path) => Some(auth::read_token_file(path.as_ref()).map_err(|e| spawn_error(spec, addr, e.to_string()))?),
+        Some(path) => Some(
+            auth::read_token_file(path.as_ref()).map_err(|e| spawn_error(spec, addr, e.to_string()))?,
+        ),
         None => None,
     };
     let target = Target::parse(addr).map_err(|reason| spec.invalid(reason))?;
@@ -249,8 +254,7 @@ pub(crate) fn connect(spec: &XSpec, config: &WorkerConfig) -> Result<Connection>
     }
     // Until the ready byte arrives, reads time out (see ReadyReader).
     stream.set_read_timeout(Some(handshake_timeout))?;
-    let reader =
-        ReadyReader { stream: stream.try_clone()?, waiting: true, timeout: handshake_timeout, pending: Vec::new() };
+    let reader = ReadyReader { stream: stream.try_clone()?, waiting: true, timeout: handshake_timeout, pending: Vec::new() };
     let closer = stream.try_clone()?;
     Ok(Connection {
         reader: Box::new(reader),
@@ -331,10 +335,7 @@ fn answer_challenge(stream: &Stream, token: &[u8], timeout: Duration) -> std::re
     match verdict.strip_prefix(auth::REFUSED) {
         Some(reason) => Err(format!("the server refused the connection:{}", reason.trim_end())),
         None if verdict.is_empty() => Err("the server closed the connection during the token handshake".into()),
-        None => Err(format!(
-            "the server answered {:?} to the token handshake",
-            verdict.chars().take(80).collect::<String>()
-        )),
+        None => Err(format!("the server answered {:?} to the token handshake", verdict.chars().take(80).collect::<String>())),
     }
 }
 
@@ -364,7 +365,10 @@ impl ReadyReader {
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                return Err(io::Error::new(e.kind(), "the server reset the connection before the worker was ready"))
+                return Err(io::Error::new(
+                    e.kind(),
+                    "the server reset the connection before the worker was ready",
+                ))
             }
             Err(e) => return Err(e),
         };
@@ -577,9 +581,15 @@ mod tests {
 
     #[test]
     fn parses_addresses() {
-        assert_eq!(Target::parse("127.0.0.1:8888").unwrap(), Target::Tcp { host: "127.0.0.1".into(), port: 8888 });
+        assert_eq!(
+            Target::parse("127.0.0.1:8888").unwrap(),
+            Target::Tcp { host: "127.0.0.1".into(), port: 8888 }
+        );
         assert_eq!(Target::parse("[::1]:0").unwrap(), Target::Tcp { host: "::1".into(), port: 0 });
-        assert_eq!(Target::parse("localhost:1").unwrap(), Target::Tcp { host: "localhost".into(), port: 1 });
+        assert_eq!(
+            Target::parse("localhost:1").unwrap(),
+            Target::Tcp { host: "localhost".into(), port: 1 }
+        );
         assert_eq!(Target::parse("unix:/tmp/s").unwrap(), Target::Unix("/tmp/s".into()));
         for bad in ["", "host", "::1:80", "[::1]80", "[::1", ":80", "h:99999", "h:x", "unix:"] {
             assert!(Target::parse(bad).is_err(), "{bad}");

@@ -94,7 +94,8 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
         program: SSH_PROGRAM.into(),
         reason: match e.kind() {
             std::io::ErrorKind::NotFound => {
-                "the OpenSSH client `ssh` was not found on PATH (Debian: apt-get install openssh-client)".into()
+                "the OpenSSH client `ssh` was not found on PATH (Debian: apt-get install openssh-client)"
+                    .into()
             }
             _ => e.to_string(),
         },
@@ -123,7 +124,8 @@ pub(crate) struct SshTarget {
 
 impl SshTarget {
     pub(crate) fn from_spec(spec: &XSpec) -> Result<SshTarget> {
-        let host_args: Vec<String> = spec.ssh().unwrap_or("").split_whitespace().map(str::to_string).collect();
+        let host_args: Vec<String> =
+            spec.ssh().unwrap_or("").split_whitespace().map(str::to_string).collect();
         if host_args.is_empty() {
             return Err(spec.invalid("ssh= needs a host, as in ssh=user@host or ssh=-p 2222 host"));
         }
@@ -203,7 +205,8 @@ impl SshTarget {
 
 /// Quotes `s` as one word for a POSIX shell (single quotes unless it is plain).
 pub(crate) fn sh_quote(s: &str) -> String {
-    let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    let plain = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
     if plain {
         return s.to_string();
     }
@@ -235,9 +238,10 @@ pub(crate) fn explain(info: &mut LostInfo, ready: bool, host: &str, python: &str
             "the remote shell on {host} could not run the interpreter {python:?} (exit status 126): \
              is it an executable Python 3?"
         ),
-        (true, Some(255)) => {
-            format!("the ssh connection to {host} broke ({}; ssh exited with status 255)", info.reason)
-        }
+        (true, Some(255)) => format!(
+            "the ssh connection to {host} broke ({}; ssh exited with status 255)",
+            info.reason
+        ),
         _ => return,
     };
     info.reason = reason;
@@ -251,7 +255,11 @@ pub(crate) fn classify(stderr: &str) -> &'static str {
         "unknown host (ssh could not resolve its name)"
     } else if any(&["host key verification failed", "remote host identification has changed"]) {
         "the host key could not be verified (see known_hosts and StrictHostKeyChecking)"
-    } else if any(&["permission denied", "too many authentication failures", "no supported authentication methods"]) {
+    } else if any(&[
+        "permission denied",
+        "too many authentication failures",
+        "no supported authentication methods",
+    ]) {
         "authentication refused (check the user name, the key or agent, and the server's authorized_keys)"
     } else if any(&["connection refused"]) {
         "host unreachable (connection refused: nothing listens at that address and port)"
@@ -317,8 +325,10 @@ fn share_dir(shares: &mut Shares) -> std::io::Result<PathBuf> {
     let pid = std::process::id();
     let mut attempt = 0u32;
     loop {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let dir = base.join(format!("execnet-ssh-{pid}-{:x}", nanos ^ attempt));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {
@@ -474,7 +484,11 @@ mod tests {
     #[test]
     fn quoting_survives_a_posix_shell() {
         for word in ["plain", "", "a b", "it's", "$HOME", "a\"b\\c", BOOTSTRAP_ONELINER, "x;y|z&"] {
-            let out = Command::new("sh").arg("-c").arg(format!("printf %s {}", sh_quote(word))).output().unwrap();
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", sh_quote(word)))
+                .output()
+                .unwrap();
             assert_eq!(String::from_utf8(out.stdout).unwrap(), word, "{}", sh_quote(word));
         }
         assert_eq!(sh_quote("python3"), "python3");
@@ -482,7 +496,8 @@ mod tests {
 
     #[test]
     fn session_command_line() {
-        let t = SshTarget::from_spec(&spec("ssh=-p 2222 user@host//ssh_config=/etc/cfg//dont_write_bytecode")).unwrap();
+        let t = SshTarget::from_spec(&spec("ssh=-p 2222 user@host//ssh_config=/etc/cfg//dont_write_bytecode"))
+            .unwrap();
         let args = t.session_args(None);
         assert_eq!(&args[..6], ["-C", "-T", "-F", "/etc/cfg", "-p", "2222"]);
         assert_eq!(args[6], "user@host");

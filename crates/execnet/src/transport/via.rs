@@ -174,7 +174,11 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
             let args = RelayArgs { argv: target.command_line(), env: BTreeMap::new(), own_python: false };
             (args, program, Some(target.explainer()))
         }
-        other => return Err(spec.invalid(format!("via= works with popen and ssh specs, not with {other}"))),
+        other => {
+            return Err(spec.invalid(format!(
+                "via= works with popen and ssh specs, not with {other}"
+            )))
+        }
     };
     let channel = via.remote_exec(Source::call(RELAY_SOURCE, "relay", &args)?)?;
     let end = Arc::new(RelayEnd::default());

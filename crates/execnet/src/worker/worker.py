@@ -911,7 +911,10 @@ def _execute(channel, source, file_name, call_name, kwargs):
     """Run one CHANNEL_EXEC task; return None, or the error text to close with.
 
     An EOFError escaping the code (typically a receive() on a channel the
-    host closed) ends the execution quietly, like a normal return.
+    host closed) ends the execution quietly, like a normal return.  A
+    KeyboardInterrupt during the gateway's shutdown (which interrupts the
+    executions still running) returns _LEAVE_OPEN: no CLOSE_ERROR, the host
+    learns of the end from the gateway's loss, as for code the exit cuts short.
     """
     try:
         code = compile(source + "\n", file_name or "<remote exec>", "exec", dont_inherit=True)
@@ -924,6 +927,10 @@ def _execute(channel, source, file_name, call_name, kwargs):
             function(channel, **kwargs)
     except EOFError:
         return None
+    except KeyboardInterrupt as exc:
+        if channel.gateway._finished:
+            return _LEAVE_OPEN
+        return _format_exception(exc)
     except BaseException as exc:  # report everything, SystemExit included
         return _format_exception(exc)
     return None
@@ -1308,11 +1315,6 @@ class WorkerGateway:
             finally:
                 self._running.discard(ident)
             self._trace("exec ends on channel", channel.id, "with an error" if error_text else "")
-            last_line = (error_text or "").rstrip().rsplit("\n", 1)[-1]
-            if self._finished and last_line.startswith("KeyboardInterrupt"):
-                # Interrupted by the shutdown: no CLOSE_ERROR, the host learns of the
-                # end from the gateway's loss, as for code the exit cuts short.
-                error_text = _LEAVE_OPEN
         self._finish_exec(channel, error_text)
 
     def _finish_exec(self, channel, error_text):
@@ -1778,25 +1780,24 @@ def _fd_writer(fd):
     small = [True]
 
     def write_all(data):
-        if type(data) is list:
-            size = sum(map(len, data))
-            if small and size >= _GROW_PIPE_AT:
-                small.clear()
-                _grow_pipe(fd)
+        parts = type(data) is list
+        size = sum(map(len, data)) if parts else len(data)
+        if small and size >= _GROW_PIPE_AT:
+            small.clear()
+            _grow_pipe(fd)
+        if parts:
             if writev is None or len(data) > 512:
                 data = b"".join(data)
+                written = write(fd, data)
             else:
                 written = writev(fd, data)
                 if written < size:  # interrupted: the rest the plain way
-                    write_all(memoryview(b"".join(data))[written:])
-                return
-        if small and len(data) >= _GROW_PIPE_AT:
-            small.clear()
-            _grow_pipe(fd)
-        written = write(fd, data)
-        if written < len(data):
+                    data = b"".join(data)
+        else:
+            written = write(fd, data)
+        if written < size:
             view = memoryview(data)
-            while written < len(data):
+            while written < size:
                 written += write(fd, view[written:])
 
     return write_all
