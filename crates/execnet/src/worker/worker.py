@@ -970,6 +970,7 @@ class WorkerGateway:
         self._read_token = threading.Lock()  # held while reading a frame (see _read_for)
         self._handed = SimpleQueue()  # frames a receiver read for the reading thread
         self._last_self_read = 0.0  # when a receiver last read for itself
+        self._reading_over = False  # set once the reading thread stopped: nobody reads
         self._waiting = set()  # channels whose receive() waits for their queue
         self._reader_wakeup = threading.Lock()  # released to wake the reading thread
         self._reader_wakeup.acquire()
@@ -1449,10 +1450,10 @@ class WorkerGateway:
                     continue  # a receiver read meanwhile (finally releases the token)
                 else:
                     code, channel_id, payload = read_frame()
-                if code is None:
-                    return channel_id
-                reason = handle_frame(code, channel_id, payload)
+                reason = channel_id if code is None else handle_frame(code, channel_id, payload)
                 if reason is not None:
+                    # Set while the token is held: no receiver starts reading after this.
+                    self._reading_over = True
                     return reason
             finally:
                 token.release()
@@ -1476,7 +1477,7 @@ class WorkerGateway:
         try:
             if not channel._items.empty():
                 return True
-            if self._finished or not self._handed.empty():
+            if self._reading_over or not self._handed.empty():
                 return False
             code, channel_id, payload = frame = self._read_frame()
             if channel_id == channel.id and code in _RECEIVER_CODES:
