@@ -437,6 +437,27 @@ impl Channel {
         self.close_inner(Code::ChannelCloseError, &payload)
     }
 
+    /// Tells the peer that this side sends no more (CHANNEL_LAST_MESSAGE): remote
+    /// receives end with `EOFError` once the items sent before are drained, while this
+    /// side keeps receiving until the peer closes. Sending afterwards is an error;
+    /// calling it again, or after `close`, does nothing.
+    pub fn close_sending(&self) -> Result<()> {
+        let state = &self.h.state;
+        {
+            let mut inner = state.lock();
+            if inner.send_closed {
+                return Ok(());
+            }
+            inner.send_closed = true;
+        }
+        let res = self.h.gateway.inner.send_frame(Code::ChannelLastMessage, state.id, &[]);
+        self.h.gateway.inner.forget_if_done(state);
+        match res {
+            Err(Error::GatewayLost(_)) => Ok(()),
+            other => other,
+        }
+    }
+
     fn close_inner(&self, code: Code, payload: &[u8]) -> Result<()> {
         let state = &self.h.state;
         let mut inner = state.lock();

@@ -10,6 +10,7 @@
 //! stderr on to ours and keeps its tail for error reports.
 
 pub mod channel;
+pub mod output;
 pub mod source;
 
 use std::collections::{HashMap, VecDeque};
