@@ -3,14 +3,38 @@
 //! A spec is a list of `key=value` or bare `key` (meaning true) items separated by `//`.
 //! The first key usually names the transport (`popen`, `ssh=HOST`, `socket=HOST:PORT`);
 //! the others configure the worker. `env:NAME=value` items set environment variables of
-//! the remote process. Keys are not checked against a fixed list: unknown keys are kept
-//! and can be read with [`XSpec::get`], so that tools built on top can carry their own.
+//! the remote process. Keys that take a value ([`VALUED_KEYS`]: `chdir`, `python`, …) are
+//! refused bare or empty. Unknown keys are kept and can be read with [`XSpec::get`], so
+//! that tools built on top can carry their own; [`XSpec::warnings`] names them, with the
+//! known key they most resemble (`pyhton`: did you mean `python`?).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+
+/// Keys that need a value (`key=value`): given bare or empty, the spec is refused.
+pub const VALUED_KEYS: &[&str] = &[
+    "ssh",
+    "socket",
+    "python",
+    "chdir",
+    "nice",
+    "id",
+    "via",
+    "installvia",
+    "execmodel",
+    "ssh_config",
+    "token_file",
+    "connect_timeout",
+    "handshake_timeout",
+    "queue_limit",
+    "max_message",
+];
+
+/// Keys that are flags: bare, or with a value (`ssh_share` takes an optional one).
+pub const FLAG_KEYS: &[&str] = &["popen", "dont_write_bytecode", "ssh_share"];
 
 /// How the worker runs remote executions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,6 +115,31 @@ impl XSpec {
     /// All items in order (bare keys have the value None), without `env:` items.
     pub fn items(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
         self.items.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
+    }
+
+    /// The keys this crate does not know (neither [`VALUED_KEYS`] nor [`FLAG_KEYS`]), in
+    /// the order written.
+    pub fn unknown_keys(&self) -> Vec<&str> {
+        self.items
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !VALUED_KEYS.contains(k) && !FLAG_KEYS.contains(k))
+            .collect()
+    }
+
+    /// One message per unknown key, with the known key it most resembles, for example
+    /// `unknown key "pyhton" in spec "popen//pyhton=python3" (did you mean "python"?)`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.unknown_keys()
+            .into_iter()
+            .map(|key| {
+                let hint = match suggest_key(key) {
+                    Some(known) => format!(" (did you mean {known:?}?)"),
+                    None => String::new(),
+                };
+                format!("unknown key {key:?} in spec {:?}{hint}: execnet does not use it", self.raw)
+            })
+            .collect()
     }
 
     /// Environment variables given as `env:NAME=value`.
@@ -248,9 +297,44 @@ impl FromStr for XSpec {
             if items.iter().any(|(k, _)| k == key) {
                 return Err(invalid(format!("duplicate key {key:?}")));
             }
+            if VALUED_KEYS.contains(&key) && value.map_or(true, |v| v.trim().is_empty()) {
+                return Err(invalid(format!("{key} needs a value, as in {}", example_of(key))));
+            }
             items.push((key.to_string(), value.map(str::to_string)));
         }
         Ok(XSpec { raw: s.to_string(), items, env })
+    }
+}
+
+/// The known key closest to `key` (by Jaro-Winkler similarity), if one is close enough.
+pub fn suggest_key(key: &str) -> Option<&'static str> {
+    VALUED_KEYS
+        .iter()
+        .chain(FLAG_KEYS)
+        .map(|known| (strsim::jaro_winkler(key, known), *known))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, known)| known)
+}
+
+fn example_of(key: &str) -> &'static str {
+    match key {
+        "ssh" => "ssh=user@host",
+        "socket" => "socket=127.0.0.1:8888",
+        "python" => "python=python3",
+        "chdir" => "chdir=/tmp/work",
+        "nice" => "nice=10",
+        "id" => "id=web1",
+        "via" => "via=gw0",
+        "installvia" => "installvia=gw0",
+        "execmodel" => "execmodel=thread",
+        "ssh_config" => "ssh_config=~/.ssh/config",
+        "token_file" => "token_file=/path/to/token",
+        "connect_timeout" => "connect_timeout=10",
+        "handshake_timeout" => "handshake_timeout=30",
+        "queue_limit" => "queue_limit=67108864",
+        "max_message" => "max_message=1048576",
+        _ => "key=value",
     }
 }
 
@@ -302,6 +386,30 @@ mod tests {
         assert_eq!(spec.get("missing"), None);
         assert_eq!(spec.transport().unwrap(), "ssh");
         assert_eq!(spec.to_string(), "ssh=wyvern//python=python2.4//chdir=mycache//custom");
+    }
+
+    #[test]
+    fn valued_keys_given_bare_or_empty_are_refused() {
+        for (spec, key) in [("popen//chdir", "chdir"), ("popen//python=", "python"), ("popen//nice", "nice"), ("ssh", "ssh"), ("popen//id= ", "id")] {
+            let e = spec.parse::<XSpec>().unwrap_err().to_string();
+            assert!(e.contains(&format!("{key} needs a value, as in {key}=")), "{spec}: {e}");
+        }
+        // Flags stay flags.
+        let spec: XSpec = "popen//dont_write_bytecode//ssh_share".parse().unwrap();
+        assert!(spec.dont_write_bytecode() && spec.has("ssh_share"));
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_and_named_with_a_suggestion() {
+        let spec: XSpec = "popen//pyhton=python3//chdr=/tmp//myflag//env:X=1".parse().unwrap();
+        assert_eq!(spec.unknown_keys(), ["pyhton", "chdr", "myflag"]);
+        assert_eq!(spec.get("pyhton"), Some("python3"), "still readable");
+        let w = spec.warnings();
+        assert_eq!(w.len(), 3);
+        assert!(w[0].contains("unknown key \"pyhton\"") && w[0].ends_with("(did you mean \"python\"?): execnet does not use it"), "{}", w[0]);
+        assert!(w[1].contains("(did you mean \"chdir\"?)"), "{}", w[1]);
+        assert!(!w[2].contains("did you mean"), "{}", w[2]);
+        assert!("popen//python=python3//id=a".parse::<XSpec>().unwrap().warnings().is_empty());
     }
 
     #[test]
