@@ -8,8 +8,18 @@ use execnet::Group;
 use crate::{start_gateways, SpecArgs};
 
 pub(crate) fn info(args: SpecArgs) -> ExitCode {
+    let (hosts, warnings) = match crate::hosts::plan(&args.specs, &args.hosts) {
+        Ok(plan) => plan,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in &warnings {
+        eprintln!("execnet: warning: {w}");
+    }
     let group = Group::new();
-    let gateways = match start_gateways(&group, &args.specs()) {
+    let gateways = match start_gateways(&group, &hosts) {
         Ok(g) => g,
         Err(msg) => {
             eprintln!("{msg}");

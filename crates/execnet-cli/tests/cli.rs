@@ -21,8 +21,9 @@ fn run_prints_python_literals() {
 fn run_json_lines() {
     let out = execnet(&["run", "--json", "-c", "channel.send({'a': (1, 2), 'b': None})"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
-    assert_eq!(v, serde_json::json!({"a": [1, 2], "b": null}));
+    let first = text(&out.stdout).lines().next().unwrap_or_default().to_string();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v, serde_json::json!({"gateway": "gw0", "item": {"a": [1, 2], "b": null}}));
 }
 
 #[test]

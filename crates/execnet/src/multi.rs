@@ -59,12 +59,21 @@ impl Group {
     }
 
     /// Starts a gateway for `spec` (a string such as `"popen//python=python3"`, or an
-    /// [`crate::XSpec`]) and adds it to the group.
+    /// [`crate::XSpec`]) and adds it to the group. Gateways that were lost leave the group
+    /// then, so that their ids can be given again (to retry a host, say).
     pub fn makegateway(&self, spec: impl ToXSpec) -> Result<Gateway> {
         let spec = spec.to_xspec()?;
+        let mut gone = Vec::new(); // lost gateways leave the group (their ids are free again)
         let id = {
             let mut m = self.lock();
-            m.list.retain(|member| member.gateway().is_some());
+            m.list.retain(|member| match member.gateway() {
+                Some(gw) if gw.is_alive() => true,
+                Some(gw) => {
+                    gone.push(gw);
+                    false
+                }
+                None => false,
+            });
             let id = match spec.id() {
                 Some(id) => id.to_string(),
                 None => loop {
@@ -80,6 +89,7 @@ impl Group {
             }
             id
         };
+        drop(gone); // outside the lock: dropping the last handle reaps the process
         let gw = match spec.via() {
             Some(via) => {
                 let via_gw = self.get(via).ok_or_else(|| {

@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 /// Keys that need a value (`key=value`): given bare or empty, the spec is refused.
 pub const VALUED_KEYS: &[&str] = &[
     "ssh",
-    "socket",
     "python",
     "chdir",
     "nice",
@@ -33,8 +32,9 @@ pub const VALUED_KEYS: &[&str] = &[
     "max_message",
 ];
 
-/// Keys that are flags: bare, or with a value (`ssh_share` takes an optional one).
-pub const FLAG_KEYS: &[&str] = &["popen", "dont_write_bytecode", "ssh_share"];
+/// Keys that may be given bare: flags, and `socket` (bare with `installvia=ID`, a value
+/// otherwise; `ssh_share` takes an optional value).
+pub const FLAG_KEYS: &[&str] = &["popen", "socket", "dont_write_bytecode", "ssh_share"];
 
 /// How the worker runs remote executions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -220,7 +220,7 @@ fn missing_remote_python_is_named() {
 
 #[test]
 fn bad_ssh_specs_are_rejected() {
-    for (spec, needle) in [("ssh=", "needs a host"), ("ssh= //python=python3", "needs a host")] {
+    for (spec, needle) in [("ssh=", "ssh needs a value, as in ssh=user@host"), ("ssh= //python=python3", "ssh needs a value")] {
         let err = execnet::makegateway(spec).unwrap_err();
         assert!(err.to_string().contains(needle), "{spec}: {err}");
     }

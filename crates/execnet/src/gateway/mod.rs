@@ -290,12 +290,30 @@ impl Gateway {
     /// once (without waiting for the code to start). The code sees the other end as the
     /// global `channel`.
     pub fn remote_exec(&self, source: impl Into<Source>) -> Result<Channel> {
-        let source = source.into();
         let channel = self.newchannel()?;
+        self.send_exec(&channel, source.into())?;
+        Ok(channel)
+    }
+
+    /// Like [`Gateway::remote_exec`] with [`Channel::set_callback_with_endmarker`] in
+    /// place before the code starts: every item the code sends goes to `callback` (on
+    /// the reader thread, in the order of the worker's frames, also relative to the
+    /// callbacks of other channels), then `endmarker` once the channel closes.
+    pub fn remote_exec_with_callback<T, F>(&self, source: impl Into<Source>, callback: F, endmarker: T) -> Result<Channel>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+        F: FnMut(T) + Send + 'static,
+    {
+        let channel = self.newchannel()?;
+        channel.set_callback_with_endmarker(callback, endmarker)?;
+        self.send_exec(&channel, source.into())?;
+        Ok(channel)
+    }
+
+    fn send_exec(&self, channel: &Channel, source: Source) -> Result<()> {
         let mut payload = Vec::with_capacity(source.code.len() + 64);
         ser::to_payload(&source.payload_tuple(), &mut payload)?;
-        self.inner.send_frame(Code::ChannelExec, channel.id(), &payload)?;
-        Ok(channel)
+        self.inner.send_frame(Code::ChannelExec, channel.id(), &payload)
     }
 
     /// A new channel with no code attached; send it inside data to give it to remote code.

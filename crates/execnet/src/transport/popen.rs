@@ -20,6 +20,10 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     }
     cmd.arg("-c").arg(BOOTSTRAP_ONELINER);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A process group of its own: a Ctrl-C at the terminal reaches the host only, which
+    // ends its gateways in order (terminate, then SIGINT to code still running), instead
+    // of every worker dying at once in the middle of whatever it was doing.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     // The environment applies from the interpreter's start (PYTHONPATH and the like).
     cmd.envs(spec.env());
     let child = cmd.spawn().map_err(|e| Error::Spawn {

@@ -517,13 +517,14 @@ mod tests {
 
     #[test]
     fn bad_ssh_specs() {
+        // Valued keys given bare or empty are refused when the spec is parsed.
         for (s, needle) in [
-            ("ssh=", "needs a host"),
-            ("ssh", "needs a host"),
-            ("ssh=h//ssh_config", "needs a file"),
-            ("ssh=h//python= ", "python= is empty"),
+            ("ssh=", "ssh needs a value"),
+            ("ssh", "ssh needs a value"),
+            ("ssh=h//ssh_config", "ssh_config needs a value"),
+            ("ssh=h//python= ", "python needs a value"),
         ] {
-            let err = SshTarget::from_spec(&spec(s)).unwrap_err().to_string();
+            let err = s.parse::<XSpec>().unwrap_err().to_string();
             assert!(err.contains(needle), "{s}: {err}");
         }
         assert_eq!(share_persist(&spec("ssh=h//ssh_share")).unwrap(), Some(60));
