@@ -206,9 +206,10 @@ for example in crates/execnet/examples/*.rs; do
     cargo run -q -p execnet --example "$name" "${LOCKED[@]}"
 done
 
-# The same popen integration tests again, with the worker running on PyPy.
-stage "cargo test (popen tests, worker on PyPy)"
-EXECNET_TEST_PYTHON="$EXECNET_TEST_PYPY" cargo test -p execnet --test popen "${LOCKED[@]}"
+# The same popen integration tests again, with the worker (and the output capture it
+# runs for `execnet run`) on PyPy.
+stage "cargo test (popen and output tests, worker on PyPy)"
+EXECNET_TEST_PYTHON="$EXECNET_TEST_PYPY" cargo test -p execnet --test popen --test output "${LOCKED[@]}"
 
 # ---- 4. Python tests of the worker ----------------------------------------------------------
 

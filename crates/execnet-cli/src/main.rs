@@ -53,7 +53,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run code on every gateway in parallel and print what it sends.
+    /// Run code on every gateway in parallel and print what it sends and prints.
     #[command(after_help = "Items go to stdout, one per line, and so does what the code prints \
         to stdout; its stderr and tracebacks go to stderr. With several gateways every line \
         starts with [ID] (remote output is passed on in whole lines). --json prints one JSON \
@@ -99,7 +99,7 @@ pub(crate) struct RunArgs {
     /// A Python file to run instead of -c.
     #[arg(value_name = "FILE", required_unless_present = "code")]
     pub(crate) file: Option<PathBuf>,
-    /// Print items as JSON lines instead of Python literals.
+    /// Print one JSON object per line (items, remote output, errors, statuses) instead of text.
     #[arg(long)]
     pub(crate) json: bool,
     /// Give up (and exit with status 2) after this many seconds.
