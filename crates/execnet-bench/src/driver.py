@@ -209,7 +209,52 @@ def meta():
     }
 
 
+# The "imports" row: a package of 20 modules (each importing a helper) and two stdlib
+# packages, imported by the remote code; here (execnet) from a PYTHONPATH the worker
+# reads itself, on the execnet-rs side forwarded from the host (scenarios.rs).
+BENCHPKG_MODULES = 20
+IMPORTS_CODE = "import json, email.message, benchpkg\nchannel.send((json.dumps([1]), benchpkg.total()))"
+
+
+def write_benchpkg(root):
+    pkg = os.path.join(root, "benchpkg")
+    os.makedirs(pkg, exist_ok=True)
+    names = ["mod%d" % i for i in range(BENCHPKG_MODULES)]
+    files = {
+        "__init__.py": "from . import %s\n\ndef total():\n    return sum(m.VALUE for m in (%s,))\n"
+        % (", ".join(names), ", ".join(names)),
+        "util.py": "def helper(x):\n    return 2 * x\n",
+    }
+    for i, name in enumerate(names):
+        files[name + ".py"] = "from .util import helper\nVALUE = helper(%d)\n" % i
+    for name, text in files.items():
+        with open(os.path.join(pkg, name), "w") as f:
+            f.write(text)
+
+
+def imports(spec, p):
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="execnet-bench-")
+    try:
+        write_benchpkg(root)
+        spec = spec + "//env:PYTHONPATH=" + root
+        samples = []
+        for _ in range(p["inner"]):
+            t0 = clock()
+            gw = execnet.makegateway(spec)
+            ch = gw.remote_exec(IMPORTS_CODE)
+            assert ch.receive() == ("[1]", 2 * sum(range(BENCHPKG_MODULES)))
+            end(gw)
+            samples.append(clock() - t0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return samples, {}
+
+
 SCENARIOS = {
+    "imports": imports,
     "startup": startup,
     "roundtrip": roundtrip,
     "stream": stream,

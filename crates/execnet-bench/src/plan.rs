@@ -155,6 +155,18 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             target: Some(Target::RatioAtMost(0.4)),
         },
         Scenario {
+            id: "imports",
+            kind: "imports",
+            transport: Transport::Popen,
+            host: Host::Rust,
+            what: "start, import json + email.message + a 22-module package, first result, exit: \
+                   forwarded from the host (execnet-rs) vs local imports (execnet)",
+            reps: reps(5),
+            params: Params { inner: q(5, 2), ..Default::default() },
+            metric: TIME_MS,
+            target: None,
+        },
+        Scenario {
             id: "taskfarm",
             kind: "taskfarm",
             transport: Transport::Popen,

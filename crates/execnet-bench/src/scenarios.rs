@@ -46,6 +46,7 @@ fn get(v: Option<usize>, name: &str) -> Result<usize> {
 pub fn run(name: &str, spec: &str, p: &Params) -> Result<SideRun> {
     match name {
         "startup" => startup(spec, get(p.inner, "inner")?),
+        "imports" => imports(spec, get(p.inner, "inner")?),
         "roundtrip" => roundtrip(spec, get(p.n, "n")?),
         "stream" => stream(spec, get(p.n, "n")?),
         "bulk" => bulk(spec, get(p.n, "n")?, get(p.size, "size")?),
@@ -99,6 +100,63 @@ fn startup(spec: &str, inner: usize) -> Result<SideRun> {
         drop(ch);
     }
     Ok(SideRun { samples, extra: Default::default() })
+}
+
+/// The package of driver.py's `write_benchpkg`, written by the same rules.
+fn write_benchpkg(root: &std::path::Path) -> Result<()> {
+    const MODULES: usize = 20;
+    let pkg = root.join("benchpkg");
+    std::fs::create_dir_all(&pkg)?;
+    let names: Vec<String> = (0..MODULES).map(|i| format!("mod{i}")).collect();
+    let list = names.join(", ");
+    std::fs::write(
+        pkg.join("__init__.py"),
+        format!("from . import {list}\n\ndef total():\n    return sum(m.VALUE for m in ({list},))\n"),
+    )?;
+    std::fs::write(pkg.join("util.py"), "def helper(x):\n    return 2 * x\n")?;
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(pkg.join(format!("{name}.py")), format!("from .util import helper\nVALUE = helper({i})\n"))?;
+    }
+    Ok(())
+}
+
+/// Time to the first result of code importing json, email.message and a 22-module
+/// package, all forwarded from the host (execnet imports them locally: driver.py).
+fn imports(spec: &str, inner: usize) -> Result<SideRun> {
+    let dir = tempfile::tempdir()?;
+    write_benchpkg(dir.path())?;
+    let xspec = execnet::XSpec::new(spec)?;
+    let python = xspec.python().unwrap_or("python3");
+    let out = std::process::Command::new(python)
+        .args(["-c", "import json, os; print(os.path.dirname(os.path.dirname(json.__file__)))"])
+        .output()?;
+    let stdlib = String::from_utf8(out.stdout)?.trim().to_string();
+    let forwarding = execnet::ImportForwarding::new([std::path::PathBuf::from(&stdlib), dir.path().to_path_buf()])
+        .only(["json", "email", "benchpkg"])
+        .prefer_host(true);
+    let code = "import json, email.message, benchpkg\nchannel.send((json.dumps([1]), benchpkg.total()))";
+    let mut samples = Vec::with_capacity(inner);
+    let mut stats = execnet::ImportStats::default();
+    for _ in 0..inner {
+        let t0 = Instant::now();
+        let gw = execnet::makegateway(spec)?;
+        let server = gw.forward_imports(forwarding.clone())?;
+        let ch = gw.remote_exec(code)?;
+        let (text, total): (String, i64) = ch.receive()?;
+        ensure!(text == "[1]" && total == 380, "unexpected result {text} {total}");
+        gw.exit()?;
+        samples.push(secs(t0.elapsed()));
+        stats = server.stats();
+    }
+    Ok(SideRun {
+        samples,
+        extra: extra(&[
+            ("round_trips", stats.requests.into()),
+            ("modules", stats.modules.into()),
+            ("prefetched", stats.prefetched.into()),
+            ("bytes", stats.bytes.into()),
+        ]),
+    })
 }
 
 fn roundtrip(spec: &str, n: usize) -> Result<SideRun> {

@@ -38,6 +38,7 @@ pub mod xspec;
 
 pub use error::{Error, LostInfo, Result};
 pub use gateway::channel::{Channel, ChannelReader, ChannelWriter};
+pub use gateway::imports::{ImportForwarding, ImportServer, ImportStats};
 pub use gateway::output::{Output, OutputCapture, OutputStream};
 pub use gateway::{Gateway, RInfo, RemoteStatus, Source, WeakGateway, DEFAULT_EXIT_TIMEOUT};
 pub use multi::{default_group, makegateway, Group, MultiChannel, ReceiveQueue};

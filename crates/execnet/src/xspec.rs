@@ -30,11 +30,13 @@ pub const VALUED_KEYS: &[&str] = &[
     "handshake_timeout",
     "queue_limit",
     "max_message",
+    "import_path",
 ];
 
 /// Keys that may be given bare: flags, and `socket` (bare with `installvia=ID`, a value
 /// otherwise; `ssh_share` takes an optional value).
-pub const FLAG_KEYS: &[&str] = &["popen", "socket", "dont_write_bytecode", "ssh_share"];
+pub const FLAG_KEYS: &[&str] =
+    &["popen", "socket", "dont_write_bytecode", "ssh_share", "forward_imports", "prefer_host_imports"];
 
 /// How the worker runs remote executions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -334,6 +336,7 @@ fn example_of(key: &str) -> &'static str {
         "handshake_timeout" => "handshake_timeout=30",
         "queue_limit" => "queue_limit=67108864",
         "max_message" => "max_message=1048576",
+        "import_path" => "import_path=/home/me/src:/opt/lib",
         _ => "key=value",
     }
 }

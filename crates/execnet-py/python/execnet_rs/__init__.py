@@ -9,6 +9,7 @@
 """
 
 import atexit
+import os
 import inspect
 import queue
 import sys
@@ -379,6 +380,10 @@ class Group:
             spec += f"//python={sys.executable}"
         if parsed.execmodel is None and self.remote_execmodel != "thread":
             spec += f"//execmodel={self.remote_execmodel}"
+        if parsed.forward_imports and parsed.import_path is None:
+            # Imports are served from what this interpreter can import.
+            roots = [p for p in sys.path if p and os.path.isdir(p)]
+            spec += "//import_path=" + os.pathsep.join(roots)
         gw = Gateway(self._core.makegateway(spec), self)
         self._gateways.append(gw)
         return gw

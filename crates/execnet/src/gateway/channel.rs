@@ -589,6 +589,15 @@ impl Channel {
         Ok(())
     }
 
+    /// Turns this channel into one that a service of the library (import forwarding)
+    /// answers on for the gateway's whole life: its handles may all be dropped without
+    /// closing it (with the callback that takes its items left in place), and the
+    /// returned sender sends on it without keeping the gateway alive.
+    pub(crate) fn into_service(self) -> ServiceSender {
+        self.h.state.lock().send_closed = true; // dropping the handles sends nothing
+        ServiceSender { gateway: Arc::downgrade(&self.h.gateway.inner), id: self.id() }
+    }
+
     /// A writer that sends what is written as `bytes` items (`std::io::Write`), like
     /// execnet's `makefile("w")`. Closing (dropping) it does not close the channel.
     pub fn makefile_writer(&self) -> ChannelWriter {
@@ -651,6 +660,23 @@ fn end_error(id: i32, reason: &EndReason, receiving: bool) -> Error {
         EndReason::LocalError(msg) => Error::data_format(msg.clone(), None),
         _ if receiving => Error::EndOfChannel { id },
         _ => Error::ChannelClosed { id },
+    }
+}
+
+/// Sends items on a channel made a service channel by [`Channel::into_service`].
+pub(crate) struct ServiceSender {
+    gateway: std::sync::Weak<crate::gateway::GatewayInner>,
+    id: i32,
+}
+
+impl ServiceSender {
+    pub(crate) fn send<T: Serialize + ?Sized>(&self, item: &T) -> Result<()> {
+        let Some(gw) = self.gateway.upgrade() else {
+            return Err(Error::ChannelClosed { id: self.id });
+        };
+        let mut payload = Vec::with_capacity(256);
+        wire::with_gateway(gw.uid, || wire::ser::to_payload(item, &mut payload))?;
+        gw.send_frame(Code::ChannelData, self.id, &payload)
     }
 }
 

@@ -10,6 +10,7 @@
 //! stderr on to ours and keeps its tail for error reports.
 
 pub mod channel;
+pub mod imports;
 pub mod output;
 pub mod source;
 
@@ -209,7 +210,11 @@ impl Gateway {
             (None, "socket") => transport::socket::connect(spec, &config)?,
             (None, other) => return Err(spec.invalid(format!("unknown transport {other}"))),
         };
-        Ok(Gateway::from_connection(spec.with_id(id), id, conn))
+        let gw = Gateway::from_connection(spec.with_id(id), id, conn);
+        if let Some(forwarding) = imports::ImportForwarding::from_spec(spec)? {
+            gw.forward_imports(forwarding)?;
+        }
+        Ok(gw)
     }
 
     /// A popen gateway on this machine with the default interpreter.
