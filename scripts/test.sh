@@ -206,10 +206,10 @@ for example in crates/execnet/examples/*.rs; do
     cargo run -q -p execnet --example "$name" "${LOCKED[@]}"
 done
 
-# The same popen integration tests again, with the worker (and the output capture it
-# runs for `execnet run`) on PyPy.
-stage "cargo test (popen and output tests, worker on PyPy)"
-EXECNET_TEST_PYTHON="$EXECNET_TEST_PYPY" cargo test -p execnet --test popen --test output "${LOCKED[@]}"
+# The same popen integration tests again, with the worker (and the output capture and
+# the import finder it runs) on PyPy.
+stage "cargo test (popen, output and import-forwarding tests, worker on PyPy)"
+EXECNET_TEST_PYTHON="$EXECNET_TEST_PYPY" cargo test -p execnet --test popen --test output --test imports "${LOCKED[@]}"
 
 # ---- 4. Python tests of the worker ----------------------------------------------------------
 
@@ -243,6 +243,33 @@ for mode in "-n 4" "-n 2 --dist loadfile"; do
     grep -q "xdist-client: execnet is execnet_rs" <<<"$out" \
         || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
 done
+
+# Import forwarding: the workers run an interpreter with nothing installed (a venv made
+# --without-pip); pytest, pluggy and execnet reach them from this host over the import
+# channel (test_runs_on_the_bare_interpreter_with_forwarded_imports checks it), and the
+# same run without forward_imports fails for lack of pytest there.
+bare=$(mktemp -d)
+"$VENV/bin/python" -m venv --without-pip "$bare/venv"
+bare_python="$bare/venv/bin/python"
+if "$bare_python" -c "import pytest" 2>/dev/null; then
+    die "the bare interpreter $bare_python can import pytest: the run would prove nothing"
+fi
+echo "--- pytest --dist load --tx 2*popen//python=BARE//forward_imports (nothing installed in BARE)"
+status=0
+out=$(cd tests/xdist-client && XDIST_CLIENT_BARE_PYTHON="$bare_python" timeout 300 \
+      "$VENV/bin/python" -m pytest -p no:cacheprovider -v --dist load \
+      --tx "2*popen//python=$bare_python//forward_imports" tests 2>&1) || status=$?
+[ "$status" -eq 0 ] || { printf '%s\n' "$out"; rm -rf "$bare"; die "the import-forwarding xdist run failed (status $status)"; }
+printf '%s\n' "$out" | tail -n 1
+grep -q "PASSED tests/test_a.py::test_runs_on_the_bare_interpreter_with_forwarded_imports" <<<"$out" \
+    || { printf '%s\n' "$out"; rm -rf "$bare"; die "the bare-interpreter check did not pass"; }
+status=0
+out=$(cd tests/xdist-client && timeout 120 "$VENV/bin/python" -m pytest -p no:cacheprovider -q \
+      --dist load --tx "1*popen//python=$bare_python" tests 2>&1) || status=$?
+rm -rf "$bare"
+[ "$status" -ne 0 ] && grep -q "No module named '_pytest'" <<<"$out" \
+    || { printf '%s\n' "$out"; die "without forward_imports the bare workers should lack pytest"; }
+echo "without forward_imports: the bare workers fail with No module named '_pytest' (as they must)"
 
 # --rsyncdir: xdist sends the project to the workers' chdir with execnet_rs's RSync, and
 # the workers run that copy (test_runs_from_the_rsynced_copy checks where it runs).
