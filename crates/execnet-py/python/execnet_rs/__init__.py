@@ -14,6 +14,7 @@ import inspect
 import queue
 import sys
 import textwrap
+import threading
 import types
 
 from . import _core
@@ -24,8 +25,14 @@ __all__ = [
     "makegateway", "Group", "Gateway", "Channel", "MultiChannel", "XSpec", "default_group",
     "dumps", "loads", "DataFormatError", "DumpError", "LoadError", "RemoteError",
     "TimeoutError", "HostNotFound", "GatewayLost", "PopenGateway", "SshGateway",
-    "SocketGateway", "RSync", "set_execmodel", "install_as_execnet",
+    "SocketGateway", "RSync", "set_execmodel", "install_as_execnet", "dump", "load",
+    "__version__",
 ]
+
+# The execnet release whose API this package provides (code that checks
+# execnet.__version__ sees it); execnet_rs's own version is __execnet_rs_version__.
+__version__ = "2.1.2"
+__execnet_rs_version__ = "0.1.0"
 
 
 class DumpError(DataFormatError):
@@ -57,6 +64,10 @@ def loads(data):
 # ---- channels (the Rust class, with the Python-only parts added) ------------------------
 
 Channel = _core.Channel
+
+# execnet's execution models, thread pool and file-based dump/load (they need the names
+# above).
+from .gateway_base import ExecModel, dump, get_execmodel, load  # noqa: E402
 NO_ENDMARKER_WANTED = object()
 
 
@@ -183,11 +194,26 @@ class XSpec:
 
     def __init__(self, string):
         self._spec = string
+        self._keys = {}  # attribute name: the key as written
         items, env = _core.parse_spec(string)
         self.env = dict(env)
         for key, value in items:
             if not key.startswith("env:"):
-                setattr(self, key.replace("-", "_"), True if value is None else value)
+                name = key.replace("-", "_")
+                self._keys[name] = key
+                setattr(self, name, True if value is None else value)
+
+    def _compose(self):
+        """The spec as its attributes say now (xdist sets ``id`` and ``chdir`` after
+        parsing), in the order the keys came: the string a gateway is made from."""
+        items = []
+        for name, value in vars(self).items():
+            if name.startswith("_") or name == "env" or value is None or value is False:
+                continue
+            key = self._keys.get(name, name)
+            items.append(key if value is True else f"{key}={value}")
+        items += [f"env:{k}={v}" for k, v in self.env.items()]
+        return "//".join(items)
 
     def __getattr__(self, name):
         if name.startswith("__"):
@@ -251,17 +277,21 @@ class Gateway:
 
     RemoteError = RemoteError
 
-    def __init__(self, core, group):
+    def __init__(self, core, group, spec=None):
         self._gw = core
         self._group = group
         self.id = core.id
-        self.spec = XSpec(core.spec)
+        # As execnet: the XSpec the gateway was made from (its id filled in), not the
+        # string given to the core, which carries python= and the like.
+        self.spec = spec if spec is not None else XSpec(core.spec)
+        if self.spec.id is None:
+            self.spec.id = core.id
         self._rinfo_cache = None
         _gateways[(id(group), core.id)] = self
 
     @property
     def execmodel(self):
-        return self.spec.execmodel or "thread"
+        return get_execmodel(self.spec.execmodel or "thread")
 
     @property
     def remoteaddress(self):
@@ -278,14 +308,11 @@ class Gateway:
             file_name = inspect.getsourcefile(source)
             source = inspect.getsource(source)
         elif isinstance(source, types.FunctionType):
-            code = source.__code__
-            if code.co_freevars:
-                raise ValueError(f"function {source.__name__} is not pure: it uses closure variables")
-            if not code.co_varnames or code.co_varnames[0] != "channel":
-                raise ValueError(f"function {source.__name__} must take channel as its first argument")
+            from .gateway import _source_of_function
+
             call_name = source.__name__
             file_name = inspect.getsourcefile(source)
-            source = textwrap.dedent(inspect.getsource(source))
+            source = _source_of_function(source)
         else:
             source = textwrap.dedent(str(source))
         if kwargs and call_name is None:
@@ -331,6 +358,8 @@ class Group:
     def __init__(self, xspecs=(), execmodel="thread"):
         self._core = _core.Group()
         self._gateways = []
+        self._id_counter = 0
+        self._id_lock = threading.Lock()
         self.set_execmodel(execmodel)
         for spec in xspecs:
             self.makegateway(spec)
@@ -340,12 +369,8 @@ class Group:
         gateways of the group use when their spec names none."""
         if self._gateways:
             raise ValueError("cannot set the execution model: the group already has gateways")
-        remote_execmodel = remote_execmodel or execmodel
-        for model in (execmodel, remote_execmodel):
-            if model not in ("thread", "main_thread_only"):
-                raise ValueError(f"execmodel {model!r} is not supported by execnet_rs")
-        self.execmodel = execmodel
-        self.remote_execmodel = remote_execmodel
+        self.execmodel = get_execmodel(execmodel)
+        self.remote_execmodel = get_execmodel(remote_execmodel or execmodel)
 
     def __repr__(self):
         return f"<Group {[gw.id for gw in self._gateways]!r}>"
@@ -373,8 +398,9 @@ class Group:
 
     def makegateway(self, spec=None):
         """Starts a gateway for `spec` (a string or XSpec; default ``popen``)."""
-        spec = str(spec) if spec is not None else "popen"
-        parsed = XSpec(spec)
+        parsed = spec if isinstance(spec, XSpec) else XSpec(str(spec) if spec else "popen")
+        self.allocate_id(parsed)
+        spec = parsed._compose()
         if parsed.popen and parsed.python is None and parsed.via is None and sys.executable:
             # As execnet: a popen gateway runs this interpreter unless told otherwise.
             spec += f"//python={sys.executable}"
@@ -384,13 +410,21 @@ class Group:
             # Imports are served from what this interpreter can import.
             roots = [p for p in sys.path if p and os.path.isdir(p)]
             spec += "//import_path=" + os.pathsep.join(roots)
-        gw = Gateway(self._core.makegateway(spec), self)
+        gw = Gateway(self._core.makegateway(spec), self, parsed)
         self._gateways.append(gw)
         return gw
 
     def allocate_id(self, spec):
+        """Gives `spec` the next free ``gwN`` id when it has none (as execnet: ids are
+        counted per group, so specs get distinct ids before any gateway exists)."""
         if spec.id is None:
-            spec.id = f"gw{len(self._gateways)}"
+            with self._id_lock:
+                while True:
+                    candidate = f"gw{self._id_counter}"
+                    self._id_counter += 1
+                    if candidate not in self:
+                        break
+                spec.id = candidate
 
     def _forget(self, gw):
         if gw in self._gateways:
@@ -514,14 +548,15 @@ SocketGateway = _SocketGatewayFactory()
 
 
 def install_as_execnet():
-    """Makes ``import execnet`` (and ``execnet.gateway_base``, ``execnet.multi``,
-    ``execnet.xspec``, ``execnet.gateway``) give this module's API in this process."""
+    """Makes ``import execnet`` and its modules (``execnet.gateway_base``,
+    ``execnet.gateway``, ``execnet.gateway_io``, ``execnet.multi``, ``execnet.xspec``,
+    ``execnet.rsync``) give execnet_rs in this process. For every interpreter of an
+    environment, subprocesses and pytest-xdist's workers included, use
+    ``python -m execnet_rs.standin install`` instead."""
+    import importlib
+
     me = sys.modules[__name__]
-    me.gateway_base = me
-    me.multi = me
-    me.xspec = me
-    me.gateway = me
-    me.ExecModel = str
-    for name in ("execnet", "execnet.gateway_base", "execnet.multi", "execnet.xspec", "execnet.gateway"):
-        sys.modules[name] = me
+    sys.modules["execnet"] = me
+    for name in ("gateway_base", "gateway", "gateway_io", "multi", "xspec", "rsync"):
+        sys.modules["execnet." + name] = importlib.import_module(f"{__name__}.{name}")
     return me

@@ -1,0 +1,160 @@
+"""execnet's module names and the behaviours that execnet's and pytest-xdist's own test
+suites showed missing from the bindings (each test names the cause it guards)."""
+
+import io
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import execnet_rs as execnet
+from execnet_rs import gateway, gateway_base, multi
+
+
+def test_specs_get_distinct_ids_before_any_gateway_exists():
+    # xdist allocates ids for all its specs first; all were "gw0" ("created: 1/1 worker").
+    group = execnet.Group()
+    specs = [execnet.XSpec("popen"), execnet.XSpec("popen")]
+    for spec in specs:
+        group.allocate_id(spec)
+    assert [s.id for s in specs] == ["gw0", "gw1"]
+    try:
+        gws = [group.makegateway(spec) for spec in specs]
+        assert [gw.id for gw in gws] == ["gw0", "gw1"]
+        # The gateway's spec is the one given, as execnet keeps it (no python= added).
+        assert gws[0].spec is specs[0]
+        assert gws[0].spec == execnet.XSpec("popen")
+    finally:
+        group.terminate(5)
+
+
+def test_attributes_set_on_a_spec_after_parsing_are_used(tmp_path):
+    # xdist sets spec.chdir and spec.id on parsed specs; they were ignored.
+    spec = execnet.XSpec("popen")
+    spec.chdir = str(tmp_path / "work")
+    spec.id = "mine"
+    gw = execnet.makegateway(spec)
+    try:
+        assert gw.id == "mine"
+        assert gw.remote_exec("import os; channel.send(os.getcwd())").receive(timeout=30) == str(tmp_path / "work")
+    finally:
+        gw.exit()
+
+
+def test_group_execmodel_is_an_execmodel():
+    group = execnet.Group(execmodel="main_thread_only")
+    assert group.execmodel.backend == "main_thread_only"
+    assert group.execmodel == "main_thread_only"
+    with pytest.raises(ValueError, match="eventlet"):
+        execnet.Group(execmodel="eventlet")
+
+
+def uses_a_global(channel):
+    channel.send(os.getpid())
+
+
+def uses_only_its_own_names(channel):
+    import os
+
+    squares = [n * n for n in range(3)]
+    channel.send((os.getpid() > 0, squares))
+
+
+def test_functions_using_globals_are_refused_before_sending():
+    gw = execnet.makegateway("popen")
+    try:
+        with pytest.raises(ValueError, match="globals") as info:
+            gw.remote_exec(uses_a_global)
+        assert info.value.args[1] == ["os"]
+        assert gw.remote_exec(uses_only_its_own_names).receive(timeout=30) == (True, [0, 1, 4])
+        with pytest.raises(ValueError, match="lambda"):
+            gateway._source_of_function(lambda channel: None)
+    finally:
+        gw.exit()
+
+
+def test_load_reads_exactly_one_object_from_a_stream():
+    f = io.BytesIO()
+    execnet.dump(f, {"a": [1, 2.5, b"x", ("t", None)]})
+    execnet.dump(f, 2**100)
+    f.seek(0)
+    assert execnet.load(f) == {"a": [1, 2.5, b"x", ("t", None)]}
+    assert execnet.load(f) == 2**100
+    with pytest.raises(execnet.DataFormatError, match="ended"):
+        execnet.load(f)
+    with pytest.raises(execnet.DataFormatError):
+        execnet.load(io.BytesIO(execnet.dumps("abc")[:-2]))
+
+
+def test_worker_pool_and_safe_terminate():
+    pool = gateway_base.WorkerPool(gateway_base.get_execmodel("thread"))
+    assert pool.spawn(lambda: 42).get(timeout=5) == 42
+    reply = pool.spawn(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        reply.get(timeout=5)
+    slow = pool.spawn(time.sleep, 0.3)
+    with pytest.raises(OSError):
+        slow.get(timeout=0.01)
+    assert pool.waitall(timeout=5)
+    pool.trigger_shutdown()
+    with pytest.raises(ValueError, match="shutting down"):
+        pool.spawn(lambda: None)
+
+    killed = []
+    multi.safe_terminate("thread", 0.2, [(lambda: time.sleep(2), lambda: killed.append(1))] * 3)
+    multi.safe_terminate("thread", 2, [(lambda: None, lambda: killed.append(2))] * 3)
+    assert killed == [1, 1, 1]
+
+
+def test_execnet_worker_internals_say_they_are_not_provided():
+    with pytest.raises(NotImplementedError, match="no Message"):
+        gateway_base.Message(0, 1, b"")
+
+
+def test_install_as_execnet_registers_the_modules():
+    code = (
+        "import execnet_rs; execnet_rs.install_as_execnet()\n"
+        "import execnet, execnet.gateway_base, execnet.multi\n"
+        "from execnet.gateway_io import popen_bootstrapline\n"
+        "from execnet.gateway import Gateway\n"
+        "assert execnet is execnet_rs and execnet.gateway_base.WorkerPool\n"
+        "print(execnet.multi.Group is execnet_rs.Group)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_standin_reaches_every_interpreter_of_an_environment(tmp_path):
+    # A venv seeing this one's packages, without the execnet package: after
+    # `python -m execnet_rs.standin install`, a fresh interpreter's `import execnet`
+    # is execnet_rs (what xdist's popen workers and subprocesses rely on).
+    import execnet_rs as pkg
+
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    python = str(env_dir / "bin" / "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    # execnet_rs itself, from where this interpreter has it (not the execnet package).
+    with open(os.path.join(site, "execnet_rs_here.pth"), "w") as f:
+        f.write(os.path.dirname(os.path.dirname(pkg.__file__)) + "\n")
+    run = lambda *args: subprocess.run([python, *args], capture_output=True, text=True, timeout=60)
+    assert run("-c", "import execnet").returncode != 0
+    out = run("-m", "execnet_rs.standin", "install")
+    assert out.returncode == 0, out.stderr
+    out = run("-c", "import execnet, execnet.gateway_base; print(execnet.__name__, execnet.gateway_base.__name__)")
+    assert out.stdout.split() == ["execnet_rs", "execnet_rs.gateway_base"], out.stderr
+    assert "installed" in run("-m", "execnet_rs.standin", "status").stdout
+    assert run("-m", "execnet_rs.standin", "uninstall").returncode == 0
+    assert run("-c", "import execnet").returncode != 0
+    # With the execnet package present it refuses (one would shadow the other).
+    fake = os.path.join(site, "execnet")
+    os.makedirs(fake)
+    open(os.path.join(fake, "__init__.py"), "w").close()
+    out = run("-m", "execnet_rs.standin", "install")
+    assert out.returncode != 0 and "uninstall it first" in out.stderr
