@@ -158,3 +158,29 @@ def test_standin_reaches_every_interpreter_of_an_environment(tmp_path):
     open(os.path.join(fake, "__init__.py"), "w").close()
     out = run("-m", "execnet_rs.standin", "install")
     assert out.returncode != 0 and "uninstall it first" in out.stderr
+
+
+def test_remote_error_formatted_and_syntax_errors_read_as_tracebacks():
+    gw = execnet.makegateway("popen")
+    try:
+        with pytest.raises(execnet.RemoteError) as info:
+            gw.remote_exec("def foo()\n    pass").receive(timeout=30)
+        assert info.value.formatted.startswith("Traceback (most recent call last):")
+        assert "SyntaxError" in info.value.formatted
+    finally:
+        gw.exit()
+
+
+def test_private_names_are_not_spec_keys_and_defaultspec_is_used():
+    spec = execnet.XSpec("popen//chdir=/tmp")
+    assert not hasattr(spec, "_xyz")
+    assert spec.nokey is None
+    group = execnet.Group()
+    group.defaultspec = "not-a-transport"
+    with pytest.raises(ValueError):
+        group.makegateway()
+    group.defaultspec = "popen"
+    gw = group.makegateway()
+    assert list(group) == [gw]
+    group._cleanup_atexit()
+    assert len(group) == 0

@@ -188,3 +188,28 @@ def test_remote_failure_raises_and_releases_the_other_target(two_gateways, sourc
     while gw2.remote_status().numexecuting and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gw2.remote_status().numexecuting == 0
+
+
+def test_directory_permissions_are_copied_even_read_only_ones(tmp_path):
+    # execnet's own suite (test_rsync.py::test_permissions) found directories created
+    # with the default mode.
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    (src / "private").mkdir(parents=True)
+    (src / "private" / "f").write_text("x")
+    (src / "private").chmod(0o700)
+    (src / "frozen").mkdir()
+    (src / "frozen" / "g").write_text("y")
+    (src / "frozen").chmod(0o555)
+    gw = execnet.makegateway("popen")
+    try:
+        rsync = execnet.RSync(src, verbose=False)
+        rsync.add_target(gw, dest)
+        rsync.send()
+        assert (dest / "private").stat().st_mode & 0o777 == 0o700
+        assert (dest / "frozen").stat().st_mode & 0o777 == 0o555
+        assert (dest / "frozen" / "g").read_text() == "y"
+    finally:
+        gw.exit()
+        for d in (src / "frozen", dest / "frozen"):
+            if d.exists():
+                d.chmod(0o755)

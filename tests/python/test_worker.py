@@ -247,6 +247,8 @@ def test_file_name_is_used(worker):
 def test_syntax_error_reported(worker):
     text = worker.expect_close_error(worker.exec_("def broken(:\n    pass"))
     assert "SyntaxError" in text
+    # A traceback like any other remote error (execnet's callers check the header).
+    assert text.startswith("Traceback (most recent call last):"), text
 
 
 def test_call_name_with_kwargs(worker):

@@ -118,6 +118,8 @@ Channel.setcallback = _channel_setcallback
 Channel.makefile = _channel_makefile
 Channel.gateway = property(_channel_gateway)
 Channel.RemoteError = RemoteError
+# execnet's RemoteError.formatted: the remote traceback text.
+RemoteError.formatted = property(lambda self: str(self.args[0]) if self.args else "")
 Channel.TimeoutError = TimeoutError
 
 
@@ -216,7 +218,7 @@ class XSpec:
         return "//".join(items)
 
     def __getattr__(self, name):
-        if name.startswith("__"):
+        if name.startswith("_"):  # keys never start with "_": private names are not keys
             raise AttributeError(name)
         return None
 
@@ -396,9 +398,14 @@ class Group:
     def __iter__(self):
         return iter(list(self._gateways))
 
+    defaultspec = "popen"
+
     def makegateway(self, spec=None):
-        """Starts a gateway for `spec` (a string or XSpec; default ``popen``)."""
-        parsed = spec if isinstance(spec, XSpec) else XSpec(str(spec) if spec else "popen")
+        """Starts a gateway for `spec` (a string or XSpec; default: the group's
+        ``defaultspec``, ``popen``)."""
+        if not spec:
+            spec = self.defaultspec
+        parsed = spec if isinstance(spec, XSpec) else XSpec(str(spec))
         self.allocate_id(parsed)
         spec = parsed._compose()
         if parsed.popen and parsed.python is None and parsed.via is None and sys.executable:
@@ -432,6 +439,9 @@ class Group:
 
     def remote_exec(self, source, **kwargs):
         return MultiChannel([gw.remote_exec(source, **kwargs) for gw in self])
+
+    def _cleanup_atexit(self):
+        self.terminate(timeout=1.0)
 
     def terminate(self, timeout=None):
         self._core.terminate(timeout)

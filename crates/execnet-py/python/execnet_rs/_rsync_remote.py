@@ -5,7 +5,7 @@ The conversation on the channel, each item a plain tuple or list:
 
     host -> here   (destdir, {"delete": bool})
     host -> here   ("list", entries)    every path of the source tree, parents first:
-                   ("d", rel) | ("f", rel, size, mtime_ns, mode)
+                   ("d", rel, mode) | ("f", rel, size, mtime_ns, mode)
                    | ("l", rel, "intree", rel_target) | ("l", rel, "verbatim", text)
     here -> host   ("need", [rel, ...])  files missing here or differing in size or mtime
     host -> here   (rel, data, mtime_ns, mode) per needed file (data None: it vanished)
@@ -94,6 +94,7 @@ def receive_tree(channel):
     if options.get("delete"):
         _delete_unlisted(destdir, listed)
     need = []
+    dir_modes = []  # applied last, deepest first: a read-only directory is filled first
     for entry in entries:
         kind, rel = entry[0], entry[1]
         path = _local(destdir, rel)
@@ -103,6 +104,8 @@ def receive_tree(channel):
                 if here is not None:
                     _remove(path)
                 os.mkdir(path)
+            if len(entry) > 2:
+                dir_modes.append((path, entry[2]))
         elif kind == "f":
             if not _same_file(path, entry[2], entry[3]):
                 need.append(rel)
@@ -127,6 +130,8 @@ def receive_tree(channel):
         if data is not None:
             _write(_local(destdir, rel), data, mtime_ns, mode)
             written += 1
+    for path, mode in reversed(dir_modes):
+        os.chmod(path, mode)
     channel.send(("done", written))
 
 

@@ -143,7 +143,7 @@ class RSync:
                     else:
                         entries.append(("l", rel, "verbatim", text))
                 elif stat.S_ISDIR(st.st_mode):
-                    entries.append(("d", rel))
+                    entries.append(("d", rel, stat.S_IMODE(st.st_mode)))
                     walk(path, rel + "/")
                 elif stat.S_ISREG(st.st_mode):
                     entries.append(("f", rel, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode)))

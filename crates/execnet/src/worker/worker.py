@@ -899,9 +899,12 @@ class _MainThreadQueue:
 
 
 def _format_exception(exc):
-    """The traceback text of exc, without the worker's own outermost frame."""
+    """The traceback text of exc, without the worker's own outermost frame
+    (kept when it is the only one, as for a SyntaxError of the source: the text
+    starts with "Traceback (most recent call last):" either way, as execnet's)."""
     tb = exc.__traceback__
-    tb = tb.tb_next if tb is not None else None
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
     import traceback
 
     return "".join(traceback.format_exception(type(exc), exc, tb))
