@@ -184,3 +184,20 @@ def test_private_names_are_not_spec_keys_and_defaultspec_is_used():
     assert list(group) == [gw]
     group._cleanup_atexit()
     assert len(group) == 0
+
+
+def test_after_the_worker_is_killed_send_is_an_oserror_and_receive_an_eoferror():
+    import signal
+
+    gw = execnet.makegateway("popen")
+    try:
+        ch = gw.remote_exec("import os, time; channel.send(os.getpid()); time.sleep(100)")
+        os.kill(ch.receive(timeout=30), signal.SIGTERM)
+        with pytest.raises(EOFError):
+            ch.waitclose(30)
+        with pytest.raises(OSError):
+            ch.send(None)
+        with pytest.raises(EOFError):
+            ch.receive(timeout=30)
+    finally:
+        gw.exit()

@@ -202,7 +202,12 @@ impl Channel {
     fn send(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
         let v = to_value(item)?;
         let ch = &self.inner;
-        py.detach(|| ch.send(&v)).map_err(to_pyerr)
+        py.detach(|| ch.send(&v)).map_err(|e| match e {
+            // As execnet: sending where nothing can arrive is an OSError (IOError);
+            // receiving there stays an EOFError (GatewayLost).
+            execnet::Error::GatewayLost(_) => PyOSError::new_err(e.to_string()),
+            e => to_pyerr(e),
+        })
     }
 
     #[pyo3(signature = (timeout=None))]
