@@ -113,6 +113,39 @@ def test_receive_timeout(gw):
     ch.waitclose(5)
 
 
+@pytest.mark.parametrize("wait", ["receive", "waitclose", "receive_timeout"])
+def test_signal_reaches_a_blocked_wait(gw, wait):
+    """Ctrl-C or an alarm (pytest-timeout's) interrupts a receive/waitclose that would
+    block forever, as in execnet; nothing is lost: the channel still works after."""
+    import signal
+
+    class Alarm(Exception):
+        pass
+
+    def on_alarm(signum, frame):
+        raise Alarm()
+
+    ch = gw.remote_exec("channel.send(channel.receive())")
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        t0 = time.time()
+        with pytest.raises(Alarm):
+            if wait == "receive":
+                ch.receive()
+            elif wait == "waitclose":
+                ch.waitclose()
+            else:
+                ch.receive(timeout=60)
+        assert time.time() - t0 < 5
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    ch.send("still here")
+    assert ch.receive(timeout=10) == "still here"
+    ch.waitclose(5)
+
+
 def test_eof_and_iteration(gw):
     ch = gw.remote_exec("for i in range(3): channel.send(i)")
     assert list(ch) == [0, 1, 2]

@@ -541,6 +541,93 @@ def test_channels_in_exec_kwargs(worker):
     worker.expect_close(channel)
 
 
+def test_channel_freed_remotely_is_closed(worker):
+    # execnet's channels close when garbage-collected: the host's waitclose() ends once
+    # the remote code let go of a channel it got (here: when its thread ends).
+    host_channel = worker.new_id()
+    channel = worker.exec_(
+        src(
+            """
+            import _thread, gc
+            done = _thread.allocate_lock()
+            done.acquire()
+            def producer(sub):
+                for i in range(3):
+                    sub.send(i)
+                done.release()
+            ch = channel.receive()
+            _thread.start_new_thread(producer, (ch,))
+            del ch
+            done.acquire()
+            gc.collect()  # CPython freed it already; PyPy frees it now
+            """
+        )
+    )
+    worker.send_data(channel, Channel(host_channel))
+    assert [worker.receive(host_channel) for _ in range(3)] == [0, 1, 2]
+    worker.expect_close(host_channel)
+    worker.expect_close(channel)
+    worker.send_data(host_channel, "dropped")  # retired: no channel is made for it again
+    assert worker.status()["numchannels"] == 0
+
+
+def test_worker_made_channel_freed_is_closed_and_kept_while_held(worker):
+    channel = worker.exec_(
+        src(
+            """
+            import gc
+            kept = channel.gateway.newchannel()
+            freed = channel.gateway.newchannel()
+            channel.send((kept, freed))
+            del freed
+            gc.collect()
+            kept.send("still open")
+            channel.send(channel.receive())  # hold 'kept' until the host says
+            del kept
+            gc.collect()
+            """
+        )
+    )
+    kept, freed = worker.receive(channel)
+    worker.expect_close(freed.id)
+    assert worker.receive(kept.id) == "still open"
+    worker.no_frame(kept.id)
+    worker.send_data(channel, "go")
+    assert worker.receive(channel) == "go"
+    worker.expect_close(kept.id)
+    worker.expect_close(channel)
+
+
+def test_unclaimed_and_callback_channels_are_not_freed(worker):
+    # Data for a channel the worker's code has not got yet waits for it; a channel
+    # whose callback is set keeps receiving after the code dropped it.
+    host_channel = worker.new_id()
+    worker.send_data(host_channel, "early")
+    channel = worker.exec_(
+        src(
+            """
+            import gc
+            ch = channel.receive()
+            ch.setcallback(lambda item: channel.send(("cb", item)))
+            del ch
+            gc.collect()
+            channel.send("callback set")
+            channel.receive()
+            """
+        )
+    )
+    worker.no_frame(host_channel)
+    worker.send_data(channel, Channel(host_channel))
+    assert worker.receive(channel) == ("cb", "early")
+    assert worker.receive(channel) == "callback set"
+    worker.send_data(host_channel, "late")
+    assert worker.receive(channel) == ("cb", "late")
+    worker.no_frame(host_channel)
+    worker.send(CHANNEL_CLOSE, host_channel)
+    worker.send_data(channel, "end")
+    worker.expect_close(channel)
+
+
 def test_remote_exec_from_worker_refused_by_host(worker):
     channel = worker.exec_(
         src(

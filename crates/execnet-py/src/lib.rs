@@ -46,6 +46,36 @@ fn timeout_of(t: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// Runs a blocking wait in slices of at most [`SIGNAL_SLICE`] with the GIL released,
+/// and between slices lets Python's signal handlers run: Ctrl-C (KeyboardInterrupt) and
+/// pytest-timeout's alarm reach a thread blocked in receive() or waitclose(), as they do
+/// in execnet. `wait(slice)` must end in `Error::Timeout` when the slice passes with
+/// nothing done; the caller's own timeout (None: forever) is kept across slices.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    wait: impl Fn(Duration) -> Result<T, execnet::Error> + Sync,
+) -> PyResult<T> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let slice = match deadline {
+            None => SIGNAL_SLICE,
+            Some(d) => d.saturating_duration_since(std::time::Instant::now()).min(SIGNAL_SLICE),
+        };
+        match py.detach(|| wait(slice)) {
+            Err(execnet::Error::Timeout(_)) if deadline.map_or(true, |d| std::time::Instant::now() < d) => {
+                py.check_signals()?;
+            }
+            Err(execnet::Error::Timeout(_)) => {
+                return Err(to_pyerr(execnet::Error::Timeout(timeout.unwrap_or_default())))
+            }
+            other => return other.map_err(to_pyerr),
+        }
+    }
+}
+
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
 // ---- conversion ----------------------------------------------------------------------
 
 fn items_to_values(it: Bound<'_, pyo3::types::PyIterator>) -> PyResult<Vec<Value>> {
@@ -214,12 +244,7 @@ impl Channel {
     fn receive(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let t = timeout_of(timeout)?;
         let ch = &self.inner;
-        let v: Value = py
-            .detach(|| match t {
-                None => ch.receive(),
-                Some(t) => ch.receive_timeout(t),
-            })
-            .map_err(to_pyerr)?;
+        let v: Value = interruptible(py, t, |slice| ch.receive_timeout(slice))?;
         from_value(py, v)
     }
 
@@ -227,7 +252,7 @@ impl Channel {
     fn waitclose(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let t = timeout_of(timeout)?;
         let ch = &self.inner;
-        py.detach(|| ch.waitclose(t)).map_err(to_pyerr)
+        interruptible(py, t, |slice| ch.waitclose(Some(slice)))
     }
 
     #[pyo3(signature = (error=None))]

@@ -43,6 +43,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 import _thread
 
 try:  # the C queue, without queue.py and heapq (~1 ms of every start-up)
@@ -687,6 +688,18 @@ class Channel:
                     callback(endmarker)
             else:
                 self._callback = (callback, endmarker)
+                gateway._with_callback[self.id] = self  # the callback outlives user's hold
+
+    def __del__(self):
+        # The last reference went while the host may still wait for this side (it
+        # never closed): close it, as execnet's channels do when freed.
+        if self._owes_close and not self._closed:
+            if self.id % 2:
+                self.gateway._retired.add(self.id)  # frames for it are dropped from now on
+            try:
+                _start_thread(self.gateway._close_freed, self.id)
+            except Exception:  # interpreter shutdown: no threads any more
+                pass
 
     def makefile(self, mode="w", proxyclose=False):
         """A file-like view: "w" sends what is written, "r" reads str/bytes items.
@@ -979,7 +992,13 @@ class WorkerGateway:
         self._reader_wakeup.acquire()
         self._lock = threading.RLock()
         self._exec_done = threading.Condition(self._lock)
-        self._channels = {}  # id -> live Channel
+        # id -> live Channel, held weakly: a channel that user code no longer holds is
+        # closed by its __del__ (the host would otherwise wait for it forever).  Until
+        # user code got hold of it, a channel the host made is kept in _unclaimed (its
+        # data waits there); one with a callback in _with_callback.
+        self._channels = weakref.WeakValueDictionary()
+        self._unclaimed = {}
+        self._with_callback = {}
         self._retired = set()  # retired odd (host) ids
         self._next_id = 2
         self._executing = 0  # executions submitted and not yet finished
@@ -1167,13 +1186,14 @@ class WorkerGateway:
         """The live channel with that id, created if new; None if the id is retired."""
         channel = self._channels.get(channel_id)
         if channel is None and not self._is_retired(channel_id):
-            channel = self._register(channel_id)
+            channel = self._unclaimed[channel_id] = self._register(channel_id)
         return channel
 
     def _channel_from_data(self, channel_id):
         """A channel that arrived inside data (opcode B)."""
         with self._lock:
             channel = self._channel_for_frame(channel_id)
+            self._unclaimed.pop(channel_id, None)  # user code holds it from now on
             if channel is None:  # retired: a channel object that is closed both ways
                 channel = Channel(self, channel_id)
                 channel._closed = True
@@ -1184,8 +1204,24 @@ class WorkerGateway:
     def _retire(self, channel):
         if self._channels.get(channel.id) is channel:
             del self._channels[channel.id]
+            self._unclaimed.pop(channel.id, None)
+            self._with_callback.pop(channel.id, None)
             if channel.id % 2:
                 self._retired.add(channel.id)
+
+    def _close_freed(self, channel_id):
+        """Channel.__del__'s errand, in a thread of its own (a finalizer may run while
+        its thread holds any lock): tell the host that this side closed channel_id."""
+        with self._lock:
+            if channel_id % 2:
+                self._retired.add(channel_id)
+            if self._finished:
+                return
+            self._trace("channel", channel_id, "freed while open: closing it")
+            try:
+                self._send_frame(CHANNEL_CLOSE, channel_id)
+            except (OSError, ValueError):
+                pass  # the connection is gone: nobody waits for this close
 
     def _end_receiving(self, channel, error=None):
         """No more items will arrive: wake the receivers, give the callback its end marker."""
@@ -1199,6 +1235,7 @@ class WorkerGateway:
         callback = channel._callback
         if callback is not None:
             channel._callback = None
+            self._with_callback.pop(channel.id, None)
             function, endmarker = callback
             if endmarker is not _NO_ENDMARKER:
                 try:
