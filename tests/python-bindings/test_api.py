@@ -171,6 +171,22 @@ def test_setcallback_with_endmarker(gw):
     assert items == [0, 1, 2, 3, "END"]
 
 
+def test_waitclose_returns_after_the_endmarker_was_delivered(gw):
+    # As execnet's: once waitclose() returns, the callback has seen the end marker.
+    for _ in range(20):
+        ch = gw.remote_exec("channel.send(1)")
+        got = []
+
+        def slow_append(item):
+            if item == "END":
+                time.sleep(0.02)
+            got.append(item)
+
+        ch.setcallback(slow_append, endmarker="END")
+        ch.waitclose(10)
+        assert got == [1, "END"]
+
+
 def test_callback_runs_while_main_thread_waits(gw):
     # The GIL is released while receiving: the callback thread can run Python.
     ch = gw.remote_exec("for x in channel: channel.send(x)")

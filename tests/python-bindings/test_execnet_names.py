@@ -201,3 +201,110 @@ def test_after_the_worker_is_killed_send_is_an_oserror_and_receive_an_eoferror()
             ch.receive(timeout=30)
     finally:
         gw.exit()
+
+
+def test_loads_coerces_strings_as_execnets_loads():
+    # execnet.loads gives a Python 2 string back as bytes unless py2str_as_py3str (found
+    # by execnet's test_py2_string_loads); py3str_as_py2str gives str back as bytes.
+    py2 = b"\x02M\x00\x00\x00\x01aQ"
+    assert execnet.loads(py2) == b"a"
+    assert execnet.loads(py2, py2str_as_py3str=True) == "a"
+    data = execnet.dumps(["\u00e9", ("x", b"M"), {"k": 1}])
+    assert execnet.loads(data) == ["\u00e9", ("x", b"M"), {"k": 1}]
+    assert execnet.loads(data, py3str_as_py2str=True) == [b"\xc3\xa9", (b"x", b"M"), {b"k": 1}]
+    with pytest.raises(execnet.DataFormatError):
+        execnet.loads(b"\x02M\x00\x00\x00\x09aQ")  # truncated: still an error
+
+
+def test_gateway_base_serializer_names_and_a_plain_import(tmp_path):
+    # execnet's test_serializer imports gateway_base as a top-level module from the
+    # package's folder and uses dumps_internal and Unserializer.
+    data = gateway_base.dumps_internal((1, "two", [3.0]))
+    assert gateway_base.Unserializer(io.BytesIO(data)).load() == (1, "two", [3.0])
+    versioned = io.BytesIO(execnet.dumps({"a": None}))
+    assert gateway_base.Unserializer(versioned).load(versioned=True) == {"a": None}
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import sys, io\n"
+        f"sys.path.insert(0, {os.path.dirname(execnet.__file__)!r})\n"
+        "import gateway_base as serializer\n"
+        "data = serializer.dumps_internal(frozenset((1, 2)))\n"
+        "print(repr(serializer.Unserializer(io.BytesIO(data)).load()))\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "frozenset({1, 2})", out.stderr
+
+
+def test_the_execution_channel_cannot_be_closed_from_within():
+    # As execnet's: it closes when the execution ends (test_remote_exec_no_explicit_close).
+    gw = execnet.makegateway()
+    try:
+        with pytest.raises(execnet.RemoteError) as excinfo:
+            gw.remote_exec("channel.close()").waitclose(10)
+        assert "cannot explicitly close channel within remote_exec" in excinfo.value.formatted
+        ch = gw.remote_exec("f = channel.makefile(proxyclose=True); f.write('x'); f.close()")
+        assert ch.receive(10) == "x"
+        with pytest.raises(execnet.RemoteError):
+            ch.receive(10)
+    finally:
+        gw.exit()
+
+
+def test_remote_init_threads_and_rinfo_cache_as_execnet(capsys):
+    gw = execnet.makegateway()
+    try:
+        gw.remote_init_threads(3)
+        assert "no-operation" in capsys.readouterr().out
+        first = gw._rinfo()
+        gw.remote_exec("import os; os.chdir('/')").waitclose(10)
+        assert gw._rinfo() is first
+        assert gw._rinfo(update=True).cwd == "/"
+        gw._cache_rinfo = first  # execnet's attribute: tests restore the cache with it
+        assert gw._rinfo() is first
+    finally:
+        gw.exit()
+
+
+def test_ssh_args_keep_execnets_layout():
+    from execnet_rs.gateway_io import ssh_args
+
+    spec = execnet.XSpec("ssh=-p 22100 user@host//python=python3")
+    spec.ssh_config = "/home/user/ssh_config"
+    args = ssh_args(spec)
+    assert args[:7] == ["ssh", "-C", "-F", spec.ssh_config, "-p", "22100", "user@host"]
+    assert args[7] == "-T" and args[8].startswith("python3 -c ")
+
+
+def test_getremoteerror_does_not_wait_for_the_end_marker_delivery():
+    # execnet's test_endmarker_delivery_on_remote_killterm reads _getremoteerror() as soon
+    # as its callback got the end marker; it once waited on waitclose(0) and saw None.
+    import queue
+    import signal
+
+    for _ in range(10):
+        gw = execnet.makegateway()
+        try:
+            got = queue.Queue()
+            ch = gw.remote_exec("import os, time; channel.send(os.getpid()); time.sleep(100)")
+            os.kill(ch.receive(10), signal.SIGTERM)
+
+            def slow_put(item):
+                got.put(item)
+                time.sleep(0.05)  # the main thread asks while the delivery still runs
+
+            ch.setcallback(slow_put, endmarker=999)
+            assert got.get(timeout=10) == 999
+            assert isinstance(ch._getremoteerror(), EOFError)
+        finally:
+            gw.exit()
+    ok = execnet.makegateway()
+    try:
+        ch = ok.remote_exec("pass")
+        ch.waitclose(10)
+        assert ch._getremoteerror() is None
+        bad = ok.remote_exec("raise ValueError(7)")
+        with pytest.raises(execnet.RemoteError):
+            bad.waitclose(10)
+        assert "ValueError: 7" in bad._getremoteerror().formatted
+    finally:
+        ok.exit()

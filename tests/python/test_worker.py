@@ -416,11 +416,32 @@ def test_close_with_error_from_remote_code(worker):
     worker.expect_close(channel)
 
 
-def test_explicit_close_of_own_channel(worker):
-    channel = worker.exec_("channel.send(1)\nchannel.close()\nimport time; time.sleep(0.1)")
+def test_explicit_close_of_own_channel_is_refused(worker):
+    # As in execnet: the execution's channel closes when the execution ends.
+    channel = worker.exec_("channel.send(1)\nchannel.close()")
+    assert worker.receive(channel) == 1
+    error = worker.expect_close_error(channel)
+    assert "OSError: cannot explicitly close channel within remote_exec" in error, error
+
+
+def test_execution_channel_closed_after_the_execution_is_closed_once(worker):
+    # An execution's channel handed to a thread that outlives the execution can be
+    # closed by it; the end of the execution closed it already, so no second CLOSE.
+    channel = worker.exec_(
+        src(
+            """
+            import threading, time
+            def later(ch):
+                time.sleep(0.2)
+                ch.close()
+            threading.Thread(target=later, args=(channel,)).start()
+            channel.send(1)
+            """
+        )
+    )
     assert worker.receive(channel) == 1
     worker.expect_close(channel)
-    worker.no_frame(channel)  # no second CLOSE at the end of the execution
+    worker.no_frame(channel)
 
 
 def test_data_after_close_is_dropped(worker):
@@ -430,9 +451,6 @@ def test_data_after_close_is_dropped(worker):
             other = channel.gateway.newchannel()
             channel.send(other)
             other.close()
-            channel.close()
-            import time
-            time.sleep(0.5)
             """
         )
     )
@@ -705,6 +723,30 @@ def test_setcallback_after_close_gets_items_and_endmarker(worker):
     worker.send_data(other.id, "b")
     worker.send(CHANNEL_CLOSE, other.id)
     assert worker.receive(channel) == ["a", "b", None]
+
+
+def test_waitclose_returns_after_the_endmarker_was_delivered(worker):
+    channel = worker.exec_(
+        src(
+            """
+            import time
+            other = channel.gateway.newchannel()
+            seen = []
+            def slow(item):
+                if item == "END":
+                    time.sleep(0.3)
+                seen.append(item)
+            other.setcallback(slow, endmarker="END")
+            channel.send(other)
+            other.waitclose(10)
+            channel.send(seen)
+            """
+        )
+    )
+    other = worker.receive(channel)
+    worker.send_data(other.id, "a")
+    worker.send(CHANNEL_CLOSE, other.id)
+    assert worker.receive(channel) == ["a", "END"]
 
 
 def test_callback_error_closes_channel_with_traceback(worker):

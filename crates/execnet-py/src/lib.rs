@@ -269,6 +269,12 @@ impl Channel {
         self.inner.is_closed()
     }
 
+    /// The error the channel ended with (as the exception waitclose raises), without
+    /// waiting; None while open or after a clean close.
+    fn _end_error(&self) -> Option<PyErr> {
+        self.inner.end_error().map(to_pyerr)
+    }
+
     /// Calls `callback(item)` from a receiver thread for each item; with `has_end`,
     /// calls `callback(endmarker)` once when the channel ends.
     fn _setcallback(

@@ -268,6 +268,31 @@ fn callback_with_endmarker() {
 }
 
 #[test]
+fn waitclose_returns_after_the_callback_saw_the_endmarker() {
+    // The end marker is delivered in the reader thread; a waitclose in another thread
+    // must not return before it (found by execnet's test_channel_endmarker_callback,
+    // which failed about one run in five). The callback is slowed down to widen the gap.
+    let gw = gw();
+    for _ in 0..20 {
+        let ch = gw.remote_exec("channel.send(1)").unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        ch.set_callback_with_endmarker(
+            move |x: i64| {
+                if x == -1 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                sink.lock().unwrap().push(x);
+            },
+            -1,
+        )
+        .unwrap();
+        ch.waitclose(Some(LONG)).unwrap();
+        assert_eq!(*got.lock().unwrap(), vec![1, -1]);
+    }
+}
+
+#[test]
 fn callback_gets_items_queued_before_it_was_set() {
     let gw = gw();
     let ch = gw.remote_exec("channel.send(1); channel.send(2); channel.receive()").unwrap();

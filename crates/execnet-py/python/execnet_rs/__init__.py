@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import types
+import weakref
 
 from . import _core
 from ._core import DataFormatError, GatewayLost, HostNotFound, RemoteError, TimeoutError
@@ -53,12 +54,52 @@ def dumps(obj):
         raise DumpError(str(e)) from None
 
 
-def loads(data):
-    """Reads bytes of execnet's dump format 2 back into an object."""
+def loads(data, py2str_as_py3str=False, py3str_as_py2str=False):
+    """Reads bytes of execnet's dump format 2 back into an object.
+
+    As execnet's: strings a Python 2 peer dumped (PY2STRING) come back as bytes unless
+    `py2str_as_py3str`; with `py3str_as_py2str`, Python 3 strings come back as bytes.
+    (Channels apply the coercion of PROTOCOL.md: Python 2 strings are str there.)"""
+    data = bytes(data)
+    as_bytes = set()
+    if not py2str_as_py3str and b"M" in data:
+        as_bytes.add(b"M")
+    if py3str_as_py2str and b"N" in data:
+        as_bytes.add(b"N")
+    if as_bytes:
+        data = _strings_as_bytes(data, as_bytes)
     try:
-        return _core.loads(bytes(data))
+        return _core.loads(data)
     except DataFormatError as e:
         raise LoadError(str(e)) from None
+
+
+# Operand sizes of each opcode of the dump format (PROTOCOL.md, section 3): a fixed byte
+# count, or (_SIZED) an i32 length and that many bytes; the others have no operands.
+_FIXED = {b"@": 4, b"B": 4, b"E": 4, b"F": 4, b"G": 4, b"K": 4, b"O": 4, b"D": 8, b"T": 16}
+_SIZED = {b"A", b"H", b"I", b"M", b"N", b"S"}
+
+
+def _strings_as_bytes(data, opcodes):
+    """`data` with the string opcodes in `opcodes` turned into BYTES (same operands).
+    Bytes it cannot walk are left as they are, for loads() to report."""
+    out = bytearray(data)
+    pos, end = 1, len(data)
+    while pos < end:
+        op = data[pos : pos + 1]
+        pos += 1
+        if op in _FIXED:
+            pos += _FIXED[op]
+        elif op in _SIZED:
+            if pos + 4 > end:
+                break
+            n = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+            if n < 0:
+                break
+            if op in opcodes:
+                out[pos - 1] = ord("A")
+            pos += 4 + n
+    return bytes(out)
 
 
 # ---- channels (the Rust class, with the Python-only parts added) ------------------------
@@ -100,14 +141,9 @@ def _channel_gateway(self):
 
 
 def _channel_getremoteerror(self):
-    """The remote error that closed this channel, if any (as execnet's private method)."""
-    try:
-        self.waitclose(0)
-    except (RemoteError, EOFError) as e:
-        return e
-    except Exception:
-        return None
-    return None
+    """The error that ended this channel, if any, without waiting (as execnet's private
+    method: a RemoteError, or an EOFError for a lost gateway)."""
+    return self._end_error()
 
 
 Channel._getremoteerror = _channel_getremoteerror
@@ -288,7 +324,7 @@ class Gateway:
         self.spec = spec if spec is not None else XSpec(core.spec)
         if self.spec.id is None:
             self.spec.id = core.id
-        self._rinfo_cache = None
+        self._cache_rinfo = None
         _gateways[(id(group), core.id)] = self
 
     @property
@@ -328,9 +364,13 @@ class Gateway:
         return RemoteStatus(*self._gw.remote_status())
 
     def _rinfo(self, update=False):
-        if self._rinfo_cache is None or update:
-            self._rinfo_cache = RInfo(self._gw.rinfo())
-        return self._rinfo_cache
+        if self._cache_rinfo is None or update:
+            self._cache_rinfo = RInfo(self._gw.rinfo())
+        return self._cache_rinfo
+
+    def remote_init_threads(self, num=None):
+        """Does nothing, as in execnet since 1.2 (which prints the same warning)."""
+        print("WARNING: remote_init_threads() is a no-operation in execnet-1.2")
 
     def hasreceiver(self):
         return self._gw.is_alive()
@@ -363,6 +403,9 @@ class Group:
         self._id_counter = 0
         self._id_lock = threading.Lock()
         self.set_execmodel(execmodel)
+        # As execnet: a group's gateways end at interpreter exit (held weakly here: a
+        # group dropped earlier ends its gateways then, and is not kept for the exit).
+        atexit.register(_end_group_at_exit, weakref.ref(self))
         for spec in xspecs:
             self.makegateway(spec)
 
@@ -448,6 +491,12 @@ class Group:
         for gw in self._gateways:
             _gateways.pop((id(self), gw.id), None)
         self._gateways.clear()
+
+
+def _end_group_at_exit(group_ref):
+    group = group_ref()
+    if group is not None:
+        group._cleanup_atexit()
 
 
 class MultiChannel:

@@ -17,17 +17,36 @@ import threading
 import time
 import traceback
 
-from . import (  # noqa: F401  (re-exported names)
-    Channel,
-    DataFormatError,
-    DumpError,
-    HostNotFound,
-    LoadError,
-    RemoteError,
-    TimeoutError,
-    dumps,
-    loads,
-)
+if __package__:
+    from . import (  # noqa: F401  (re-exported names)
+        Channel,
+        DataFormatError,
+        DumpError,
+        HostNotFound,
+        LoadError,
+        RemoteError,
+        TimeoutError,
+        _FIXED,
+        _SIZED,
+        dumps,
+        loads,
+    )
+else:
+    # Imported as a top-level module from the package's folder, as execnet's own
+    # test_serializer does with its gateway_base: the same names, from the package.
+    from execnet_rs import (  # noqa: F401
+        Channel,
+        DataFormatError,
+        DumpError,
+        HostNotFound,
+        LoadError,
+        RemoteError,
+        TimeoutError,
+        _FIXED,
+        _SIZED,
+        dumps,
+        loads,
+    )
 
 DUMPFORMAT_VERSION = b"\x02"
 
@@ -66,10 +85,6 @@ class opcode:
     COMPLEX = b"T"
 
 
-# Operand sizes of each opcode: a fixed byte count, or "len" for an i32 length and
-# that many bytes. load() reads exactly one object's bytes from a stream with them.
-_FIXED = {b"@": 4, b"B": 4, b"E": 4, b"F": 4, b"G": 4, b"K": 4, b"O": 4, b"D": 8, b"T": 16}
-_SIZED = {b"A", b"H", b"I", b"M", b"N", b"S"}
 
 
 def _read_exactly(file, n):
@@ -81,12 +96,17 @@ def _read_exactly(file, n):
 
 def load(file):
     """Reads one object written by dump() (or dumps()) from a binary file."""
-    parts = [_read_exactly(file, 1)]
+    return _load_after(file, _read_exactly(file, 1), (False, False))
+
+
+def _load_after(file, version, strconfig):
+    """Reads the opcodes of one object from `file` and loads them after `version`."""
+    parts = [version]
     while True:
         op = _read_exactly(file, 1)
         parts.append(op)
         if op == opcode.STOP:
-            return loads(b"".join(parts))
+            return loads(b"".join(parts), *strconfig)
         if op in _FIXED:
             parts.append(_read_exactly(file, _FIXED[op]))
         elif op in _SIZED:
@@ -102,6 +122,31 @@ def load(file):
 def dump(file, obj):
     """Writes `obj` in execnet's dump format 2 to a binary file."""
     file.write(dumps(obj))
+
+
+def dumps_internal(obj):
+    """execnet's name for the serialization without the leading version byte."""
+    return dumps(obj)[1:]
+
+
+class Unserializer:
+    """execnet's reader of one object from a binary stream: ``Unserializer(f).load()``
+    reads what dumps_internal() wrote (``load(versioned=True)``: what dumps() wrote).
+    Python 2 strings load as str unless the strconfig given says otherwise."""
+
+    py2str_as_py3str = True
+    py3str_as_py2str = False
+
+    def __init__(self, stream, channel_or_gateway=None, strconfig=None):
+        self.stream = stream
+        if strconfig is None and channel_or_gateway is not None:
+            strconfig = getattr(channel_or_gateway, "_strconfig", None)
+        if strconfig:
+            self.py2str_as_py3str, self.py3str_as_py2str = strconfig
+
+    def load(self, versioned=False):
+        version = _read_exactly(self.stream, 1) if versioned else DUMPFORMAT_VERSION
+        return _load_after(self.stream, version, (self.py2str_as_py3str, self.py3str_as_py2str))
 
 
 # ---- tracing -------------------------------------------------------------------------------

@@ -21,13 +21,15 @@ def popen_args(spec):
 
 
 def ssh_args(spec):
-    """The ssh transport's command (without connection sharing): ``ssh -C -T``, the
-    spec's ssh_config and host words, then the remote interpreter and the one-liner."""
+    """The ssh transport's command (without connection sharing): ``ssh -C``, the
+    spec's ssh_config and host words, ``-T``, then the remote interpreter and the
+    one-liner."""
     python = spec.python or "python3"
-    args = ["ssh", "-C", "-T"]
+    args = ["ssh", "-C"]
     if spec.ssh_config is not None:
         args += ["-F", str(spec.ssh_config)]
     args += str(spec.ssh).split()
+    args.append("-T")
     args.append(f"{python} -c '{popen_bootstrapline}'")
     return args
 

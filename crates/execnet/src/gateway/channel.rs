@@ -123,6 +123,9 @@ struct Inner {
     callback: Option<Arc<Mutex<Callback>>>,
     /// Threads blocked in receive/waitclose (so that delivery notifies only when needed).
     waiters: usize,
+    /// The thread giving the callback its end marker, while it does: waitclose in other
+    /// threads returns after the callback saw the end (as execnet's), not before.
+    end_delivering: Option<std::thread::ThreadId>,
 }
 
 /// The shared state of one channel, owned by the gateway's table and by handles.
@@ -154,6 +157,7 @@ impl ChannelState {
                 send_closed: false,
                 callback: None,
                 waiters: 0,
+                end_delivering: None,
             }),
             cond: Condvar::new(),
         }
@@ -210,12 +214,23 @@ impl ChannelState {
         inner.ended = Some(reason);
         let both = inner.send_closed;
         let cb = inner.callback.clone();
+        if cb.is_some() {
+            inner.end_delivering = Some(std::thread::current().id());
+        }
         self.cond.notify_all();
         drop(inner);
         if let Some(cb) = cb {
             run_callback(&cb, Delivery::End, self.id);
+            self.end_delivered();
         }
         both
+    }
+
+    /// The callback has seen the end: waitclose may return.
+    fn end_delivered(&self) {
+        let mut inner = self.lock();
+        inner.end_delivering = None;
+        self.cond.notify_all();
     }
 
     /// How the peer ended this channel, if it did: it must send no data after that.
@@ -411,15 +426,33 @@ impl Channel {
         let state = &self.h.state;
         let mut inner = state.lock();
         loop {
-            if let Some(reason) = &inner.ended {
-                return match reason {
-                    EndReason::RemoteError(_) | EndReason::Lost(_) | EndReason::LocalError(_) => {
-                        Err(end_error(state.id, reason, false))
-                    }
-                    _ => Ok(()),
-                };
+            let delivering_elsewhere =
+                inner.end_delivering.is_some_and(|t| t != std::thread::current().id());
+            match &inner.ended {
+                Some(reason) if !delivering_elsewhere => {
+                    return match reason {
+                        EndReason::RemoteError(_) | EndReason::Lost(_) | EndReason::LocalError(_) => {
+                            Err(end_error(state.id, reason, false))
+                        }
+                        _ => Ok(()),
+                    };
+                }
+                _ => {}
             }
             inner = wait(state, inner, deadline, timeout)?;
+        }
+    }
+
+    /// The error this channel ended with, without waiting: the remote error, the loss
+    /// of the gateway, or a local decoding failure. None while it is open or when it
+    /// closed cleanly.
+    pub fn end_error(&self) -> Option<Error> {
+        let inner = self.h.state.lock();
+        match &inner.ended {
+            Some(
+                reason @ (EndReason::RemoteError(_) | EndReason::Lost(_) | EndReason::LocalError(_)),
+            ) => Some(end_error(self.h.state.id, reason, false)),
+            _ => None,
         }
     }
 
@@ -544,15 +577,20 @@ impl Channel {
                     Err(e) => {
                         failed = true;
                         tracing::warn!(channel = id, "callback item did not decode: {e}");
-                        if let Some(state) = weak_state.upgrade() {
+                        let state = weak_state.upgrade();
+                        if let Some(state) = &state {
                             let mut inner = state.lock();
                             if inner.ended.is_none() {
                                 inner.ended = Some(EndReason::LocalError(e.to_string()));
+                                inner.end_delivering = Some(std::thread::current().id());
                                 state.cond.notify_all();
                             }
                         }
                         ended = true;
                         f(None);
+                        if let Some(state) = &state {
+                            state.end_delivered();
+                        }
                     }
                 }
             }
@@ -578,6 +616,9 @@ impl Channel {
         let queued: Vec<Vec<u8>> = inner.queue.drain(..).collect();
         self.h.state.budget.sub(queued.iter().map(|i| item_cost(i.len())).sum());
         let ended = inner.ended.is_some() && !matches!(inner.ended, Some(EndReason::LocalClose));
+        if ended {
+            inner.end_delivering = Some(std::thread::current().id());
+        }
         state.cond.notify_all(); // receivers blocked on this channel must see the callback
         drop(inner);
         for item in queued {
@@ -585,6 +626,8 @@ impl Channel {
         }
         if ended {
             f(Delivery::End);
+            drop(f);
+            state.end_delivered();
         }
         Ok(())
     }

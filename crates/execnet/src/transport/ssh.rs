@@ -176,14 +176,19 @@ impl SshTarget {
     }
 
     /// The arguments after `ssh` for a worker session (through `socket`, when shared).
+    ///
+    /// The layout of execnet's (`-C`, `-F CONFIG`, the spec's words) comes first;
+    /// our own options follow the destination (OpenSSH reads options there too):
+    /// `-T`, so that no configuration's RequestTTY puts a terminal on the pipe.
     pub(crate) fn session_args(&self, socket: Option<&Path>) -> Vec<String> {
-        let mut args: Vec<String> = vec!["-C".into(), "-T".into()];
+        let mut args: Vec<String> = vec!["-C".into()];
         args.extend(self.config_args());
+        args.extend(self.host_args.iter().cloned());
+        args.push("-T".into());
         if let Some(socket) = socket {
             args.extend(["-o".into(), "ControlMaster=no".into()]);
             args.extend(["-o".into(), format!("ControlPath={}", socket.display())]);
         }
-        args.extend(self.host_args.iter().cloned());
         args.push(self.remote_command.clone());
         args
     }
@@ -499,8 +504,8 @@ mod tests {
         let t = SshTarget::from_spec(&spec("ssh=-p 2222 user@host//ssh_config=/etc/cfg//dont_write_bytecode"))
             .unwrap();
         let args = t.session_args(None);
-        assert_eq!(&args[..6], ["-C", "-T", "-F", "/etc/cfg", "-p", "2222"]);
-        assert_eq!(args[6], "user@host");
+        assert_eq!(&args[..6], ["-C", "-F", "/etc/cfg", "-p", "2222", "user@host"]);
+        assert_eq!(args[6], "-T");
         assert_eq!(args[7], "python3 -u -B -c 'import sys;exec(eval(sys.stdin.readline()))'");
         assert_eq!(args.len(), 8);
         let shared = t.session_args(Some(Path::new("/tmp/d/0.sock")));

@@ -581,6 +581,7 @@ class Channel:
         self._items = SimpleQueue()
         self._callback = None
         self._error = None
+        self._executing = False  # the channel of a running execution: it closes at the end
 
     def __repr__(self):
         return "<Channel id=%d %s>" % (self.id, "closed" if self._closed else "open")
@@ -657,8 +658,12 @@ class Channel:
         """Close the channel; with error (a text), the peer sees a RemoteError.
 
         Local receivers see EOFError once they drained the queued items.
-        Closing an already closed channel does nothing.
+        Closing an already closed channel does nothing.  The channel of a
+        running execution closes when the execution ends: closing it earlier
+        is an error, as in execnet.
         """
+        if self._executing:
+            raise OSError("cannot explicitly close channel within remote_exec")
         self.gateway._close_channel(self, error)
 
     def setcallback(self, callback, endmarker=_NO_ENDMARKER):
@@ -1231,7 +1236,6 @@ class WorkerGateway:
             channel._error = error
         if channel._items is not None:
             channel._items.put(_END)
-        channel._receive_closed.set()
         callback = channel._callback
         if callback is not None:
             channel._callback = None
@@ -1242,6 +1246,8 @@ class WorkerGateway:
                     function(endmarker)
                 except Exception:
                     self._report("channel %d: callback failed on its end marker" % channel.id)
+        # Last, as execnet's: waitclose() returns once the callback has seen the end.
+        channel._receive_closed.set()
 
     def _close_channel(self, channel, error_text=None, local_error=None):
         """Close channel from this side: tell the peer (unless it knows), end receiving, retire."""
@@ -1351,9 +1357,11 @@ class WorkerGateway:
             self._trace("exec starts on channel", channel.id)
             ident = threading.get_ident()
             self._running.add(ident)
+            channel._executing = True
             try:
                 error_text = _execute(channel, source, file_name, call_name, kwargs)
             finally:
+                channel._executing = False
                 self._running.discard(ident)
             self._trace("exec ends on channel", channel.id, "with an error" if error_text else "")
         self._finish_exec(channel, error_text)
