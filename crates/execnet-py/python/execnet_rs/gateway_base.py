@@ -17,36 +17,21 @@ import threading
 import time
 import traceback
 
-if __package__:
-    from . import (  # noqa: F401  (re-exported names)
-        Channel,
-        DataFormatError,
-        DumpError,
-        HostNotFound,
-        LoadError,
-        RemoteError,
-        TimeoutError,
-        _FIXED,
-        _SIZED,
-        dumps,
-        loads,
-    )
-else:
-    # Imported as a top-level module from the package's folder, as execnet's own
-    # test_serializer does with its gateway_base: the same names, from the package.
-    from execnet_rs import (  # noqa: F401
-        Channel,
-        DataFormatError,
-        DumpError,
-        HostNotFound,
-        LoadError,
-        RemoteError,
-        TimeoutError,
-        _FIXED,
-        _SIZED,
-        dumps,
-        loads,
-    )
+# Absolute, so that this module also imports as a plain one from the package's folder,
+# as execnet's own test_serializer does with its gateway_base.
+from execnet_rs import (  # noqa: F401  (re-exported names)
+    Channel,
+    DataFormatError,
+    DumpError,
+    HostNotFound,
+    LoadError,
+    RemoteError,
+    TimeoutError,
+    _FIXED,
+    _SIZED,
+    dumps,
+    loads,
+)
 
 DUMPFORMAT_VERSION = b"\x02"
 
@@ -83,8 +68,6 @@ class opcode:
     TRUE = b"R"
     UNICODE = b"S"
     COMPLEX = b"T"
-
-
 
 
 def _read_exactly(file, n):

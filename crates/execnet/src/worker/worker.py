@@ -1216,10 +1216,9 @@ class WorkerGateway:
 
     def _close_freed(self, channel_id):
         """Channel.__del__'s errand, in a thread of its own (a finalizer may run while
-        its thread holds any lock): tell the host that this side closed channel_id."""
+        its thread holds any lock): tell the host that this side closed channel_id.
+        (__del__ retired an odd id already.)"""
         with self._lock:
-            if channel_id % 2:
-                self._retired.add(channel_id)
             if self._finished:
                 return
             self._trace("channel", channel_id, "freed while open: closing it")
