@@ -493,14 +493,16 @@ fn run_code(ctx: &Ctx, host: &Host, gw: &Gateway, capture: &OutputCapture) -> Ou
                 Ok(())
             }
             Ok(Event::End) => {
-                let ended = match channel.waitclose(Some(Duration::ZERO)) {
-                    Ok(()) => Outcome::Ok,
-                    Err(Error::Remote { traceback }) => {
+                // The callback saw the end: read how it ended (waitclose would wait for
+                // the delivery of the end marker, which is still running).
+                let ended = match channel.end_error() {
+                    None => Outcome::Ok,
+                    Some(Error::Remote { traceback }) => {
                         let _ = printer.finish_lines(id, &mut lines);
                         let _ = printer.remote_error(id, &traceback);
                         Outcome::RemoteError(last_line(&traceback))
                     }
-                    Err(e) => {
+                    Some(e) => {
                         printer.note(id, &e.to_string());
                         Outcome::Lost(reason_of(&e))
                     }
