@@ -22,7 +22,11 @@ SDISTS=(
     "execnet 2.1.2 63d83bfdd9a23e35b9c6a3261412324f964c2ec8dcd8d3c6916ee9373e0befcd"
     "pytest_xdist 3.8.0 7e578125ec9bc6050861aa93f2d59f1d8d085595d6551c2c90b6f4fad8d3a9f1"
 )
-TEST_PINS=("pytest==8.4.2" "pytest-timeout==2.4.0" "filelock==4.3.2")
+# What the suites' tests import or skip without: on both sides, so that the same tests
+# run on both (eventlet and gevent for execnet's execmodel parametrizations, pexpect and
+# psutil for pytest-xdist's looponfail and worker tests).
+TEST_PINS=("pytest==8.4.2" "pytest-timeout==2.4.0" "filelock==4.3.2" "eventlet==0.41.3"
+           "gevent==26.9.0" "pexpect==4.9.0" "psutil==7.2.2")
 
 die() { printf 'upstream-suites: %s\n' "$*" >&2; exit 1; }
 [ -x "$BASE_PYTHON" ] || die "no $BASE_PYTHON: run bash scripts/test.sh once first"
@@ -39,19 +43,25 @@ for entry in "${SDISTS[@]}"; do
     [ -d "$WORK/$name-$version" ] || tar -xzf "$file" -C "$WORK"
 done
 
-if [ ! -x "$WORK/ref/bin/python" ]; then
-    "$BASE_PYTHON" -m venv "$WORK/ref"
-    "$WORK/ref/bin/pip" install -q "${TEST_PINS[@]}" execnet==2.1.2 pytest-xdist==3.8.0
-fi
-if [ ! -x "$WORK/rs/bin/python" ]; then
-    "$BASE_PYTHON" -m venv "$WORK/rs"
-    "$WORK/rs/bin/pip" install -q "${TEST_PINS[@]}"
-    "$WORK/rs/bin/pip" install -q --no-deps pytest-xdist==3.8.0
-fi
+for side in ref rs; do
+    [ -x "$WORK/$side/bin/python" ] || "$BASE_PYTHON" -m venv "$WORK/$side"
+    "$WORK/$side/bin/pip" install -q --disable-pip-version-check "${TEST_PINS[@]}"
+done
+"$WORK/ref/bin/pip" install -q --disable-pip-version-check execnet==2.1.2 pytest-xdist==3.8.0
+"$WORK/rs/bin/pip" install -q --disable-pip-version-check --no-deps pytest-xdist==3.8.0
 VIRTUAL_ENV="$WORK/rs" "$ROOT/.venv/bin/maturin" develop --quiet --release \
     --manifest-path "$ROOT/crates/execnet-py/Cargo.toml"
 "$WORK/rs/bin/python" -m execnet_rs.standin install
 if "$WORK/rs/bin/pip" show -q execnet 2>/dev/null; then die "the rs venv has the execnet package"; fi
+
+# The socket tests' servers: execnet's own script on the reference side, `execnet serve`
+# (this project's, built by cargo) on ours. upstream_run.py also starts the private sshd
+# for the ssh tests and passes both as --gx options.
+(cd "$ROOT" && cargo build -q -p execnet-cli --locked)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+SOCKET_SERVER_ref=("$WORK/ref/bin/python" -m execnet.script.socketserver "127.0.0.1:PORT")
+SOCKET_SERVER_rs=("$TARGET_DIR/debug/execnet" serve --listen "127.0.0.1:PORT" --python "$WORK/rs/bin/python" -q)
 
 status=0
 suites=("$@")
@@ -65,53 +75,15 @@ for suite in "${suites[@]}"; do
     for side in ref rs; do
         echo "--- $suite on $side"
         start=$(date +%s)
-        (cd "$dir" && timeout 1500 "$WORK/$side/bin/python" -m pytest testing -q -p no:cacheprovider \
+        server="SOCKET_SERVER_$side[@]"
+        (cd "$dir" && timeout 1500 "$WORK/$side/bin/python" "$ROOT/scripts/upstream_run.py" \
+            --socket-server "${!server}" -- \
+            "$WORK/$side/bin/python" -m pytest testing -q -p no:cacheprovider -rfE \
             --timeout="$PER_TEST_TIMEOUT" --junitxml="$WORK/$suite-$side.xml" >"$WORK/$suite-$side.log" 2>&1) || true
         echo "$suite on $side: $(( $(date +%s) - start )) s; $(tail -n 1 "$WORK/$suite-$side.log")"
     done
-    "$BASE_PYTHON" - "$WORK/$suite-ref.xml" "$WORK/$suite-rs.xml" "$suite" \
-        "$ROOT/scripts/upstream-known-differences.txt" <<'PY' || status=1
-import collections, sys, xml.etree.ElementTree as ET
-
-def counts(path):
-    table = collections.defaultdict(collections.Counter)
-    outcomes = {}
-    for case in ET.parse(path).iter("testcase"):
-        parts = case.get("classname", "").split(".")  # testing.test_x.TestClass
-        name = (parts[1] if parts[0] == "testing" and len(parts) > 1 else parts[0]) + ".py"
-        tags = {child.tag for child in case}
-        kind = "failed" if tags & {"failure", "error"} else "skipped" if "skipped" in tags else "passed"
-        table[name][kind] += 1
-        # the pytest node id: testing/test_x.py::TestClass::test_name[params]
-        module = "/".join(parts[:2]) + ".py" if parts[0] == "testing" else parts[0] + ".py"
-        outcomes["::".join([module] + parts[2:] + [case.get("name")])] = kind
-    return table, outcomes
-
-(ref, ref_out), (rs, rs_out) = counts(sys.argv[1]), counts(sys.argv[2])
-print("| file | execnet passed/failed/skipped | execnet_rs passed/failed/skipped |")
-print("|---|---|---|")
-for name in sorted(set(ref) | set(rs)):
-    fmt = lambda c: "%d/%d/%d" % (c["passed"], c["failed"], c["skipped"])
-    print(f"| {name} | {fmt(ref[name])} | {fmt(rs[name])} |")
-worse = sorted(t for t, k in ref_out.items() if k == "passed" and rs_out.get(t) != "passed")
-known = {}
-for line in open(sys.argv[4]):
-    if line.strip() and not line.startswith("#"):
-        head, reason = line.split("|", 1)
-        suite, node = head.split()
-        if suite == sys.argv[3]:
-            known[node] = reason.strip()
-matches = lambda node, t: t == node or t.startswith(node + "[") or t.startswith(node + "::")
-print(f"{len(worse)} tests pass on execnet but not on execnet_rs")
-unexpected = [t for t in worse if not any(matches(n, t) for n in known)]
-for t in worse:
-    print("  ", t, "(unexpected)" if t in unexpected else "")
-stale = [n for n in known if not any(matches(n, t) for t in worse)]
-for n in stale:
-    print(f"listed in upstream-known-differences.txt but not failing: {n}")
-if not rs_out:
-    print("no results from execnet_rs")
-sys.exit(1 if unexpected or stale or not rs_out else 0)
-PY
+    "$BASE_PYTHON" "$ROOT/scripts/upstream_compare.py" "$suite" "$WORK/$suite-ref.xml" \
+        "$WORK/$suite-rs.xml" "$ROOT/scripts/upstream-known-differences.txt" \
+        | tee "$WORK/$suite-report.md" || status=1
 done
 exit $status

@@ -451,3 +451,26 @@ def test_interpreter_exit_while_callbacks_run():
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout.strip() == "ok"
+
+
+def test_worker_stderr_is_passed_on_before_the_next_item(capfd):
+    # what the worker writes to stderr before it sends an item is on our stderr once
+    # receive() returns that item, as with execnet (whose workers inherit our stderr);
+    # found by execnet's TestTracing::test_popen_stderr_tracing
+    gw = execnet.makegateway("popen")
+    try:
+        ch = gw.remote_exec(
+            "import sys\n"
+            "for i in range(200):\n"
+            "    sys.stderr.write('line %d\\n' % i); sys.stderr.flush()\n"
+            "    channel.send(i)\n"
+            "    channel.receive()\n"
+        )
+        for i in range(200):
+            assert ch.receive(timeout=30) == i
+            _out, err = capfd.readouterr()
+            assert f"line {i}\n" in err, (i, err)
+            ch.send(None)
+        ch.waitclose(timeout=30)
+    finally:
+        gw.exit()

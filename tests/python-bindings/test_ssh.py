@@ -1,6 +1,7 @@
 """ssh gateways from Python, through the private sshd of conftest.py (127.0.0.1 only)."""
 
 import os
+import socket
 import subprocess
 
 import pytest
@@ -67,9 +68,27 @@ def test_makegateway_ssh_spec(sshd):
         gw.exit()
 
 
+def test_unreachable_ssh_host_is_host_not_found_at_makegateway(sshd, tmp_path):
+    # as execnet's makegateway: a host ssh cannot reach raises HostNotFound right away
+    # (found by execnet's TestSshPopenGateway::test_host_not_found); loopback only
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config.read_text().replace(f"Port {sshd.port}", f"Port {closed_port}"))
+    group = execnet.Group()
+    try:
+        with pytest.raises(execnet.HostNotFound) as info:
+            group.makegateway(f"ssh={sshd.host}//ssh_config={config}")
+        assert "Connection refused" in str(info.value), info.value
+        assert len(group) == 0
+    finally:
+        group.terminate(timeout=5)
+
+
 def test_ssh_login_refused_is_an_error(sshd, tmp_path):
-    # the same server, with a client key it does not know: the first use of the
-    # gateway fails with ssh's own reason
+    # the same server, with a client key it does not know: makegateway fails with
+    # ssh's own reason
     other = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
                    stdin=subprocess.DEVNULL, check=True, timeout=30)

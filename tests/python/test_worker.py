@@ -858,6 +858,8 @@ def test_tracing_with_execnet_debug(spawn, how):
     assert worker.run("channel.send(1)") == [1]
     assert wait_until(lambda: "sending CHANNEL_CLOSE channel 1" in worker.stderr)
     assert "received CHANNEL_EXEC channel 1" in worker.stderr
+    # execnet's layout: "[PID] message", starting with the gateway's creation
+    assert worker.stderr.startswith("[%d] creating workergateway" % worker.proc.pid), worker.stderr
 
 
 def test_no_tracing_by_default(worker):

@@ -415,6 +415,13 @@ impl Gateway {
         self.inner.is_alive()
     }
 
+    /// Waits until the worker answered the bootstrap (see execnet::Gateway::wait_ready).
+    #[pyo3(signature = (timeout=None))]
+    fn wait_ready(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let gw = &self.inner;
+        interruptible(py, timeout_of(timeout)?, |slice| gw.wait_ready(slice))
+    }
+
     fn exit(&self, py: Python<'_>) -> PyResult<()> {
         let gw = &self.inner;
         py.detach(|| gw.exit()).map_err(to_pyerr)

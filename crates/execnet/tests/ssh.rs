@@ -197,6 +197,23 @@ fn wrong_port_says_unreachable() {
 }
 
 #[test]
+fn wait_ready_reports_the_failure_to_start_and_succeeds_on_a_working_host() {
+    let Some(s) = server() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gw = execnet::makegateway(format!("ssh={}", s.host_args(port, &s.key))).unwrap();
+    let info = lost(gw.wait_ready(LONG).unwrap_err());
+    assert!(info.reason.contains("host unreachable"), "{info}");
+    assert!(info.stderr_tail.contains("Connection refused"), "ssh's own message: {info}");
+
+    let gw = execnet::makegateway(s.spec("")).unwrap();
+    gw.wait_ready(LONG).unwrap();
+    let ch = gw.remote_exec("channel.send(7)").unwrap();
+    assert_eq!(ch.receive::<i64>().unwrap(), 7);
+    gw.wait_ready(Duration::ZERO).unwrap(); // ready stays ready
+    gw.exit().unwrap();
+}
+
+#[test]
 fn refused_key_says_authentication_refused() {
     let Some(s) = server() else { return };
     let gw = execnet::makegateway(format!("ssh={}", s.host_args(s.port, &s.other_key))).unwrap();

@@ -460,7 +460,16 @@ class Group:
             # Imports are served from what this interpreter can import.
             roots = [p for p in sys.path if p and os.path.isdir(p)]
             spec += "//import_path=" + os.pathsep.join(roots)
-        gw = Gateway(self._core.makegateway(spec), self, parsed)
+        core = self._core.makegateway(spec)
+        if parsed.ssh:
+            # As execnet: a host ssh cannot reach (or log in to) is HostNotFound here,
+            # not at the first use. Popen and socket gateways fail early without this.
+            try:
+                core.wait_ready()
+            except GatewayLost as e:
+                core.exit()
+                raise HostNotFound(str(e)) from None
+        gw = Gateway(core, self, parsed)
         self._gateways.append(gw)
         return gw
 

@@ -13,6 +13,7 @@ pub mod channel;
 pub mod imports;
 pub mod output;
 pub mod source;
+mod stderr;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, Read, Write};
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use self::channel::{ChannelHandle, ChannelState, EndReason, QueueBudget};
+use self::stderr::StderrTail;
 pub use self::source::Source;
 use crate::error::{Error, LostInfo, Result};
 use crate::transport::{self, Connection, ExplainLoss};
@@ -42,9 +44,6 @@ pub const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(3);
 /// `queue_limit=BYTES`, `0` for no limit). One message may overshoot it: the check
 /// happens before each frame is read.
 pub const DEFAULT_QUEUE_LIMIT: usize = 64 << 20;
-
-/// How much of the worker's stderr is kept for error reports.
-const STDERR_TAIL_BYTES: usize = 4096;
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -75,6 +74,7 @@ pub(crate) fn detached_channel(id: i32) -> Channel {
         writer: Box::new(io::sink()),
         child: None,
         stderr: None,
+        stderr_fd: None,
         bootstrap: Vec::new(),
         program: "nothing".into(),
         force_close: None,
@@ -223,7 +223,7 @@ impl Gateway {
     }
 
     fn from_connection(spec: XSpec, id: &str, conn: Connection) -> Gateway {
-        let Connection { reader, reader_fd, writer, child, stderr, bootstrap, program, force_close, explain_loss } =
+        let Connection { reader, reader_fd, writer, child, stderr, stderr_fd, bootstrap, program, force_close, explain_loss } =
             conn;
         let max_message = spec.max_message().ok().flatten().unwrap_or(frame::DEFAULT_MAX_MESSAGE);
         let queue_limit = spec.queue_limit().ok().flatten().unwrap_or(DEFAULT_QUEUE_LIMIT);
@@ -249,6 +249,7 @@ impl Gateway {
             exit_status: OnceLock::new(),
             stderr_tail: Arc::new(StderrTail::default()),
             done: Flag::default(),
+            started: Flag::default(),
             reader_thread: Mutex::new(None),
             max_message,
             budget: Arc::new(QueueBudget::new(queue_limit)),
@@ -260,10 +261,13 @@ impl Gateway {
             reading_ended: AtomicBool::new(false),
             quick_answers: AtomicBool::new(true),
         });
-        match stderr {
-            Some(err) => spawn_stderr_thread(&inner, err),
-            None => inner.stderr_tail.finish(),
-        }
+        let reader = match stderr {
+            Some(err) => stderr::forward(&inner.id, &inner.stderr_tail, err, stderr_fd, reader),
+            None => {
+                inner.stderr_tail.finish();
+                reader
+            }
+        };
         let for_reader = inner.clone();
         let reader_thread = thread::Builder::new()
             .name(format!("execnet-{}-reader", inner.id))
@@ -375,6 +379,26 @@ impl Gateway {
         let channel = self.newchannel()?;
         self.inner.send_frame(Code::Status, channel.id(), &[])?;
         channel.receive()
+    }
+
+    /// Waits until the worker has started and serves frames (it answered the bootstrap
+    /// with its ready byte). `makegateway` does not wait for that: frames sent before are
+    /// kept and written then. This is for callers that want a failure to start (ssh's
+    /// "Could not resolve hostname", a missing interpreter on the far side) reported
+    /// here rather than by the first use of the gateway, as execnet's makegateway does.
+    ///
+    /// Errors: [`Error::GatewayLost`] with the reason when the worker never became ready,
+    /// [`Error::Timeout`] when it is not ready within `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout.min(Duration::from_secs(365 * 24 * 3600));
+        if !self.inner.started.wait_until(deadline) {
+            return Err(Error::Timeout(timeout));
+        }
+        if lock(&self.inner.writer).ready {
+            Ok(())
+        } else {
+            Err(self.inner.lost_error("the worker never became ready"))
+        }
     }
 
     /// True until the connection to the worker is gone.
@@ -498,52 +522,6 @@ impl Flag {
     }
 }
 
-#[derive(Default)]
-struct StderrTail {
-    tail: Mutex<VecDeque<u8>>,
-    done: Flag,
-}
-
-impl StderrTail {
-    fn push(&self, bytes: &[u8]) {
-        let mut tail = lock(&self.tail);
-        tail.extend(bytes);
-        let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
-        tail.drain(..excess);
-    }
-    fn finish(&self) {
-        self.done.set();
-    }
-    fn text(&self) -> String {
-        let tail = lock(&self.tail);
-        let (a, b) = tail.as_slices();
-        String::from_utf8_lossy(&[a, b].concat()).into_owned()
-    }
-}
-
-fn spawn_stderr_thread(inner: &Arc<GatewayInner>, mut err: Box<dyn Read + Send>) {
-    let tail = inner.stderr_tail.clone();
-    let spawned =
-        thread::Builder::new().name(format!("execnet-{}-stderr", inner.id)).stack_size(64 * 1024).spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match err.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        tail.push(&buf[..n]);
-                        let _ = io::stderr().write_all(&buf[..n]);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            tail.finish();
-        });
-    if spawned.is_err() {
-        inner.stderr_tail.finish();
-    }
-}
-
 pub(crate) struct GatewayInner {
     pub(crate) uid: u64,
     id: String,
@@ -560,6 +538,8 @@ pub(crate) struct GatewayInner {
     exit_status: OnceLock<String>,
     stderr_tail: Arc<StderrTail>,
     done: Flag,
+    /// Set when the worker sent its ready byte, or the connection ended before it did.
+    started: Flag,
     reader_thread: Mutex<Option<JoinHandle<()>>>,
     max_message: usize,
     budget: Arc<QueueBudget>,
@@ -669,6 +649,7 @@ impl GatewayInner {
     fn set_ready(&self) -> std::result::Result<(), String> {
         let mut w = lock(&self.writer);
         w.ready = true;
+        self.started.set();
         if w.closed || w.pending.is_empty() {
             return Ok(());
         }
@@ -965,6 +946,7 @@ impl GatewayInner {
             state.end(EndReason::Lost(info.clone()));
         }
         self.done.set();
+        self.started.set();
     }
 
     /// Waits for the process to exit, until `deadline`, and reaps it; true when it has

@@ -31,6 +31,10 @@ pub(crate) struct Connection {
     /// The worker's stderr (a local process's pipe, or what a relay forwards), kept for
     /// error reports and passed on to ours.
     pub stderr: Option<Box<dyn Read + Send>>,
+    /// The file descriptor `stderr` reads, when it is a local pipe: the frame reader then
+    /// passes on what stderr holds before handing out the frames it read (see
+    /// gateway/stderr.rs), so stderr output is not overtaken by later frames.
+    pub stderr_fd: Option<std::os::fd::RawFd>,
     /// The line to write first (the worker source and its start call).
     pub bootstrap: Vec<u8>,
     /// What to call this program in error messages (for example the python path).
@@ -59,13 +63,16 @@ impl Connection {
         let stdin = GrowingPipe::new(child.stdin.take().expect("piped stdin"));
         let stdout = child.stdout.take().expect("piped stdout");
         let reader_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stdout));
-        let stderr = child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>);
+        let stderr_pipe = child.stderr.take();
+        let stderr_fd = stderr_pipe.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        let stderr = stderr_pipe.map(|e| Box::new(e) as Box<dyn Read + Send>);
         Connection {
             reader: Box::new(stdout),
             reader_fd,
             writer: Box::new(stdin),
             child: Some(child),
             stderr,
+            stderr_fd,
             bootstrap: crate::worker::stdio_bootstrap_line(config, cache).into_bytes(),
             program,
             force_close: None,

@@ -262,6 +262,7 @@ pub(crate) fn connect(spec: &XSpec, config: &WorkerConfig) -> Result<Connection>
         writer: Box::new(SocketWriter(stream)),
         child: None,
         stderr: None,
+        stderr_fd: None,
         bootstrap: worker::socket_bootstrap_line(config).into_bytes(),
         program: format!("the socket server at {addr}"),
         force_close: Some(Box::new(move || {

@@ -143,7 +143,8 @@ def _make_tracer(gateway_id):
     """
     if not os.environ.get("EXECNET_DEBUG"):
         return None
-    prefix = "[execnet worker %s pid=%d] " % (gateway_id, os.getpid())
+    # "[PID] message", the layout of execnet's trace lines
+    prefix = "[%d] " % os.getpid()
     lock = threading.Lock()
 
     def trace(*parts):
@@ -1027,6 +1028,7 @@ class WorkerGateway:
         tracer = _make_tracer(id)
         self._trace = tracer or _no_trace
         if tracer is not None:
+            tracer("creating workergateway", id, "execmodel", self.execmodel.backend)
             self._install_tracing(tracer)
 
     def __repr__(self):
