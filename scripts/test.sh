@@ -12,7 +12,9 @@
 # 4. runs the Python worker's tests (tests/python), when that folder exists;
 # 5. runs the bindings' tests (tests/python-bindings) and pytest-xdist runs on them
 #    (tests/xdist-client), one of them with --rsyncdir;
-# 6. fuzzes the frame parser and the loader with cargo-fuzz for a bounded time
+# 6. runs execnet's and pytest-xdist's own test suites on the real execnet and on
+#    execnet_rs, and compares them (scripts/upstream-suites.sh);
+# 7. fuzzes the frame parser and the loader with cargo-fuzz for a bounded time
 #    (scripts/fuzz.sh; EXECNET_CARGO_FUZZ_SECONDS per target, default 20).
 #
 # It stops at the first failing stage and says which one failed. Nothing is installed
@@ -35,6 +37,9 @@ DEBIAN_NEEDS=(
     "libc6-dev=/usr/include/stdio.h"    # ...and the C library it links against
     "openssh-client=ssh-keygen"         # ssh gateways run ssh; the ssh tests make keys
     "openssh-server=/usr/sbin/sshd"     # the ssh tests start their own sshd on 127.0.0.1
+    "sudo=sudo"                         # the sudo= transport's tests (tests/exec.rs)
+    "podman=podman"                     # the podman= preset, run for real (tests/podman.rs)
+    "runc=runc"                         # ...with runc, which starts containers in a sandbox
 )
 
 # Python packages for .venv, pinned. The Rust tests run the real execnet from here.
@@ -263,9 +268,11 @@ out=$(cd tests/xdist-client && XDIST_CLIENT_BARE_PYTHON="$bare_python" timeout 3
 printf '%s\n' "$out" | tail -n 1
 grep -q "PASSED tests/test_a.py::test_runs_on_the_bare_interpreter_with_forwarded_imports" <<<"$out" \
     || { printf '%s\n' "$out"; rm -rf "$bare"; die "the bare-interpreter check did not pass"; }
+# With --tx and no -n, xdist restarts a worker that failed to start without end (it ran
+# into the timeout, 1,200 workers later): --max-worker-restart 0 stops at the first.
 status=0
 out=$(cd tests/xdist-client && timeout 120 "$VENV/bin/python" -m pytest -p no:cacheprovider -q \
-      --dist load --tx "1*popen//python=$bare_python" tests 2>&1) || status=$?
+      --max-worker-restart 0 --dist load --tx "1*popen//python=$bare_python" tests 2>&1) || status=$?
 rm -rf "$bare"
 [ "$status" -ne 0 ] && grep -q "No module named '_pytest'" <<<"$out" \
     || { printf '%s\n' "$out"; die "without forward_imports the bare workers should lack pytest"; }
@@ -290,7 +297,17 @@ grep -q "PASSED xdist-client/tests/test_a.py::test_runs_from_the_rsynced_copy" <
 grep -q "xdist-client: execnet is execnet_rs" <<<"$out" \
     || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
 
-# ---- 6. cargo fuzz ------------------------------------------------------------------------
+# ---- 6. execnet's and pytest-xdist's own suites ---------------------------------------------
+
+# Their sdists' testing/ folders, on the real execnet and on execnet_rs standing in; the
+# script prints a table per test file and fails on a difference not listed (with its
+# reason) in scripts/upstream-known-differences.txt.
+stage "upstream suites (execnet 2.1.2, pytest-xdist 3.8.0)"
+upstream_started=$SECONDS
+bash scripts/upstream-suites.sh
+echo "upstream suites stage: $((SECONDS - upstream_started)) s"
+
+# ---- 7. cargo fuzz ------------------------------------------------------------------------
 
 # libFuzzer, coverage-guided, seeded with tests/fuzz/corpus; scripts/fuzz.sh installs the
 # pinned cargo-fuzz when it is missing (status 2 when it cannot). Under CI=true that is a

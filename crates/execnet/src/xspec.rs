@@ -17,6 +17,13 @@ use crate::error::{Error, Result};
 /// Keys that need a value (`key=value`): given bare or empty, the spec is refused.
 pub const VALUED_KEYS: &[&str] = &[
     "ssh",
+    "exec",
+    "docker",
+    "podman",
+    "kubectl",
+    "sudo",
+    "kubectl_context",
+    "namespace",
     "python",
     "chdir",
     "nice",
@@ -221,16 +228,18 @@ impl XSpec {
         }
     }
 
-    /// The kind of transport this spec asks for: "popen", "ssh" or "socket".
+    /// The kind of transport this spec asks for: "popen", "ssh", "socket", or one of the
+    /// command transports "exec", "docker", "podman", "kubectl", "sudo".
     pub fn transport(&self) -> Result<&'static str> {
-        let kinds: Vec<&'static str> = ["popen", "ssh", "socket"]
+        let kinds: Vec<&'static str> = ["popen", "ssh", "socket", "exec", "docker", "podman", "kubectl", "sudo"]
             .into_iter()
             .filter(|k| self.has(k))
             .collect();
         match kinds.as_slice() {
             [one] => Ok(one),
             [] => Err(self.invalid(
-                "no transport given: start the spec with popen, ssh=HOST or socket=HOST:PORT",
+                "no transport given: start the spec with popen, ssh=HOST, socket=HOST:PORT, \
+                 exec=COMMAND, docker=CONTAINER, podman=CONTAINER, kubectl=POD or sudo=USER",
             )),
             many => Err(self.invalid(format!(
                 "more than one transport given ({}): use exactly one",
@@ -323,6 +332,13 @@ fn example_of(key: &str) -> &'static str {
     match key {
         "ssh" => "ssh=user@host",
         "socket" => "socket=127.0.0.1:8888",
+        "exec" => "exec=docker exec -i CONTAINER",
+        "docker" => "docker=CONTAINER",
+        "podman" => "podman=CONTAINER",
+        "kubectl" => "kubectl=POD",
+        "sudo" => "sudo=USER",
+        "kubectl_context" => "kubectl_context=prod",
+        "namespace" => "namespace=default",
         "python" => "python=python3",
         "chdir" => "chdir=/tmp/work",
         "nice" => "nice=10",

@@ -208,6 +208,7 @@ impl Gateway {
             (None, "popen") => transport::popen::spawn(spec, &config)?,
             (None, "ssh") => transport::ssh::spawn(spec, &config)?,
             (None, "socket") => transport::socket::connect(spec, &config)?,
+            (None, "exec" | "docker" | "podman" | "kubectl" | "sudo") => transport::exec::spawn(spec, &config)?,
             (None, other) => return Err(spec.invalid(format!("unknown transport {other}"))),
         };
         let gw = Gateway::from_connection(spec.with_id(id), id, conn);

@@ -4,6 +4,7 @@
 //! bootstrap one-liner, and hands the gateway a [`Connection`]: a byte stream each way,
 //! and the local process, if there is one, with its stderr.
 
+pub mod exec;
 pub mod popen;
 pub mod socket;
 pub mod ssh;

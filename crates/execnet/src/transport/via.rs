@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
+use super::exec::ExecTarget;
 use super::ssh::{share_persist, SshTarget};
 use super::{Connection, ExplainLoss};
 use crate::error::{Error, LostInfo, Result};
@@ -174,9 +175,15 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
             let args = RelayArgs { argv: target.command_line(), env: BTreeMap::new(), own_python: false };
             (args, program, Some(target.explainer()))
         }
+        "exec" | "docker" | "podman" | "kubectl" | "sudo" => {
+            let target = ExecTarget::from_spec(spec)?;
+            let program = format!("{} on gateway {}", target.display(), via.id());
+            let args = RelayArgs { argv: target.command_line().to_vec(), env: BTreeMap::new(), own_python: false };
+            (args, program, Some(target.explainer()))
+        }
         other => {
             return Err(spec.invalid(format!(
-                "via= works with popen and ssh specs, not with {other}"
+                "via= works with popen, ssh and command (exec=, sudo=, ...) specs, not with {other}"
             )))
         }
     };
