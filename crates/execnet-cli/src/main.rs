@@ -1,11 +1,12 @@
 //! `execnet`: run Python code on one or many gateways from the command line.
 //!
-//! One module per subcommand: [`run`], [`info`], [`serve`]; [`hosts`] turns `-x` and
+//! One module per subcommand: [`run`], [`info`], [`rsync`], [`serve`]; [`hosts`] turns `-x` and
 //! `--hosts` into the list of gateways to start; [`json`] turns values into JSON.
 
 mod hosts;
 mod info;
 mod json;
+mod rsync;
 mod run;
 mod serve;
 
@@ -44,6 +45,7 @@ use execnet::{Gateway, Group};
         execnet run --hosts fleet.txt --fanout 32 -c 'import os; print(os.uname().release)'\n  \
         seq 3 | execnet run --stdin -c 'for line in channel: channel.send(int(line) * 2)'\n  \
         execnet info -x popen -x popen//python=python3\n  \
+        execnet rsync ./project --dest /srv/project -x ssh=web1 -x ssh=web2\n  \
         execnet serve --listen 127.0.0.1:0"
 )]
 struct Cli {
@@ -71,6 +73,20 @@ enum Command {
     Run(RunArgs),
     /// Show the interpreter behind each gateway (executable, version, platform, pid, cwd).
     Info(SpecArgs),
+    /// Send a directory tree to every gateway: only files whose size or time differ.
+    #[command(after_help = "The contents of SRC go into --dest (default: the same absolute \
+        path) on every host at once. A file is sent when the host has no regular file of the \
+        same size and modification time there; it is written beside its place and renamed, with \
+        SRC's permission bits and time. Symlinks are made anew (an absolute link into SRC points \
+        into DEST); --delete removes what DEST holds beyond SRC. On a terminal a progress bar \
+        shows the bytes sent; a summary on stderr ends the run, one line per host.\n\n\
+        Examples:\n  \
+        execnet rsync ./project --dest /srv/project -x ssh=web1 -x ssh=web2 --delete\n  \
+        execnet rsync ./src --hosts fleet.txt --exclude .git --exclude '*.pyc'\n\n\
+        Exit status: 0 when every host is in sync, 1 when the receiving side raised on some host \
+        (a directory it may not write, say), 2 for a usage error or a host that could not be \
+        started or was lost.")]
+    Rsync(rsync::RsyncArgs),
     /// Accept socket gateways: run each client's worker in a fresh Python process.
     #[command(after_help = "Prints `listening on socket=ADDR` for each listener on stdout, then \
         logs connections and refusals on stderr. Safe by default: listens on 127.0.0.1, and \
@@ -127,6 +143,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Info(args) => info::info(args),
+        Command::Rsync(args) => rsync::rsync(args),
         Command::Serve(args) => serve::serve(args),
     }
 }

@@ -509,6 +509,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(loads, m)?)?;
     m.add_function(wrap_pyfunction!(parse_spec, m)?)?;
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
+    // The receiving half of RSync, shared with the Rust library's execnet::RSync.
+    m.add("RSYNC_REMOTE_SOURCE", execnet::rsync::REMOTE_SOURCE)?;
     m.add("DataFormatError", py.get_type::<DataFormatError>())?;
     m.add("RemoteError", py.get_type::<RemoteError>())?;
     m.add("TimeoutError", py.get_type::<TimeoutError>())?;

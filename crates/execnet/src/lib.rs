@@ -25,11 +25,13 @@
 //! The crate is laid out as the architecture: [`wire`] (frames and the object format),
 //! [`transport`] (how bytes reach a worker), [`gateway`] (gateways and channels),
 //! [`worker`] (the Python side and its bootstrap), [`multi`] (groups and multi-channels),
-//! [`xspec`] (gateway specifications), [`server`] (the socket server of `execnet serve`).
+//! [`xspec`] (gateway specifications), [`server`] (the socket server of `execnet serve`),
+//! [`rsync`] (directory sync to the workers).
 
 pub mod error;
 pub mod gateway;
 pub mod multi;
+pub mod rsync;
 pub mod server;
 pub mod transport;
 pub mod wire;
@@ -42,6 +44,7 @@ pub use gateway::imports::{ImportForwarding, ImportServer, ImportStats};
 pub use gateway::output::{Output, OutputCapture, OutputStream};
 pub use gateway::{Gateway, RInfo, RemoteStatus, Source, WeakGateway, DEFAULT_EXIT_TIMEOUT};
 pub use multi::{default_group, makegateway, Group, MultiChannel, ReceiveQueue};
+pub use rsync::{Progress, RSync, TargetOptions, TargetReport};
 pub use server::{ServeConfig, Server, ServerHandle, ServerStats};
 pub use wire::value::{from_value, to_value, Complex, Dict, FrozenSet, Int, Set, Tuple, Value};
 pub use wire::{dumps, loads};

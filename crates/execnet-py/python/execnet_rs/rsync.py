@@ -1,5 +1,7 @@
 """execnet's RSync for execnet_rs: sends a directory tree to directories reached through
-gateways, over channels (the receiving half is _rsync_remote.py, sent by remote_exec).
+gateways, over channels. The receiving half is the Rust library's (crates/execnet/src/rsync/
+remote.py, as ``_core.RSYNC_REMOTE_SOURCE``), shared with ``execnet::RSync``, and sent by
+remote_exec.
 
 A file is sent when the target has no regular file of the same size and modification
 time there; it is written beside its place and renamed, with the source's permission
@@ -13,7 +15,7 @@ all it holds).
 import os
 import stat
 
-from . import _rsync_remote
+from . import _core
 
 
 class RSync:
@@ -60,7 +62,7 @@ class RSync:
         total = sum(entry[2] for entry in entries if entry[0] == "f")
         started = []
         for gateway, destdir, finished, options in targets:
-            channel = gateway.remote_exec(_rsync_remote)
+            channel = gateway.remote_exec(_core.RSYNC_REMOTE_SOURCE)
             channel.send((destdir, {"delete": bool(options.get("delete"))}))
             channel.send(("list", entries))
             if self._callback is not None:
@@ -108,7 +110,7 @@ class RSync:
             return None, 0, 0
 
     def _listing(self):
-        """The entries of the source tree, parents before children (see _rsync_remote)."""
+        """The entries of the source tree, parents before children (see the receiving half's docstring)."""
         root = self._sourcedir
         roots = {os.path.abspath(root), os.path.realpath(root)}
         entries = []

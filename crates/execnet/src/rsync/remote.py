@@ -1,5 +1,6 @@
-"""The receiving half of execnet_rs.RSync: sent whole by ``remote_exec(module)`` and run
-in the worker as ``__channelexec__`` (standard library only).
+"""The receiving half of RSync (execnet::RSync in Rust, execnet_rs.RSync in the bindings):
+sent whole by ``remote_exec`` and run in the worker as ``__channelexec__`` (standard
+library only).
 
 The conversation on the channel, each item a plain tuple or list:
 
