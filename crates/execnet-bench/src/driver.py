@@ -254,6 +254,91 @@ def imports(spec, p):
     return samples, {}
 
 
+def make_rsync_tree(root, n, size):
+    """n files of size bytes, 100 to a directory (scenarios.rs makes the same layout)."""
+    for i in range(n):
+        d = os.path.join(root, "d%03d" % (i // 100))
+        if i % 100 == 0:
+            os.makedirs(d)
+        with open(os.path.join(d, "f%04d.bin" % i), "wb") as f:
+            f.write(os.urandom(size))
+
+
+def rsync(spec, p):
+    import tempfile
+
+    n, size, k = p["n"], p["size"], p["gateways"]
+    with tempfile.TemporaryDirectory() as src, tempfile.TemporaryDirectory() as dst:
+        make_rsync_tree(src, n, size)
+        group = execnet.Group()
+        for _ in range(k):
+            group.makegateway(spec)
+        assert group.remote_exec("channel.send(1)").receive_each() == [1] * k
+
+        def sync_all():
+            sync = execnet.RSync(src, verbose=False)
+            for i, gw in enumerate(group):
+                sync.add_target(gw, os.path.join(dst, "t%d" % i))
+            t0 = clock()
+            sync.send()
+            return clock() - t0
+
+        t = sync_all()
+        unchanged = sync_all()
+        for i in range(k):
+            assert os.path.getsize(os.path.join(dst, "t%d" % i, "d000", "f0000.bin")) == size
+        group.terminate(timeout=10)
+    return [t], {"unchanged_seconds": unchanged, "mb_per_s": n * size * k / t / 1e6}
+
+
+XDIST_CONFTEST = """
+import os
+import sys
+
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    if os.environ.get("EXECNET_BENCH_BINDINGS") == "1":
+        import execnet_rs
+        execnet_rs.install_as_execnet()
+
+
+def pytest_sessionfinish(session):
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        rs = sys.modules["execnet"] is sys.modules.get("execnet_rs")
+        with open(os.environ["EXECNET_BENCH_MARK"], "w") as f:
+            f.write("execnet_rs" if rs else "execnet")
+"""
+
+
+def xdist(spec, p):
+    """A pytest-xdist run (-n WORKERS) of N short tests in a subprocess of this interpreter,
+    on execnet (or, with --bindings, on execnet_rs standing in); wall-clock seconds."""
+    import subprocess
+    import tempfile
+
+    n, workers = p["n"], p["workers"]
+    per_file = 30
+    with tempfile.TemporaryDirectory() as root:
+        with open(os.path.join(root, "conftest.py"), "w") as f:
+            f.write(XDIST_CONFTEST)
+        for i in range(0, n, per_file):
+            with open(os.path.join(root, "test_m%03d.py" % (i // per_file)), "w") as f:
+                for j in range(i, min(n, i + per_file)):
+                    f.write("def test_%d():\n    assert sum(range(%d)) >= 0\n\n" % (j, j))
+        mark = os.path.join(root, "which-execnet")
+        env = dict(os.environ, EXECNET_BENCH_BINDINGS="1" if BINDINGS else "0", EXECNET_BENCH_MARK=mark)
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers), root]
+        t0 = clock()
+        out = subprocess.run(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        t = clock() - t0
+        text = out.stdout.decode("utf-8", "replace")
+        assert out.returncode == 0, text
+        assert ("%d passed" % n) in text, text
+        with open(mark) as f:
+            used = f.read()
+    assert used == ("execnet_rs" if BINDINGS else "execnet"), "the xdist run used " + used
+    return [t], {}
+
+
 SCENARIOS = {
     "imports": imports,
     "startup": startup,
@@ -263,6 +348,8 @@ SCENARIOS = {
     "fanout": fanout,
     "taskfarm": taskfarm,
     "scale": scale,
+    "rsync": rsync,
+    "xdist": xdist,
 }
 
 

@@ -305,6 +305,11 @@ fn run(args: Args) -> Result<()> {
                 unit: "s".into(),
                 samples: vec![],
             }),
+            ("rsync", Transport::Popen) => Some(Baseline {
+                what: format!("{} x `rsync -a SRC/ DST/` started together", sc.params.gateways.unwrap_or(0)),
+                unit: "s".into(),
+                samples: vec![],
+            }),
             ("bulk", _) => Some(Baseline {
                 what: "dd if=/dev/zero bs=1M | dd of=/dev/null bs=1M".into(),
                 unit: "MB/s".into(),
@@ -338,6 +343,15 @@ fn run(args: Args) -> Result<()> {
                     let s = runner::bare_python_parallel(&python, sc.params.gateways.unwrap_or(1))?;
                     line.push_str(&format!("  bare pythons {} ms", report::num(s * 1e3)));
                     b.samples.push(s);
+                } else if sc.kind == "rsync" {
+                    let p = &sc.params;
+                    match runner::rsync_baseline(p.n.unwrap_or(1), p.size.unwrap_or(1), p.gateways.unwrap_or(1)) {
+                        Ok(s) => {
+                            line.push_str(&format!("  rsync -a {} ms", report::num(s * 1e3)));
+                            b.samples.push(s);
+                        }
+                        Err(e) => line.push_str(&format!("  rsync -a not measured: {e:#}")),
+                    }
                 } else if sc.kind == "startup" {
                     let s = runner::bare_python(&python, sc.params.inner.unwrap_or(1))?;
                     line.push_str(&format!("  bare python {} ms", report::num(median(&s) * 1e3)));

@@ -188,6 +188,17 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             metric: KIB,
             target: Some(Target::Below(1024.0)),
         },
+        Scenario {
+            id: "rsync",
+            kind: "rsync",
+            transport: Transport::Popen,
+            host: Host::Rust,
+            what: "RSync of a tree of 2,000 files (200 MB) to 4 popen gateways, each its own directory",
+            reps: reps(3),
+            params: Params { n: q(2_000, 100), size: Some(100_000), gateways: q(4, 2), ..Default::default() },
+            metric: TIME_MS,
+            target: None,
+        },
         startup("ssh-startup", Transport::Ssh),
         roundtrip("ssh-roundtrip", Transport::Ssh),
     ];
@@ -210,6 +221,17 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
         })
         .collect();
     all.extend(from_python);
+    all.push(Scenario {
+        id: "py-xdist",
+        kind: "xdist",
+        transport: Transport::Popen,
+        host: Host::PythonBindings,
+        what: "pytest -n 2 of 300 short tests in 10 files (the whole pytest process, wall clock)",
+        reps: reps(3),
+        params: Params { n: q(300, 30), workers: Some(2), ..Default::default() },
+        metric: TIME_MS,
+        target: None,
+    });
     all
 }
 

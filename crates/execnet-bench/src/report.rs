@@ -265,6 +265,28 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
                 skipped: None,
             });
         }
+        ("rsync", Some(reference)) if reference.is_finite() => {
+            let reference_ms = reference * 1e3;
+            out.push(Row {
+                id: format!("{}-vs-rsync", res.id),
+                label: format!(
+                    "{} / {} x `rsync -a` started together ({} ms)",
+                    res.id,
+                    sc.params.gateways.unwrap_or(0),
+                    num(reference_ms)
+                ),
+                unit: "x that".into(),
+                better: Better::Lower,
+                rs: opt(rs / reference_ms),
+                py: opt(py / reference_ms),
+                ratio: None,
+                target: None,
+                target_text: "(reference)".into(),
+                met: None,
+                verdict: "-".into(),
+                skipped: None,
+            });
+        }
         ("bulk", Some(dd)) => {
             let t = Target::FractionAtLeast(plan::BULK_FRACTION_OF_DD);
             let (met, verdict) = judge(t, rs / dd, "");

@@ -201,6 +201,32 @@ pub fn dd_pipe(mib: usize) -> Result<f64> {
     Ok((mib as f64 * 1048576.0) / t / 1e6)
 }
 
+/// Seconds that `k` runs of `rsync -a SRC/ DST_i/` started together take for the rsync
+/// row's tree (rsync's own sender and receiver processes, talking over a pipe): the
+/// reference for the rsync row.
+pub fn rsync_baseline(n: usize, size: usize, k: usize) -> Result<f64> {
+    let src = tempfile::tempdir()?;
+    crate::scenarios::make_rsync_tree(src.path(), n, size)?;
+    let dst = tempfile::tempdir()?;
+    let from = format!("{}/", src.path().display());
+    let t0 = Instant::now();
+    let children: Vec<_> = (0..k)
+        .map(|i| {
+            Command::new("rsync")
+                .args(["-a", &from, &format!("{}/t{i}/", dst.path().display())])
+                .spawn()
+                .context("running rsync -a (Debian: apt-get install rsync)")
+        })
+        .collect::<Result<_>>()?;
+    for mut child in children {
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("rsync -a: {status}");
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 /// The default interpreter: $EXECNET_PYTHON, else `.venv/bin/python` here or above.
 pub fn default_python() -> Option<String> {
     if let Ok(p) = std::env::var("EXECNET_PYTHON") {

@@ -53,6 +53,7 @@ pub fn run(name: &str, spec: &str, p: &Params) -> Result<SideRun> {
         "fanout" => fanout(spec, get(p.gateways, "gateways")?),
         "taskfarm" => taskfarm(spec, get(p.n, "n")?, get(p.workers, "workers")?, get(p.window, "window")?),
         "scale" => scale(spec, get(p.gateways, "gateways")?),
+        "rsync" => rsync(spec, get(p.n, "n")?, get(p.size, "size")?, get(p.gateways, "gateways")?),
         other => bail!("unknown scenario {other}"),
     }
 }
@@ -201,6 +202,61 @@ fn bulk(spec: &str, n: usize, size: usize) -> Result<SideRun> {
     ch.waitclose(None)?;
     gw.exit()?;
     Ok(SideRun { samples: vec![total as f64 / t / 1e6], extra: extra(&[("seconds", t.into())]) })
+}
+
+/// Writes the rsync scenario's tree under `root`: `n` files of `size` bytes, 100 to a
+/// directory (`d000/f0000.bin`, ...), of bytes that do not repeat (driver.py makes the
+/// same layout).
+pub fn make_rsync_tree(root: &std::path::Path, n: usize, size: usize) -> Result<()> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut data = vec![0u8; size];
+    for i in 0..n {
+        let dir = root.join(format!("d{:03}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&dir)?;
+        }
+        for chunk in data.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        std::fs::write(dir.join(format!("f{i:04}.bin")), &data)?;
+    }
+    Ok(())
+}
+
+/// One sync of a fresh tree to `k` gateways, each into a directory of its own (timed:
+/// from the start of the send to the last target's done), then the same again with
+/// nothing to send (in `extra`).
+fn rsync(spec: &str, n: usize, size: usize, k: usize) -> Result<SideRun> {
+    let src = tempfile::tempdir()?;
+    make_rsync_tree(src.path(), n, size)?;
+    let dst = tempfile::tempdir()?;
+    let group = start_group(spec, k)?;
+    let gateways = group.gateways();
+    let sync_all = || -> Result<f64> {
+        let mut sync = execnet::RSync::new(src.path());
+        for (i, gw) in gateways.iter().enumerate() {
+            sync.add_target(gw, dst.path().join(format!("t{i}")).to_string_lossy().into_owned());
+        }
+        let t0 = Instant::now();
+        let reports = sync.send()?;
+        let t = secs(t0.elapsed());
+        ensure!(reports.len() == k && reports.iter().all(|r| r.files_listed == n));
+        Ok(t)
+    };
+    let t = sync_all()?;
+    let unchanged = sync_all()?;
+    for i in 0..k {
+        let copy = dst.path().join(format!("t{i}/d000/f0000.bin"));
+        ensure!(std::fs::metadata(&copy)?.len() == size as u64, "{} incomplete", copy.display());
+    }
+    group.terminate(Duration::from_secs(10));
+    Ok(SideRun {
+        samples: vec![t],
+        extra: extra(&[("unchanged_seconds", unchanged.into()), ("mb_per_s", ((n * size * k) as f64 / t / 1e6).into())]),
+    })
 }
 
 /// A group of `k` gateways for `spec`, each of which has answered once.
