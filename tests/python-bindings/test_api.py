@@ -474,3 +474,18 @@ def test_worker_stderr_is_passed_on_before_the_next_item(capfd):
         ch.waitclose(timeout=30)
     finally:
         gw.exit()
+
+
+def test_command_transports_work_through_the_bindings(tmp_path):
+    # exec= (and its presets) are specs like any other for makegateway; a failure of the
+    # command comes back as GatewayLost whose message says what failed
+    gw = execnet.makegateway(f"exec=env EXECNET_VIA=exec//python={sys.executable}//chdir={tmp_path}")
+    try:
+        got = gw.remote_exec("import os; channel.send((os.environ['EXECNET_VIA'], os.getcwd()))").receive(timeout=30)
+        assert got == ("exec", str(tmp_path))
+        assert execnet.XSpec("sudo=app//python=python3").sudo == "app"
+    finally:
+        gw.exit()
+    bad = execnet.makegateway("exec=env//python=execnet-no-such-python")
+    with pytest.raises(execnet.GatewayLost, match='could not find the interpreter "execnet-no-such-python"'):
+        bad.remote_exec("channel.send(1)").receive(timeout=30)

@@ -120,6 +120,13 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
     };
     let mut all = vec![
         startup("startup", Transport::Popen),
+        Scenario {
+            id: "startup-cold-process",
+            what: "the first gateway of a new host process: create, first item, exit (one sample per process)",
+            reps: reps(10),
+            params: Params { inner: Some(1), ..Default::default() },
+            ..startup("startup-cold-process", Transport::Popen)
+        },
         roundtrip("roundtrip", Transport::Popen),
         Scenario {
             id: "stream",
