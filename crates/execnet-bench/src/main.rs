@@ -260,9 +260,13 @@ fn run(args: Args) -> Result<()> {
         let spec = match sc.transport {
             _ if bindings.is_err() => bindings.clone().map(|_| String::new()),
             Transport::Popen => Ok(sc.transport.spec(&python, None)),
-            Transport::Ssh => {
+            Transport::Ssh | Transport::SshShared => {
                 let host = args.ssh.clone().or_else(|| std::env::var("EXECNET_BENCH_SSH").ok());
-                ssh_spec(&python, host.as_deref(), &mut test_sshd)
+                let spec = ssh_spec(&python, host.as_deref(), &mut test_sshd);
+                match sc.transport {
+                    Transport::SshShared => spec.map(|s| format!("{s}//ssh_share")),
+                    _ => spec,
+                }
             }
         };
         let mut res = ScenarioResult {

@@ -11,6 +11,8 @@ use crate::scenarios::Params;
 pub enum Transport {
     Popen,
     Ssh,
+    /// ssh with `ssh_share` (execnet ignores the key: it has no connection sharing).
+    SshShared,
 }
 
 impl Transport {
@@ -20,6 +22,7 @@ impl Transport {
         match self {
             Transport::Popen => format!("popen//python={python}"),
             Transport::Ssh => format!("ssh={}//python={python}", ssh_target.unwrap_or("127.0.0.1")),
+            Transport::SshShared => format!("{}//ssh_share", Transport::Ssh.spec(python, ssh_target)),
         }
     }
 }
@@ -207,6 +210,13 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             target: None,
         },
         startup("ssh-startup", Transport::Ssh),
+        Scenario {
+            id: "ssh-share-startup",
+            what: "a later ssh gateway to the same host with ssh_share (the first one, which opens the \
+                   shared connection, is not timed); execnet has no sharing and ignores the key",
+            params: Params { inner: q(6, 2), warmup: Some(1), ..Default::default() },
+            ..startup("ssh-share-startup", Transport::SshShared)
+        },
         roundtrip("ssh-roundtrip", Transport::Ssh),
     ];
     // The same scenarios from Python: execnet_rs (the bindings) against execnet, both

@@ -36,6 +36,10 @@ pub struct Params {
     pub workers: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<usize>,
+    /// Leading samples run but not reported (startup: the gateway that opens a shared
+    /// ssh connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<usize>,
 }
 
 fn get(v: Option<usize>, name: &str) -> Result<usize> {
@@ -45,7 +49,7 @@ fn get(v: Option<usize>, name: &str) -> Result<usize> {
 /// Runs scenario `name` on execnet-rs with gateways made from `spec`.
 pub fn run(name: &str, spec: &str, p: &Params) -> Result<SideRun> {
     match name {
-        "startup" => startup(spec, get(p.inner, "inner")?),
+        "startup" => startup(spec, get(p.inner, "inner")?, p.warmup.unwrap_or(0)),
         "imports" => imports(spec, get(p.inner, "inner")?),
         "roundtrip" => roundtrip(spec, get(p.n, "n")?),
         "stream" => stream(spec, get(p.n, "n")?),
@@ -89,7 +93,7 @@ fn ready_gateway(spec: &str) -> Result<Gateway> {
     Ok(gw)
 }
 
-fn startup(spec: &str, inner: usize) -> Result<SideRun> {
+fn startup(spec: &str, inner: usize, warmup: usize) -> Result<SideRun> {
     let mut samples = Vec::with_capacity(inner);
     for _ in 0..inner {
         let t0 = Instant::now();
@@ -100,7 +104,8 @@ fn startup(spec: &str, inner: usize) -> Result<SideRun> {
         samples.push(secs(t0.elapsed()));
         drop(ch);
     }
-    Ok(SideRun { samples, extra: Default::default() })
+    ensure!(warmup < samples.len(), "warmup {warmup} leaves no samples of {inner}");
+    Ok(SideRun { samples: samples.split_off(warmup), extra: Default::default() })
 }
 
 /// The package of driver.py's `write_benchpkg`, written by the same rules.

@@ -79,13 +79,16 @@ fn lines_and_items_keep_their_order() {
             }
         })
         .unwrap();
+    // The code waits for the host's go until the item callback is in place: items sent
+    // before that would be queued, and handed to the callback only when it is set.
     let ch = gw
-        .remote_exec("for i in range(200):\n    print(i)\n    channel.send(i)\n")
+        .remote_exec("channel.receive()\nfor i in range(200):\n    print(i)\n    channel.send(i)\n")
         .unwrap();
     ch.set_callback(move |v: i64| {
         let _ = tx2.send(format!("item:{v}"));
     })
     .unwrap();
+    ch.send(&"go").unwrap();
     ch.waitclose(Some(WAIT)).unwrap();
     output.stop_and_wait(Some(WAIT)).unwrap();
     let events: Vec<String> = rx.try_iter().collect();

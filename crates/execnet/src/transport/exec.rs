@@ -273,9 +273,8 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     })?;
     Ok(Connection::over_child_stdio(
         child,
-        config,
+        crate::worker::stdio_bootstrap_line(config).into_bytes(),
         target.display(),
-        &crate::worker::CacheEntry::default(), // another machine's or user's interpreter
         Some(target.explainer()),
     ))
 }

@@ -52,13 +52,12 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// A connection over a local child process's stdin and stdout (popen, ssh), whose
-    /// worker speaks over stdio; `cache` is the compiled-worker cache entry (popen only).
+    /// A connection over a local child process's stdin and stdout (popen, ssh, exec),
+    /// whose worker speaks over stdio once it has read `bootstrap`.
     pub(crate) fn over_child_stdio(
         mut child: Child,
-        config: &crate::worker::WorkerConfig,
+        bootstrap: Vec<u8>,
         program: String,
-        cache: &crate::worker::CacheEntry,
         explain_loss: Option<ExplainLoss>,
     ) -> Connection {
         let stdin = GrowingPipe::new(child.stdin.take().expect("piped stdin"));
@@ -74,7 +73,7 @@ impl Connection {
             child: Some(child),
             stderr,
             stderr_fd,
-            bootstrap: crate::worker::stdio_bootstrap_line(config, cache).into_bytes(),
+            bootstrap,
             program,
             force_close: None,
             explain_loss,

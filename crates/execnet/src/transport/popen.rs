@@ -10,15 +10,30 @@ use crate::xspec::XSpec;
 /// The interpreter used when the spec has no `python=`.
 pub const DEFAULT_PYTHON: &str = "python3";
 
-/// Starts `python -u -c BOOTSTRAP` for `spec`.
+/// Starts `python -u -c PROGRAM` for `spec`: with our worker, the raw-bytes loader of
+/// [`crate::worker::popen_bootstrap`] (the compiled worker from the cache, no literal to
+/// parse); with another worker, the usual one-liner that evaluates the first line.
 pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     let python = spec.python().unwrap_or(DEFAULT_PYTHON);
+    // A local interpreter: its compiled worker can be cached (not under -B, which asks
+    // for no bytecode to be written).
+    let mut cache = crate::worker::cache::lookup(python);
+    if spec.dont_write_bytecode() {
+        cache.path = None;
+    }
+    let (program, bootstrap) = match crate::worker::popen_bootstrap(config, &cache) {
+        Some(boot) => (boot.program, boot.bytes),
+        None => (
+            BOOTSTRAP_ONELINER.to_string(),
+            crate::worker::stdio_bootstrap_line(config).into_bytes(),
+        ),
+    };
     let mut cmd = Command::new(python);
     cmd.arg("-u");
     if spec.dont_write_bytecode() {
         cmd.arg("-B");
     }
-    cmd.arg("-c").arg(BOOTSTRAP_ONELINER);
+    cmd.arg("-c").arg(program);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // A process group of its own: a Ctrl-C at the terminal reaches the host only, which
     // ends its gateways in order (terminate, then SIGINT to code still running), instead
@@ -38,11 +53,5 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
             _ => e.to_string(),
         },
     })?;
-    // A local interpreter: its compiled worker can be cached (not under -B, which asks
-    // for no bytecode to be written).
-    let mut cache = crate::worker::cache::lookup(python);
-    if spec.dont_write_bytecode() {
-        cache.path = None;
-    }
-    Ok(Connection::over_child_stdio(child, config, python.to_string(), &cache, None))
+    Ok(Connection::over_child_stdio(child, bootstrap, python.to_string(), None))
 }

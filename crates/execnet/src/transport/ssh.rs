@@ -102,9 +102,8 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     })?;
     Ok(Connection::over_child_stdio(
         child,
-        config,
+        crate::worker::stdio_bootstrap_line(config).into_bytes(),
         format!("ssh {}", target.host_display()),
-        &crate::worker::CacheEntry::default(), // a remote interpreter: nothing cached for it
         Some(target.explainer()),
     ))
 }

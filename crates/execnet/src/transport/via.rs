@@ -206,7 +206,7 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
         child: None,
         stderr: Some(Box::new(StderrFeed { rx: stderr_rx, buf: Vec::new(), pos: 0 })),
         stderr_fd: None,
-        bootstrap: worker::stdio_bootstrap_line(config, &worker::CacheEntry::default()).into_bytes(),
+        bootstrap: worker::stdio_bootstrap_line(config).into_bytes(),
         program: program.clone(),
         force_close: Some(Box::new(move || {
             let _ = closer.close();

@@ -109,6 +109,13 @@ pub fn forget() {
     crate::gateway::lock(memo()).clear();
 }
 
+/// An entry's bytes (magic number and marshal data), decoded from its base64 text;
+/// None when it does not decode.
+pub fn decode_entry(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
 /// The file's text when it looks like an entry: base64 characters only, not too long.
 fn read_entry(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;

@@ -9,7 +9,6 @@ pub mod cache;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 
 pub use cache::CacheEntry;
 
@@ -121,13 +120,10 @@ pub fn bootstrap_line(source: &str, invocation: &str) -> String {
     line
 }
 
-/// The bootstrap line for a worker that serves over its stdin/stdout; `cache` is what
-/// the compiled-code cache has for a local interpreter (see [`cache`]), or empty.
-pub fn stdio_bootstrap_line(config: &WorkerConfig, cache: &CacheEntry) -> String {
+/// The bootstrap line for a worker that serves over its stdin/stdout (ssh, exec, via,
+/// and popen with execnet's worker; popen with ours starts from [`popen_bootstrap`]).
+pub fn stdio_bootstrap_line(config: &WorkerConfig) -> String {
     match &config.worker {
-        WorkerSource::Builtin if cache.path.is_some() || cache.code.is_some() => {
-            cached_bootstrap_line(cache, &format!("serve_stdio({})", config.python_kwargs()))
-        }
         WorkerSource::Builtin => bootstrap_line(WORKER_SOURCE, &format!("serve_stdio({})", config.python_kwargs())),
         WorkerSource::Execnet { gateway_base, .. } => bootstrap_line(
             gateway_base,
@@ -142,24 +138,43 @@ pub fn stdio_bootstrap_line(config: &WorkerConfig, cache: &CacheEntry) -> String
     }
 }
 
-/// The loader a cached bootstrap line runs: it takes the worker's compiled code from
-/// the cache when its magic number is the interpreter's own, else compiles the source
-/// and, given a path, writes the compiled code there for the next start. Any failure of
-/// the cache falls back to compiling; the cache can only save time.
-const CACHE_LOADER: &str = r#"import sys
-def _execnet_rs_worker_code(cached, source, cache_path):
-    import binascii, marshal
+/// How a popen worker of ours starts: the program for `python -c`, and the bytes the
+/// host writes first (see [`popen_bootstrap`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PopenBoot {
+    /// The `-c` program: reads [`PopenBoot::bytes`]'s first part, a small loader, from
+    /// fd 0 by its exact length and runs it.
+    pub program: String,
+    /// The loader, then the compiled worker (magic number and marshal data, when the
+    /// cache has it), then the worker source, as raw bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The loader a popen worker runs first: it reads the compiled worker and the source
+/// from fd 0 by their exact lengths (so nothing of the frames after them is read), runs
+/// the compiled code when its magic number is the interpreter's own, else compiles the
+/// source (and, given a cache path, writes the compiled code there for the next start).
+const RAW_LOADER: &str = r#"def _execnet_rs_boot(code_len, source_len, cache_path):
+    import sys
+    def read(n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = os.read(0, n - len(buf))
+            if not chunk:
+                raise SystemExit(1)
+            buf += chunk
+        return bytes(buf)
+    blob, source = read(code_len), read(source_len)
     magic = getattr(sys.modules.get("_frozen_importlib_external"), "MAGIC_NUMBER", None)
-    if cached and magic:
+    if blob and magic and blob[:len(magic)] == magic:
+        import marshal
         try:
-            blob = binascii.a2b_base64(cached)
-            if blob[:len(magic)] == magic:
-                return marshal.loads(blob[len(magic):])
+            return marshal.loads(blob[len(magic):])
         except Exception:
             pass
-    code = compile(binascii.a2b_base64(source).decode("utf-8"), "<execnet-rs worker>", "exec", dont_inherit=True)
+    code = compile(source, "<execnet-rs worker>", "exec", dont_inherit=True)
     if cache_path and magic:
-        import os
+        import binascii, marshal
         temporary = "%s.%d.tmp" % (cache_path, os.getpid())
         try:
             with open(temporary, "w") as f:
@@ -173,31 +188,45 @@ def _execnet_rs_worker_code(cached, source, cache_path):
     return code
 "#;
 
-/// The worker source, base64 encoded (the cached bootstrap carries it this way: decoding
-/// is cheaper for the interpreter than a second level of string escapes).
-fn worker_source_base64() -> &'static str {
-    static ENCODED: OnceLock<String> = OnceLock::new();
-    ENCODED.get_or_init(|| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(WORKER_SOURCE)
-    })
-}
+/// The `-c` program of a popen worker: reads the loader (LOADER_LEN bytes) from fd 0,
+/// exactly, and runs it.
+const RAW_ONELINER: &str = "import os
+_execnet_rs_loader = bytearray()
+while len(_execnet_rs_loader) < LOADER_LEN:
+    _c = os.read(0, LOADER_LEN - len(_execnet_rs_loader))
+    if not _c:
+        raise SystemExit(1)
+    _execnet_rs_loader += _c
+del _c
+exec(bytes(_execnet_rs_loader))
+";
 
-/// The bootstrap line that runs [`CACHE_LOADER`] on the cache entry, then `invocation`.
-fn cached_bootstrap_line(cache: &CacheEntry, invocation: &str) -> String {
-    let code = cache.code.as_deref().unwrap_or("");
+/// The start of a popen gateway with our worker: no escaped literal to parse, no base64
+/// to decode; the interpreter reads a loader of a few hundred bytes, then the compiled
+/// worker (from the cache) as raw bytes. None for another worker program (execnet's),
+/// which starts from [`stdio_bootstrap_line`] as with any transport.
+pub fn popen_bootstrap(config: &WorkerConfig, cache: &CacheEntry) -> Option<PopenBoot> {
+    if config.worker != WorkerSource::Builtin {
+        return None;
+    }
+    let code = cache.code.as_deref().and_then(cache::decode_entry).unwrap_or_default();
     let path = cache.path.as_deref().and_then(|p| p.to_str()).map(py_ascii_literal);
-    let mut program = String::with_capacity(CACHE_LOADER.len() + code.len() + worker_source_base64().len() + 512);
-    program.push_str(CACHE_LOADER);
+    let mut loader = String::with_capacity(RAW_LOADER.len() + 256);
+    loader.push_str(RAW_LOADER);
     let _ = write!(
-        program,
-        "exec(_execnet_rs_worker_code(\"{code}\", \"{}\", {}))\ndel _execnet_rs_worker_code\n{invocation}\n",
-        worker_source_base64(),
+        loader,
+        "exec(_execnet_rs_boot({}, {}, {}))\ndel _execnet_rs_boot, _execnet_rs_loader\nserve_stdio({})\n",
+        code.len(),
+        WORKER_SOURCE.len(),
         path.as_deref().unwrap_or("None"),
+        config.python_kwargs(),
     );
-    let mut line = py_ascii_literal(&program);
-    line.push('\n');
-    line
+    let program = RAW_ONELINER.replace("LOADER_LEN", &loader.len().to_string());
+    let mut bytes = Vec::with_capacity(loader.len() + code.len() + WORKER_SOURCE.len());
+    bytes.extend_from_slice(loader.as_bytes());
+    bytes.extend_from_slice(&code);
+    bytes.extend_from_slice(WORKER_SOURCE.as_bytes());
+    Some(PopenBoot { program, bytes })
 }
 
 /// The bootstrap line for a worker that serves over the socket bound to `clientsock`
@@ -249,7 +278,7 @@ mod tests {
             env: [("A".to_string(), "1".to_string())].into_iter().collect(),
             ..Default::default()
         };
-        let line = stdio_bootstrap_line(&cfg, &CacheEntry::default());
+        let line = stdio_bootstrap_line(&cfg);
         assert!(line.ends_with('\n'));
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.is_ascii());
