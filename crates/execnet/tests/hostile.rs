@@ -14,17 +14,25 @@ use common::LONG;
 use execnet::server::{ServeConfig, Server};
 use execnet::Error;
 
-/// A fake "interpreter": it reads the bootstrap line, writes the ready byte, reads one
-/// frame from the host (the first remote_exec), then writes the bytes given in hex in
-/// $FAKE_BYTES and waits for its input to end.
+/// A fake "interpreter": it reads the bootstrap (the popen loader and what it reads, whose
+/// lengths it takes from the `-c` program and the loader, as the real loader does),
+/// writes the ready byte, reads one frame from the host (the first remote_exec), then
+/// writes the bytes given in hex in $FAKE_BYTES and waits for its input to end.
 fn fake_worker(dir: &tempfile::TempDir) -> PathBuf {
     let script = dir.path().join("fake_worker.py");
     std::fs::write(
         &script,
         r#"
-import os, sys, struct
+import os, re, sys, struct
 inp = sys.stdin.buffer
-inp.readline()
+program = sys.argv[sys.argv.index("-c") + 1]
+loader_len = re.search(r"< (\d+):", program)
+if loader_len:
+    loader = inp.read(int(loader_len.group(1))).decode()
+    code_len, source_len = map(int, re.search(r"_execnet_rs_boot\((\d+), (\d+),", loader).groups())
+    inp.read(code_len + source_len)
+else:
+    inp.readline()
 os.write(1, b"1")
 header = inp.read(9)
 code, channel, size = struct.unpack("!biI", header)
@@ -37,7 +45,8 @@ inp.read()
     )
     .unwrap();
     let wrapper = dir.path().join("fakepython");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {} -u {}\n", common::python(), script.display())).unwrap();
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {} -u {} \"$@\"\n", common::python(), script.display()))
+        .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     wrapper
 }
