@@ -111,7 +111,7 @@ fn via_errors_are_explained() {
     assert!(info.stderr_tail.contains("cannot change into directory"), "{info}");
     // transports the relay cannot carry, and direct starts of via specs
     let err = group.makegateway("socket=127.0.0.1:1//via=m").unwrap_err();
-    assert!(err.to_string().contains("via= works with popen and ssh"), "{err}");
+    assert!(err.to_string().contains("via= works with popen, ssh and command"), "{err}");
     let err = Gateway::start(&"popen//via=m".parse().unwrap(), "x").unwrap_err();
     assert!(err.to_string().contains("Group::makegateway"), "{err}");
 }
