@@ -12,9 +12,7 @@
 # 4. runs the Python worker's tests (tests/python), when that folder exists;
 # 5. runs the bindings' tests (tests/python-bindings) and pytest-xdist runs on them
 #    (tests/xdist-client), one of them with --rsyncdir;
-# 6. runs execnet's and pytest-xdist's own test suites on the real execnet and on
-#    execnet_rs, and compares them (scripts/upstream-suites.sh);
-# 7. fuzzes the frame parser and the loader with cargo-fuzz for a bounded time
+# 6. fuzzes the frame parser and the loader with cargo-fuzz for a bounded time
 #    (scripts/fuzz.sh; EXECNET_CARGO_FUZZ_SECONDS per target, default 20).
 #
 # It stops at the first failing stage and says which one failed. Nothing is installed
@@ -297,17 +295,7 @@ grep -q "PASSED xdist-client/tests/test_a.py::test_runs_from_the_rsynced_copy" <
 grep -q "xdist-client: execnet is execnet_rs" <<<"$out" \
     || { printf '%s\n' "$out"; die "the xdist run did not use execnet_rs"; }
 
-# ---- 6. execnet's and pytest-xdist's own suites ---------------------------------------------
-
-# Their sdists' testing/ folders, on the real execnet and on execnet_rs standing in; the
-# script prints a table per test file and fails on a difference not listed (with its
-# reason) in scripts/upstream-known-differences.txt.
-stage "upstream suites (execnet 2.1.2, pytest-xdist 3.8.0)"
-upstream_started=$SECONDS
-bash scripts/upstream-suites.sh
-echo "upstream suites stage: $((SECONDS - upstream_started)) s"
-
-# ---- 7. cargo fuzz ------------------------------------------------------------------------
+# ---- 6. cargo fuzz ------------------------------------------------------------------------
 
 # libFuzzer, coverage-guided, seeded with tests/fuzz/corpus; scripts/fuzz.sh installs the
 # pinned cargo-fuzz when it is missing (status 2 when it cannot). Under CI=true that is a
