@@ -244,48 +244,22 @@ pub fn rows(res: &ScenarioResult) -> Vec<Row> {
             });
         }
         ("fanout", Some(floor)) => {
-            let floor_ms = floor * 1e3;
-            out.push(Row {
-                id: format!("{}-vs-bare-python", res.id),
-                label: format!(
-                    "{} / {} bare pythons started together ({} ms)",
-                    res.id,
-                    sc.params.gateways.unwrap_or(0),
-                    num(floor_ms)
-                ),
-                unit: "x that".into(),
-                better: Better::Lower,
-                rs: opt(rs / floor_ms),
-                py: opt(py / floor_ms),
-                ratio: None,
-                target: None,
-                target_text: "(reference)".into(),
-                met: None,
-                verdict: "-".into(),
-                skipped: None,
-            });
+            let label = format!(
+                "{} / {} bare pythons started together ({} ms)",
+                res.id,
+                sc.params.gateways.unwrap_or(0),
+                num(floor * 1e3)
+            );
+            out.push(reference_row(format!("{}-vs-bare-python", res.id), label, rs, py, floor * 1e3));
         }
         ("rsync", Some(reference)) if reference.is_finite() => {
-            let reference_ms = reference * 1e3;
-            out.push(Row {
-                id: format!("{}-vs-rsync", res.id),
-                label: format!(
-                    "{} / {} x `rsync -a` started together ({} ms)",
-                    res.id,
-                    sc.params.gateways.unwrap_or(0),
-                    num(reference_ms)
-                ),
-                unit: "x that".into(),
-                better: Better::Lower,
-                rs: opt(rs / reference_ms),
-                py: opt(py / reference_ms),
-                ratio: None,
-                target: None,
-                target_text: "(reference)".into(),
-                met: None,
-                verdict: "-".into(),
-                skipped: None,
-            });
+            let label = format!(
+                "{} / {} x `rsync -a` started together ({} ms)",
+                res.id,
+                sc.params.gateways.unwrap_or(0),
+                num(reference * 1e3)
+            );
+            out.push(reference_row(format!("{}-vs-rsync", res.id), label, rs, py, reference * 1e3));
         }
         ("bulk", Some(dd)) => {
             let t = Target::FractionAtLeast(plan::BULK_FRACTION_OF_DD);
@@ -421,5 +395,23 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("|--"));
         assert!(lines[2].contains(" 0.50 |"), "{t}");
+    }
+}
+
+/// A row of both sides' figures as multiples of a reference (no target).
+fn reference_row(id: String, label: String, rs: f64, py: f64, reference: f64) -> Row {
+    Row {
+        id,
+        label,
+        unit: "x that".into(),
+        better: Better::Lower,
+        rs: opt(rs / reference),
+        py: opt(py / reference),
+        ratio: None,
+        target: None,
+        target_text: "(reference)".into(),
+        met: None,
+        verdict: "-".into(),
+        skipped: None,
     }
 }

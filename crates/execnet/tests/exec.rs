@@ -12,18 +12,6 @@ use std::sync::{Mutex, MutexGuard};
 use common::sshd::sshd;
 use execnet::{Error, Group};
 
-fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
-}
-
-/// Skips loudly (or, under CI, fails) for lack of `what`.
-fn missing(what: &str) {
-    if in_ci() {
-        panic!("{what} is required under CI (scripts/test.sh provides it)");
-    }
-    eprintln!("\n!!! SKIPPED: {what} is not available here; CI=true makes this a failure\n");
-}
-
 /// The error of a gateway that never starts (makegateway returns at once; waiting for
 /// the worker's ready byte reports the failure).
 fn start_failure(made: execnet::Result<execnet::Gateway>) -> Error {
@@ -71,7 +59,7 @@ fn exec_runs_the_command_with_the_bootstrap_and_popen_keys_apply() {
 fn exec_unshare_gives_a_worker_in_its_own_network_namespace() {
     let probe = Command::new("unshare").args(["--user", "--map-root-user", "--net", "true"]).status();
     if !matches!(probe, Ok(s) if s.success()) {
-        return missing("unshare with user and network namespaces");
+        return common::missing("unshare with user and network namespaces");
     }
     let gw = execnet::makegateway(format!("exec=unshare --user --map-root-user --net//python={}", common::python()))
         .unwrap();
@@ -125,11 +113,11 @@ fn sudo_lock() -> MutexGuard<'static, ()> {
 fn sudo_users() -> Option<SudoUsers> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        missing("root (to make the sudo test users)");
+        common::missing("root (to make the sudo test users)");
         return None;
     }
     if Command::new("sudo").arg("-V").output().is_err() {
-        missing("sudo (apt-get install sudo)");
+        common::missing("sudo (apt-get install sudo)");
         return None;
     }
     for user in [USER_A, USER_B] {

@@ -19,17 +19,6 @@ use execnet::Error;
 const IMAGE: &str = "localhost/execnet-test-python:latest";
 const PYTHON: &str = "/usr/bin/python3.11";
 
-fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
-}
-
-fn missing(what: &str) {
-    if in_ci() {
-        panic!("{what} is required under CI (scripts/test.sh provides it)");
-    }
-    eprintln!("\n!!! SKIPPED: {what} is not available here; CI=true makes this a failure\n");
-}
-
 fn podman(args: &[&str]) -> std::process::Output {
     Command::new("podman").args(args).stdin(Stdio::null()).output().expect("podman runs")
 }
@@ -85,11 +74,11 @@ fn lost_reason(made: execnet::Result<execnet::Gateway>) -> String {
 #[test]
 fn podman_preset_runs_the_worker_inside_a_local_container() {
     if Command::new("podman").arg("--version").output().is_err() {
-        return missing("podman (apt-get install podman runc)");
+        return common::missing("podman (apt-get install podman runc)");
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || !Path::new(PYTHON).exists() {
-        return missing(&format!("root and {PYTHON} (to build the test image)"));
+        return common::missing(&format!("root and {PYTHON} (to build the test image)"));
     }
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("containers.conf");

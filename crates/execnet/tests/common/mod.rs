@@ -38,6 +38,15 @@ pub fn required_part(name: &str, what: &str) -> Option<String> {
     }
 }
 
+/// For a part that is not there (root, sudo, podman, namespaces): a loud skip notice,
+/// or under CI=true a failure.
+pub fn missing(what: &str) {
+    if in_ci() {
+        panic!("{what} is required under CI (scripts/test.sh provides it)");
+    }
+    eprintln!("\n!!! SKIPPED: {what} is not available here; CI=true makes this a failure\n");
+}
+
 /// Several seconds: generous limits for waits that should end at once.
 pub const LONG: Duration = Duration::from_secs(20);
 
