@@ -20,6 +20,8 @@ from conftest import (
     wait_until,
 )
 
+# execnet's words for a main_thread_only execution refused after a second's wait.
+MAIN_THREAD_ONLY_DEADLOCK_TEXT = "concurrent remote_exec would cause deadlock for main_thread_only execmodel"
 RINFO = "import os, sys\nchannel.send(dict(cwd=os.getcwd(), pid=os.getpid(), env=dict(os.environ)))"
 
 # The exit deadlines of the brief: "promptly", and within a second of the
@@ -120,17 +122,37 @@ def test_main_thread_only_runs_in_main_thread(spawn):
 
 def test_main_thread_only_runs_one_at_a_time_in_order(spawn):
     worker = spawn(execmodel="main_thread_only")
-    first = worker.exec_("channel.send('first starts')\nchannel.send(channel.receive())")
+    # The first holds the main thread for less than the second's wait (one second).
+    first = worker.exec_("import time\nchannel.send('first starts')\ntime.sleep(0.4)\nchannel.send('first ends')")
     second = worker.exec_("channel.send('second starts')")
     assert worker.receive(first) == "first starts"
-    worker.no_frame(second)  # waits for the main thread
-    status = worker.status()
-    assert status["numexecuting"] == 2 and status["numchannels"] == 2
-    worker.send_data(first, "first ends")
+    worker.no_frame(second, wait=0.2)  # waits for the main thread
     assert worker.receive(first) == "first ends"
     worker.expect_close(first)
     assert worker.receive(second) == "second starts"
     worker.expect_close(second)
+
+
+def test_main_thread_only_refuses_an_execution_that_waits_over_a_second(spawn):
+    """execnet's rule: a remote_exec that cannot have the main thread within a second
+    is closed with MAIN_THREAD_ONLY_DEADLOCK_TEXT (it would otherwise wait for ever)."""
+    worker = spawn(execmodel="main_thread_only")
+    first = worker.exec_("channel.send('first starts')\nchannel.send(channel.receive())")
+    assert worker.receive(first) == "first starts"
+    started = time.monotonic()
+    second = worker.exec_("channel.send('second starts')")
+    third = worker.exec_("channel.send('third starts')")
+    assert worker.expect_close_error(second) == MAIN_THREAD_ONLY_DEADLOCK_TEXT
+    assert worker.expect_close_error(third) == MAIN_THREAD_ONLY_DEADLOCK_TEXT
+    waited = time.monotonic() - started
+    assert 1.9 < waited < 2.0 + TIMEOUT, waited  # one second each, one after the other
+    status = worker.status()
+    assert status["numexecuting"] == 1
+    worker.send_data(first, "first ends")
+    assert worker.receive(first) == "first ends"
+    worker.expect_close(first)
+    # The main thread is free again: the next execution runs.
+    assert worker.run("channel.send('fourth')") == ["fourth"]
 
 
 def test_main_thread_only_receive_and_callbacks(spawn):
@@ -224,7 +246,9 @@ def test_terminate_cancels_queued_main_thread_executions(spawn):
     assert worker.receive(running) == "running"
     worker.send(GATEWAY_TERMINATE)
     worker.expect_close(running)  # woken by EOFError: a quiet end
-    assert "cancelled" in worker.expect_close_error(queued)
+    # Cancelled, or (on a slow machine, a second after it came) refused.
+    error = worker.expect_close_error(queued)
+    assert "cancelled" in error or error == MAIN_THREAD_ONLY_DEADLOCK_TEXT, error
     status, seconds = time_to_exit(worker)
     assert status == 0 and seconds < EXIT_DEADLINE
 

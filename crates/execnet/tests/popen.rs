@@ -454,6 +454,28 @@ fn main_thread_only_runs_in_main_thread_one_at_a_time() {
     assert_eq!(gw.remote_status().unwrap().execmodel, "main_thread_only");
 }
 
+/// As in execnet: a main_thread_only execution that cannot have the main thread within a
+/// second is closed with execnet's deadlock text instead of waiting (perhaps for ever).
+#[test]
+fn main_thread_only_refuses_an_execution_after_a_seconds_wait() {
+    let gw = execnet::makegateway(popen("execmodel=main_thread_only")).unwrap();
+    let first = gw.remote_exec("channel.send('running'); channel.send(channel.receive())").unwrap();
+    assert_eq!(first.receive::<String>().unwrap(), "running");
+    let t0 = Instant::now();
+    let second = gw.remote_exec("channel.send('second ran')").unwrap();
+    let err = second.receive::<String>().unwrap_err();
+    assert_eq!(
+        err.remote_traceback(),
+        Some("concurrent remote_exec would cause deadlock for main_thread_only execmodel"),
+        "{err}"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(950), "refused after {:?}", t0.elapsed());
+    first.send("done").unwrap();
+    assert_eq!(first.receive::<String>().unwrap(), "done");
+    let third = gw.remote_exec("channel.send('third ran')").unwrap();
+    assert_eq!(third.receive::<String>().unwrap(), "third ran");
+}
+
 #[test]
 fn thread_model_runs_concurrently() {
     let gw = gw();

@@ -889,28 +889,83 @@ class _ThreadPool:
         pass
 
 
+# What execnet's main_thread_only model answers a remote_exec that cannot get the main
+# thread within _MAIN_THREAD_WAIT_SECONDS (its text, word for word: callers match it).
+MAIN_THREAD_ONLY_DEADLOCK_TEXT = "concurrent remote_exec would cause deadlock for main_thread_only execmodel"
+_MAIN_THREAD_WAIT_SECONDS = 1.0
+
+
 class _MainThreadQueue:
-    """execmodel "main_thread_only": the main thread runs the calls one at a time, in order."""
+    """execmodel "main_thread_only": the main thread runs the calls one at a time, in order.
+
+    A call that has a refusal (an execution) and finds the main thread busy waits for
+    its turn at most _MAIN_THREAD_WAIT_SECONDS, counted from the moment it is next in
+    line; then refuse() is called instead, from a timer thread, and the next call in
+    line starts its own wait.  This is execnet's rule: a second remote_exec while the
+    first still runs after a second would otherwise wait, perhaps for ever.
+    """
 
     def __init__(self):
-        self._calls = SimpleQueue()
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._waiting = []  # [function, args, refuse], in order; None stops run()
+        self._busy = False  # the main thread runs a call
+        self._timer = None  # counts down for _waiting[0] while the main thread is busy
 
-    def submit(self, function, *args):
-        self._calls.put((function, args))
+    def submit(self, function, *args, refuse=None):
+        with self._lock:
+            self._waiting.append((function, args, refuse))
+            if self._busy and len(self._waiting) == 1:
+                self._start_timer()
+            self._wakeup.notify()
 
     def stop(self):
-        self._calls.put(None)
+        with self._lock:
+            self._waiting.append(None)
+            self._wakeup.notify()
+
+    def _start_timer(self):
+        """(Lock held.) The first waiting call waits for the busy main thread from now."""
+        head = self._waiting[0]
+        if head is not None and head[2] is not None:
+            self._timer = threading.Timer(_MAIN_THREAD_WAIT_SECONDS, self._refuse, (head,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _refuse(self, entry):
+        with self._lock:
+            if not self._waiting or self._waiting[0] is not entry:
+                return  # it got the main thread in time
+            del self._waiting[0]
+            self._timer = None
+            if self._waiting:
+                self._start_timer()
+        entry[2]()
+
+    def _next(self):
+        with self._lock:
+            self._busy = False
+            while not self._waiting:
+                self._wakeup.wait()
+            entry = self._waiting.pop(0)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._busy = entry is not None
+            if self._waiting and self._busy:
+                self._start_timer()
+            return entry
 
     def run(self):
         """Run submitted calls until stop(); called by the main thread."""
         while True:
             try:
-                call = self._calls.get()
+                entry = self._next()
             except KeyboardInterrupt:
                 continue  # the host decides when the worker ends
-            if call is None:
+            if entry is None:
                 return
-            function, args = call
+            function, args, _ = entry
             try:
                 function(*args)
             except KeyboardInterrupt:
@@ -1294,7 +1349,11 @@ class WorkerGateway:
                 self._close_channel(channel, "%s: bad CHANNEL_EXEC payload: %s" % (type(exc).__name__, exc))
                 return
             self._executing += 1
-        self._executor.submit(self._run_exec, channel, *task)
+        if self._main_queue is None:
+            self._executor.submit(self._run_exec, channel, *task)
+        else:
+            refuse = lambda: self._finish_exec(channel, MAIN_THREAD_ONLY_DEADLOCK_TEXT)  # noqa: E731
+            self._main_queue.submit(self._run_exec, channel, *task, refuse=refuse)
 
     def _on_data(self, channel_id, payload):
         with self._lock:
