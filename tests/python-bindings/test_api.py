@@ -187,6 +187,30 @@ def test_waitclose_returns_after_the_endmarker_was_delivered(gw):
         assert got == [1, "END"]
 
 
+def test_callback_holding_its_channel_is_freed_once_the_channel_ends(gw):
+    # xdist's pattern: an object keeps its channel and gives it a bound method as the
+    # callback. Once the channel ended, the cycle is Python's to collect; it leaked
+    # (the Rust channel held the callback), and with it every pytester run's session.
+    import gc
+    import weakref
+
+    class Controller:
+        def __init__(self):
+            self.channel = gw.remote_exec("channel.send(1)")
+            self.got = []
+            self.channel.setcallback(self.got.append, endmarker="END")
+
+    refs = []
+    for _ in range(3):
+        controller = Controller()
+        controller.channel.waitclose(10)
+        assert controller.got == [1, "END"]
+        refs.append(weakref.ref(controller))
+        del controller
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
 def test_callback_runs_while_main_thread_waits(gw):
     # The GIL is released while receiving: the callback thread can run Python.
     ch = gw.remote_exec("for x in channel: channel.send(x)")

@@ -267,6 +267,30 @@ fn callback_with_endmarker() {
     assert!(ch.receive::<i64>().is_err());
 }
 
+/// A callback is dropped once it has had the end, not kept with the channel: what it
+/// captured (here a handle of its own channel, through an Arc) is let go.
+#[test]
+fn callback_is_dropped_after_the_end() {
+    let gw = gw();
+    let ch = gw.remote_exec("channel.send(1)").unwrap();
+    let held = Arc::new(Mutex::new(Some(ch.clone())));
+    let inside = held.clone();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    ch.set_callback_with_endmarker(
+        move |x: i64| {
+            let _own_channel = inside.lock().unwrap().as_ref().map(|c| c.id());
+            if x == -1 {
+                let _ = done_tx.send(());
+            }
+        },
+        -1,
+    )
+    .unwrap();
+    done_rx.recv_timeout(LONG).unwrap();
+    ch.waitclose(Some(LONG)).unwrap();
+    assert!(eventually(LONG, || Arc::strong_count(&held) == 1), "the callback still holds what it captured");
+}
+
 #[test]
 fn waitclose_returns_after_the_callback_saw_the_endmarker() {
     // The end marker is delivered in the reader thread; a waitclose in another thread

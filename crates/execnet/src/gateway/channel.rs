@@ -559,7 +559,7 @@ impl Channel {
     }
 
     /// Installs `f`, called with `Some(item)` for each item and with `None` once at the end.
-    pub(crate) fn install_callback<T, F>(&self, mut f: F) -> Result<()>
+    pub(crate) fn install_callback<T, F>(&self, f: F) -> Result<()>
     where
         T: DeserializeOwned + Send + 'static,
         F: FnMut(Option<T>) + Send + 'static,
@@ -569,11 +569,20 @@ impl Channel {
         let id = self.id();
         let mut failed = false;
         let mut ended = false;
+        // Taken out (and dropped) once it has had the end: it is never called again, and
+        // what it holds is let go now rather than with the channel's last handle (a
+        // callback holding a handle of its own channel, as a Python bound method of an
+        // object that keeps the channel does, would otherwise keep itself alive for ever).
+        let mut f = Some(f);
         let f: Callback = Box::new(move |d: Delivery| match d {
             Delivery::Item(_) if failed || ended => {}
             Delivery::Item(payload) => {
                 match wire::with_gateway(uid, || wire::de::from_payload::<T>(&payload)) {
-                    Ok(item) => f(Some(item)),
+                    Ok(item) => {
+                        if let Some(f) = f.as_mut() {
+                            f(Some(item))
+                        }
+                    }
                     Err(e) => {
                         failed = true;
                         tracing::warn!(channel = id, "callback item did not decode: {e}");
@@ -587,7 +596,9 @@ impl Channel {
                             }
                         }
                         ended = true;
-                        f(None);
+                        if let Some(mut f) = f.take() {
+                            f(None);
+                        }
                         if let Some(state) = &state {
                             state.end_delivered();
                         }
@@ -596,7 +607,9 @@ impl Channel {
             }
             Delivery::End if !ended => {
                 ended = true;
-                f(None);
+                if let Some(mut f) = f.take() {
+                    f(None);
+                }
             }
             Delivery::End => {}
         });
