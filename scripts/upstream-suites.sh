@@ -15,7 +15,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 WORK="$ROOT/target/upstream"
 BASE_PYTHON="$ROOT/.venv/bin/python"
-PER_TEST_TIMEOUT=${EXECNET_UPSTREAM_TIMEOUT:-20}
+PER_TEST_TIMEOUT=${EXECNET_UPSTREAM_TIMEOUT:-30}
 
 # name version sha256 of the sdist (PyPI's)
 SDISTS=(
@@ -63,9 +63,24 @@ case $TARGET_DIR in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 SOCKET_SERVER_ref=("$WORK/ref/bin/python" -m execnet.script.socketserver "127.0.0.1:PORT")
 SOCKET_SERVER_rs=("$TARGET_DIR/debug/execnet" serve --listen "127.0.0.1:PORT" --python "$WORK/rs/bin/python" -q)
 
-status=0
+# One side of one suite: its log, junit XML and elapsed seconds go to $WORK. Each run has
+# its own basetemp, sshd and socket server, so that the runs can go at once.
+run_side() {
+    local suite=$1 side=$2 dir=$3 server="SOCKET_SERVER_$2[@]" start=$SECONDS status=0
+    (cd "$dir" && timeout 1200 "$WORK/$side/bin/python" "$ROOT/scripts/upstream_run.py" \
+        --socket-server "${!server}" -- \
+        "$WORK/$side/bin/python" -m pytest testing -q -p no:cacheprovider -rfE \
+        --basetemp="$WORK/tmp-$suite-$side" --timeout="$PER_TEST_TIMEOUT" \
+        --junitxml="$WORK/$suite-$side.xml" >"$WORK/$suite-$side.log" 2>&1) || status=$?
+    echo "$suite on $side: $((SECONDS - start)) s (exit status $status); $(tail -n 1 "$WORK/$suite-$side.log")"
+}
+
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(execnet xdist)
+# The runs are started together: each uses about one core and waits much of its time
+# (processes starting, timeouts), so on two cores they take a little longer each and
+# far less in all than one after the other.
+pids=()
 for suite in "${suites[@]}"; do
     case $suite in
         execnet) dir="$WORK/execnet-2.1.2" ;;
@@ -73,15 +88,16 @@ for suite in "${suites[@]}"; do
         *) die "unknown suite $suite (execnet or xdist)" ;;
     esac
     for side in ref rs; do
-        echo "--- $suite on $side"
-        start=$(date +%s)
-        server="SOCKET_SERVER_$side[@]"
-        (cd "$dir" && timeout 1500 "$WORK/$side/bin/python" "$ROOT/scripts/upstream_run.py" \
-            --socket-server "${!server}" -- \
-            "$WORK/$side/bin/python" -m pytest testing -q -p no:cacheprovider -rfE \
-            --timeout="$PER_TEST_TIMEOUT" --junitxml="$WORK/$suite-$side.xml" >"$WORK/$suite-$side.log" 2>&1) || true
-        echo "$suite on $side: $(( $(date +%s) - start )) s; $(tail -n 1 "$WORK/$suite-$side.log")"
+        rm -f "$WORK/$suite-$side.xml"
+        run_side "$suite" "$side" "$dir" &
+        pids+=($!)
     done
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+
+status=0
+for suite in "${suites[@]}"; do
+    echo "--- $suite"
     "$BASE_PYTHON" "$ROOT/scripts/upstream_compare.py" "$suite" "$WORK/$suite-ref.xml" \
         "$WORK/$suite-rs.xml" "$ROOT/scripts/upstream-known-differences.txt" \
         | tee "$WORK/$suite-report.md" || status=1
