@@ -43,12 +43,18 @@ for entry in "${SDISTS[@]}"; do
     [ -d "$WORK/$name-$version" ] || tar -xzf "$file" -C "$WORK"
 done
 
-for side in ref rs; do
+# The two venvs are set up at once (pip is mostly waiting for downloads).
+setup_side() {
+    local side=$1
+    shift
     [ -x "$WORK/$side/bin/python" ] || "$BASE_PYTHON" -m venv "$WORK/$side"
     "$WORK/$side/bin/pip" install -q --disable-pip-version-check "${TEST_PINS[@]}"
-done
-"$WORK/ref/bin/pip" install -q --disable-pip-version-check execnet==2.1.2 pytest-xdist==3.8.0
-"$WORK/rs/bin/pip" install -q --disable-pip-version-check --no-deps pytest-xdist==3.8.0
+    "$WORK/$side/bin/pip" install -q --disable-pip-version-check "$@"
+}
+setup_side ref execnet==2.1.2 pytest-xdist==3.8.0 &
+ref_setup=$!
+setup_side rs --no-deps pytest-xdist==3.8.0 || die "could not set up the rs venv"
+wait "$ref_setup" || die "could not set up the ref venv"
 VIRTUAL_ENV="$WORK/rs" "$ROOT/.venv/bin/maturin" develop --quiet --release \
     --manifest-path "$ROOT/crates/execnet-py/Cargo.toml"
 "$WORK/rs/bin/python" -m execnet_rs.standin install
