@@ -1,14 +1,23 @@
 //! serde Deserializer reading the opcode format (PROTOCOL.md section 3). HELPER-OWNED.
 //!
-//! Objects are postfix programs (a tuple's length comes after its items), so loading
-//! runs in two phases:
+//! Objects are postfix programs (a tuple's length comes after its items, while a list
+//! or dict is announced first and filled by SETITEMs), so loading runs in two phases:
 //!
-//! 1. The stack machine runs over the whole payload and builds a compact tree whose
-//!    strs and bytes borrow from the payload. Everything is checked here: opcodes,
-//!    lengths, stack shapes, hashability, UTF-8, nesting depth; errors carry the byte
-//!    offset. Duplicate dict keys and set members are merged with Python's semantics
-//!    (`1`, `1.0` and `True` are the same key).
-//! 2. The tree is handed to serde visitors, node by node, by value.
+//! 1. [`tape`]: the stack machine runs over the whole payload once and lays the object
+//!    out flat, on a tape: a few vectors for the whole payload rather than one per
+//!    container. Each container is a small fixed-size [`tape::Item`] that names where
+//!    its children are: a list's items get their places when NEWLIST announces it,
+//!    a tuple's, set's or frozenset's are moved there from the stack when it is built,
+//!    and a dict's entries, collected while SETITEMs may still come, when it leaves the
+//!    stack. Strs and bytes borrow from the payload. Everything is checked here:
+//!    opcodes, lengths, stack shapes, hashability, UTF-8, nesting depth ([`MAX_DEPTH`](super::MAX_DEPTH)),
+//!    int sizes ([`MAX_INT_DIGITS`]); errors carry the byte offset. Duplicate dict keys
+//!    and set members are merged with Python's semantics (`1`, `1.0` and `True` are the
+//!    same key) as each dict and set is completed; list items, which cannot collide,
+//!    cost no such work.
+//! 2. The tape is walked top-down and handed to serde visitors, one [`Node`] at a time,
+//!    without allocating. The same deserializer ([`TreeDe`]) presents `Value` trees
+//!    ([`Tree`] nodes, for `from_value`), so that both take Python forms to serde alike.
 //!
 //! ## How Python types meet serde
 //!
@@ -32,17 +41,21 @@ use std::borrow::Cow;
 use num_bigint::BigInt;
 use num_traits::ToPrimitive;
 use serde::de::{
-    self, value::BorrowedStrDeserializer, value::StringDeserializer, DeserializeOwned, DeserializeSeed,
-    Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+    self, value::BorrowedStrDeserializer, value::StringDeserializer, DeserializeOwned, DeserializeSeed, Deserializer,
+    EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 use serde::Deserialize;
 
-use super::shared::{visit_big, Dedup, KeyRef, Kind, MagicMap, Num, PairDe, PyKey, Tree};
+use super::shared::{visit_big, KeyRef, Kind, MagicMap, PairDe, Tree};
 use super::{
-    current_gateway, CHANNEL_TOKEN, COMPLEX_TOKEN, DICT_TOKEN, FROZENSET_TOKEN, MAGIC_PREFIX, MAX_DEPTH,
-    SET_TOKEN, TUPLE_TOKEN, VALUE_TOKEN,
+    current_gateway, CHANNEL_TOKEN, COMPLEX_TOKEN, DICT_TOKEN, FROZENSET_TOKEN, MAGIC_PREFIX, SET_TOKEN, TUPLE_TOKEN,
+    VALUE_TOKEN,
 };
 use crate::error::{Error, Result};
+
+mod tape;
+
+use tape::{Item, Tape};
 
 /// The longest decimal text accepted for a LONGINT: Python's default limit for `int(text)`
 /// (`sys.get_int_max_str_digits()`), which also bounds the (quadratic) parsing time.
@@ -56,522 +69,209 @@ pub fn from_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
 /// Like [`from_payload`], but the result may borrow strs and bytes from the payload
 /// (`&str`, `&[u8]` with `#[serde(borrow)]`, `Cow`).
 pub fn from_payload_borrowed<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T> {
-    let node = Parser::new(payload).run()?;
-    T::deserialize(TreeDe::new(node))
+    let (tape, root) = tape::load(payload)?;
+    T::deserialize(TreeDe::new(TapeNode { tape: &tape, item: &root }))
 }
 
 /// Checks that `payload` is one well-formed object (phase 1 only) and returns the Python
 /// type name of that object.
 pub fn validate_payload(payload: &[u8]) -> Result<&'static str> {
-    let node = Parser::new(payload).run()?;
-    Ok(node.0.type_name())
+    let (_, root) = tape::load(payload)?;
+    Ok(root.type_name())
 }
 
 // ---------------------------------------------------------------------------------------
-// Phase 1: the stack machine
+// Phase 2: handing nodes to serde
 // ---------------------------------------------------------------------------------------
 
-/// A node of the loaded tree.
-pub(crate) struct Node<'a>(Kind<'a, Node<'a>>);
+/// A node that phase 2 can hand to serde visitors: one of a loaded tape ([`TapeNode`]),
+/// or of a tree such as `Value` (any [`Tree`]).
+pub(crate) trait Node<'de>: Sized {
+    type Items: ExactSizeIterator<Item = Self>;
+    type Entries: ExactSizeIterator<Item = (Self, Self)>;
+    /// Takes the node apart.
+    fn view(self) -> View<'de, Self>;
+    fn is_none(&self) -> bool;
+}
 
-impl<'a> Tree<'a> for Node<'a> {
-    fn into_kind(self) -> Kind<'a, Node<'a>> {
-        self.0
-    }
-    fn as_str_ref(&self) -> Option<&str> {
-        match &self.0 {
-            Kind::Str(s) => Some(s),
-            _ => None,
+/// A node taken apart: its Python form, containers with iterators over their children.
+pub(crate) enum View<'de, N: Node<'de>> {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// Only for values outside the i64 range.
+    Big(BigInt),
+    Float(f64),
+    Complex(f64, f64),
+    Str(Cow<'de, str>),
+    Bytes(Cow<'de, [u8]>),
+    List(N::Items),
+    Tuple(N::Items),
+    Set(N::Items),
+    FrozenSet(N::Items),
+    /// The entries, and whether the first key is a str starting with [`MAGIC_PREFIX`].
+    Dict(N::Entries, bool),
+    /// The gateway uid when known (a loaded payload leaves it to the gateway scope of
+    /// the load), and the channel id.
+    Channel(Option<u64>, i32),
+}
+
+impl<'de, N: Node<'de>> View<'de, N> {
+    /// The Python type name.
+    fn type_name(&self) -> &'static str {
+        match self {
+            View::None => "NoneType",
+            View::Bool(_) => "bool",
+            View::Int(_) | View::Big(_) => "int",
+            View::Float(_) => "float",
+            View::Complex(..) => "complex",
+            View::Str(_) => "str",
+            View::Bytes(_) => "bytes",
+            View::List(_) => "list",
+            View::Tuple(_) => "tuple",
+            View::Dict(..) => "dict",
+            View::Set(_) => "set",
+            View::FrozenSet(_) => "frozenset",
+            View::Channel(..) => "channel",
         }
     }
 }
 
-impl PyKey for Node<'_> {
-    fn key_ref(&self) -> KeyRef<'_, Self> {
-        match &self.0 {
-            Kind::None => KeyRef::None,
-            Kind::Bool(b) => KeyRef::Num(Num::I(*b as i64)),
-            Kind::Int(i) => KeyRef::Num(Num::I(*i)),
-            Kind::Big(b) => KeyRef::Num(Num::B(Cow::Borrowed(b))),
-            Kind::Float(f) => KeyRef::Num(Num::float(*f)),
-            Kind::Complex(re, im) => KeyRef::Num(Num::complex(*re, *im)),
-            Kind::Str(s) => KeyRef::Str(s),
-            Kind::Bytes(b) => KeyRef::Bytes(b),
-            Kind::List(v) => KeyRef::List(v),
-            Kind::Tuple(v) => KeyRef::Tuple(v),
-            Kind::Dict(e) => KeyRef::Dict(e),
-            Kind::Set(v) => KeyRef::Set(v),
-            Kind::FrozenSet(v) => KeyRef::FrozenSet(v),
-            Kind::Channel(u, i) => KeyRef::Channel(*u, *i),
-        }
-    }
+fn is_magic(key: Option<&str>) -> bool {
+    key.is_some_and(|s| s.starts_with(MAGIC_PREFIX))
 }
 
-/// An entry of the machine's stack: the node, its nesting depth (0 for scalars) and
-/// whether Python could hash it.
-struct Slot<'a> {
-    kind: Kind<'a, Node<'a>>,
-    depth: u32,
-    hashable: bool,
-}
+impl<'de, T: Tree<'de>> Node<'de> for T {
+    type Items = std::vec::IntoIter<T>;
+    type Entries = std::vec::IntoIter<(T, T)>;
 
-impl<'a> Slot<'a> {
-    fn scalar(kind: Kind<'a, Node<'a>>) -> Self {
-        Slot { kind, depth: 0, hashable: true }
-    }
-}
-
-fn op_name(op: u8) -> &'static str {
-    match op {
-        b'@' => "BUILDTUPLE",
-        b'A' => "BYTES",
-        b'B' => "CHANNEL",
-        b'C' => "FALSE",
-        b'D' => "FLOAT",
-        b'E' => "FROZENSET",
-        b'F' => "INT",
-        b'G' => "LONG",
-        b'H' => "LONGINT",
-        b'I' => "LONGLONG",
-        b'J' => "NEWDICT",
-        b'K' => "NEWLIST",
-        b'L' => "NONE",
-        b'M' => "PY2STRING",
-        b'N' => "PY3STRING",
-        b'O' => "SET",
-        b'P' => "SETITEM",
-        b'Q' => "STOP",
-        b'R' => "TRUE",
-        b'S' => "UNICODE",
-        b'T' => "COMPLEX",
-        _ => "unknown",
-    }
-}
-
-fn err<T>(msg: String, offset: usize) -> Result<T> {
-    Err(Error::data_format(msg, Some(offset)))
-}
-
-struct Parser<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    stack: Vec<Slot<'a>>,
-    dedup: Dedup,
-    /// List slots that the NEWLISTs seen so far may still announce: filling a slot takes
-    /// several bytes, so all lists of a payload together have fewer items than it has
-    /// bytes. This bounds the memory a payload can make the loader allocate.
-    list_budget: usize,
-}
-
-/// Turns a finished stack slot into a tree node; a dict's duplicate keys are merged
-/// now that nothing can add to it any more.
-fn finish<'a>(dedup: &mut Dedup, slot: Slot<'a>) -> Node<'a> {
-    match slot.kind {
-        Kind::Dict(mut entries) => {
-            dedup.dict(&mut entries);
-            Node(Kind::Dict(entries))
-        }
-        k => Node(k),
-    }
-}
-
-fn check_depth(depth: u32, at: usize) -> Result<()> {
-    if depth as usize > MAX_DEPTH {
-        return err(format!("containers nested deeper than the limit of {MAX_DEPTH} levels"), at);
-    }
-    Ok(())
-}
-
-impl<'a> Parser<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Parser { buf, pos: 0, stack: Vec::new(), dedup: Dedup::default(), list_budget: buf.len() }
-    }
-
-    fn left(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    /// The next `n` operand bytes of the opcode at `at`.
-    fn take(&mut self, n: usize, at: usize) -> Result<&'a [u8]> {
-        if self.left() < n {
-            let op = self.buf[at];
-            return err(
-                format!(
-                    "truncated input: {} at byte {at} needs {n} operand bytes, only {} left",
-                    op_name(op),
-                    self.left()
-                ),
-                self.pos,
-            );
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn read_i32(&mut self, at: usize) -> Result<i32> {
-        let b = self.take(4, at)?;
-        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    /// A length operand: not negative and not beyond the bytes left.
-    fn read_len(&mut self, at: usize) -> Result<usize> {
-        let n = self.read_i32(at)?;
-        let op = op_name(self.buf[at]);
-        if n < 0 {
-            return err(format!("negative length {n} in {op} at byte {at}"), at + 1);
-        }
-        let n = n as usize;
-        if n > self.left() {
-            return err(
-                format!("{op} at byte {at} announces {n} bytes, more than the {} bytes left", self.left()),
-                at + 1,
-            );
-        }
-        Ok(n)
-    }
-
-    /// A count operand of BUILDTUPLE, SET, FROZENSET: not negative, not beyond the stack.
-    fn read_count(&mut self, at: usize) -> Result<usize> {
-        let n = self.read_i32(at)?;
-        let op = op_name(self.buf[at]);
-        if n < 0 {
-            return err(format!("negative item count {n} in {op} at byte {at}"), at + 1);
-        }
-        let n = n as usize;
-        if n > self.stack.len() {
-            return err(
-                format!("{op} at byte {at} takes {n} items, but the stack holds only {}", self.stack.len()),
-                at,
-            );
-        }
-        Ok(n)
-    }
-
-    fn push(&mut self, slot: Slot<'a>) {
-        self.stack.push(slot);
-    }
-
-    fn run(mut self) -> Result<Node<'a>> {
-        loop {
-            let at = self.pos;
-            let Some(&op) = self.buf.get(at) else {
-                return err(format!("truncated input: the object ended after {at} bytes without STOP"), at);
-            };
-            self.pos += 1;
-            match op {
-                b'L' => self.push(Slot::scalar(Kind::None)),
-                b'R' => self.push(Slot::scalar(Kind::Bool(true))),
-                b'C' => self.push(Slot::scalar(Kind::Bool(false))),
-                b'F' | b'G' => {
-                    let i = self.read_i32(at)?;
-                    self.push(Slot::scalar(Kind::Int(i as i64)));
-                }
-                b'H' | b'I' => {
-                    let n = self.read_len(at)?;
-                    let text = self.take(n, at)?;
-                    let kind = parse_int_text(text, at)?;
-                    self.push(Slot::scalar(kind));
-                }
-                b'D' => {
-                    let b = self.take(8, at)?;
-                    let f = f64::from_be_bytes(b.try_into().expect("8 bytes"));
-                    self.push(Slot::scalar(Kind::Float(f)));
-                }
-                b'T' => {
-                    let b = self.take(16, at)?;
-                    let re = f64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
-                    let im = f64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
-                    self.push(Slot::scalar(Kind::Complex(re, im)));
-                }
-                b'N' | b'S' => {
-                    let n = self.read_len(at)?;
-                    let start = self.pos;
-                    let b = self.take(n, at)?;
-                    let s = std::str::from_utf8(b).map_err(|e| {
-                        Error::data_format(
-                            format!("invalid UTF-8 in the {} at byte {at}", op_name(op)),
-                            Some(start + e.valid_up_to()),
-                        )
-                    })?;
-                    self.push(Slot::scalar(Kind::Str(Cow::Borrowed(s))));
-                }
-                b'M' => {
-                    let n = self.read_len(at)?;
-                    let b = self.take(n, at)?;
-                    let s = match std::str::from_utf8(b) {
-                        Ok(s) if b.is_ascii() => Cow::Borrowed(s),
-                        _ => Cow::Owned(b.iter().map(|&c| c as char).collect()),
-                    };
-                    self.push(Slot::scalar(Kind::Str(s)));
-                }
-                b'A' => {
-                    let n = self.read_len(at)?;
-                    let b = self.take(n, at)?;
-                    self.push(Slot::scalar(Kind::Bytes(Cow::Borrowed(b))));
-                }
-                b'B' => {
-                    let id = self.read_i32(at)?;
-                    self.push(Slot::scalar(Kind::Channel(None, id)));
-                }
-                b'J' => self.push(Slot { kind: Kind::Dict(Vec::new()), depth: 1, hashable: false }),
-                b'K' => {
-                    let n = self.read_i32(at)?;
-                    if n < 0 {
-                        return err(format!("negative list length {n} in NEWLIST at byte {at}"), at + 1);
-                    }
-                    let n = n as usize;
-                    // Every item of a real list takes bytes to set, so a length beyond
-                    // the bytes left is a lie; this also bounds the allocation.
-                    if n > self.left() {
-                        return err(
-                            format!(
-                                "NEWLIST at byte {at} announces {n} items, more than the {} bytes left",
-                                self.left()
-                            ),
-                            at + 1,
-                        );
-                    }
-                    if n > self.list_budget {
-                        return err(
-                            format!(
-                                "NEWLIST at byte {at} announces {n} items: the lists of this payload \
-                                 announce more items than its {} bytes could fill",
-                                self.buf.len()
-                            ),
-                            at + 1,
-                        );
-                    }
-                    self.list_budget -= n;
-                    let mut items = Vec::new();
-                    items.resize_with(n, || Node(Kind::None));
-                    self.push(Slot { kind: Kind::List(items), depth: 1, hashable: false });
-                }
-                b'P' => self.setitem(at)?,
-                b'@' | b'O' | b'E' => self.collection(op, at)?,
-                b'Q' => {
-                    if self.stack.len() != 1 {
-                        return err(
-                            format!(
-                                "STOP at byte {at} with {} items on the stack (expected exactly one)",
-                                self.stack.len()
-                            ),
-                            at,
-                        );
-                    }
-                    if self.pos != self.buf.len() {
-                        return err(
-                            format!("{} trailing bytes after STOP at byte {at}", self.buf.len() - self.pos),
-                            self.pos,
-                        );
-                    }
-                    let slot = self.stack.pop().expect("one item");
-                    return Ok(finish(&mut self.dedup, slot));
-                }
-                _ => {
-                    let shown =
-                        if op.is_ascii_graphic() { format!(" ({:?})", op as char) } else { String::new() };
-                    return err(format!("unknown opcode 0x{op:02x}{shown} at byte {at}"), at);
-                }
-            }
-        }
-    }
-
-    fn setitem(&mut self, at: usize) -> Result<()> {
-        if self.stack.len() < 3 {
-            return err(
-                format!(
-                    "SETITEM at byte {at} needs a container, a key and a value on the stack, found {} items",
-                    self.stack.len()
-                ),
-                at,
-            );
-        }
-        let value = self.stack.pop().expect("3 items");
-        let key = self.stack.pop().expect("3 items");
-        let dedup = &mut self.dedup;
-        let top = self.stack.last_mut().expect("3 items");
-        let depth = top.depth.max(1 + key.depth.max(value.depth));
-        match &mut top.kind {
-            Kind::List(items) => {
-                let len = items.len();
-                let index = match &key.kind {
-                    Kind::Int(i) => Some(*i),
-                    Kind::Bool(b) => Some(*b as i64),
-                    Kind::Big(_) => None,
-                    other => {
-                        return err(
-                            format!(
-                                "SETITEM at byte {at}: list index must be an int, not {}",
-                                other.type_name()
-                            ),
-                            at,
-                        )
-                    }
-                };
-                let slot = index.and_then(|i| {
-                    let i = if i < 0 { i.checked_add(len as i64)? } else { i };
-                    (0..len as i64).contains(&i).then_some(i as usize)
-                });
-                let Some(slot) = slot else {
-                    let shown = match &key.kind {
-                        Kind::Big(b) => super::shared::short_int_text(b),
-                        Kind::Int(i) => i.to_string(),
-                        Kind::Bool(b) => (*b as i64).to_string(),
-                        _ => String::new(),
-                    };
-                    return err(
-                        format!(
-                            "SETITEM at byte {at}: list index {shown} out of range for a list of {len} items"
-                        ),
-                        at,
-                    );
-                };
-                items[slot] = finish(dedup, value);
-            }
+    fn view(self) -> View<'de, T> {
+        match self.into_kind() {
+            Kind::None => View::None,
+            Kind::Bool(b) => View::Bool(b),
+            Kind::Int(i) => View::Int(i),
+            Kind::Big(b) => View::Big(*b),
+            Kind::Float(f) => View::Float(f),
+            Kind::Complex(re, im) => View::Complex(re, im),
+            Kind::Str(s) => View::Str(s),
+            Kind::Bytes(b) => View::Bytes(b),
+            Kind::List(items) => View::List(items.into_iter()),
+            Kind::Tuple(items) => View::Tuple(items.into_iter()),
+            Kind::Set(items) => View::Set(items.into_iter()),
+            Kind::FrozenSet(items) => View::FrozenSet(items.into_iter()),
             Kind::Dict(entries) => {
-                if !key.hashable {
-                    return err(
-                        format!("SETITEM at byte {at}: unhashable dict key of type {}", key.kind.type_name()),
-                        at,
-                    );
-                }
-                entries.push((Node(key.kind), finish(dedup, value)));
+                let magic = is_magic(entries.first().and_then(|(k, _)| k.as_str_ref()));
+                View::Dict(entries.into_iter(), magic)
             }
-            other => {
-                return err(
-                    format!(
-                        "SETITEM at byte {at} on a {}: only a list or a dict takes items",
-                        other.type_name()
-                    ),
-                    at,
-                )
-            }
+            Kind::Channel(uid, id) => View::Channel(uid, id),
         }
-        check_depth(depth, at)?;
-        top.depth = depth;
-        Ok(())
     }
 
-    fn collection(&mut self, op: u8, at: usize) -> Result<()> {
-        let n = self.read_count(at)?;
-        let start = self.stack.len() - n;
-        let mut depth = 0;
-        let mut hashable = true;
-        for slot in &self.stack[start..] {
-            depth = depth.max(slot.depth);
-            if !slot.hashable {
-                if op != b'@' {
-                    return err(
-                        format!(
-                            "{} at byte {at}: unhashable member of type {}",
-                            op_name(op),
-                            slot.kind.type_name()
-                        ),
-                        at,
-                    );
-                }
-                hashable = false;
-            }
-        }
-        let depth = depth + 1;
-        check_depth(depth, at)?;
-        let dedup = &mut self.dedup;
-        let mut items: Vec<Node<'a>> = self.stack.drain(start..).map(|s| finish(dedup, s)).collect();
-        let (kind, hashable) = match op {
-            b'@' => (Kind::Tuple(items), hashable),
-            b'O' => {
-                dedup.set(&mut items);
-                (Kind::Set(items), false)
-            }
-            _ => {
-                dedup.set(&mut items);
-                (Kind::FrozenSet(items), true)
-            }
-        };
-        self.push(Slot { kind, depth, hashable });
-        Ok(())
+    fn is_none(&self) -> bool {
+        matches!(self.key_ref(), KeyRef::None)
     }
 }
 
-/// Parses the text of a LONGINT as Python's `int(bytes)` does: surrounding ASCII
-/// whitespace, an optional sign, digits with single underscores between them.
-fn parse_int_text<'a>(text: &[u8], at: usize) -> Result<Kind<'a, Node<'a>>> {
-    let bad = || {
-        let shown: String = String::from_utf8_lossy(&text[..text.len().min(40)]).into_owned();
-        Error::data_format(
-            format!("invalid LONGINT text {shown:?} at byte {at}: expected decimal digits"),
-            Some(at + 5),
-        )
-    };
-    let mut t = text;
-    while let [first, rest @ ..] = t {
-        if !first.is_ascii_whitespace() {
-            break;
-        }
-        t = rest;
+/// A node of a loaded tape. Two pointers, so that it (and a [`TreeDe`] of it) is passed
+/// in registers.
+#[derive(Clone, Copy)]
+pub(crate) struct TapeNode<'t, 'a> {
+    tape: &'t Tape<'a>,
+    item: &'t Item<'a>,
+}
+
+/// The children of a tape's list, tuple, set or frozenset.
+pub(crate) struct TapeItems<'t, 'a> {
+    tape: &'t Tape<'a>,
+    iter: std::slice::Iter<'t, Item<'a>>,
+}
+
+impl<'t, 'a> Iterator for TapeItems<'t, 'a> {
+    type Item = TapeNode<'t, 'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<TapeNode<'t, 'a>> {
+        self.iter.next().map(|item| TapeNode { tape: self.tape, item })
     }
-    while let [rest @ .., last] = t {
-        if !last.is_ascii_whitespace() {
-            break;
-        }
-        t = rest;
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.iter.size_hint()
     }
-    let (neg, body) = match t.first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    if body.is_empty() || !body[0].is_ascii_digit() || !body[body.len() - 1].is_ascii_digit() {
-        return Err(bad());
+}
+
+impl ExactSizeIterator for TapeItems<'_, '_> {}
+
+/// The entries of a tape's dict.
+pub(crate) struct TapeEntries<'t, 'a> {
+    tape: &'t Tape<'a>,
+    iter: std::slice::Iter<'t, (Item<'a>, Item<'a>)>,
+}
+
+impl<'t, 'a> Iterator for TapeEntries<'t, 'a> {
+    type Item = (TapeNode<'t, 'a>, TapeNode<'t, 'a>);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let tape = self.tape;
+        self.iter.next().map(|(k, v)| (TapeNode { tape, item: k }, TapeNode { tape, item: v }))
     }
-    let mut digits = Vec::with_capacity(body.len() + 1);
-    if neg {
-        digits.push(b'-');
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.iter.size_hint()
     }
-    let mut prev_underscore = false;
-    for &c in body {
-        match c {
-            b'0'..=b'9' => {
-                digits.push(c);
-                prev_underscore = false;
+}
+
+impl ExactSizeIterator for TapeEntries<'_, '_> {}
+
+impl<'t, 'a> Node<'a> for TapeNode<'t, 'a> {
+    type Items = TapeItems<'t, 'a>;
+    type Entries = TapeEntries<'t, 'a>;
+
+    #[inline(always)]
+    fn view(self) -> View<'a, Self> {
+        let tape = self.tape;
+        let items = |span| TapeItems { tape, iter: tape.items(span).iter() };
+        match *self.item {
+            Item::None => View::None,
+            Item::Bool(b) => View::Bool(b),
+            Item::Int(i) => View::Int(i),
+            Item::Big(i) => View::Big(tape.big(i).clone()),
+            Item::Float(f) => View::Float(f),
+            Item::Complex(re, im) => View::Complex(re, im),
+            Item::Str(s) => View::Str(Cow::Borrowed(s)),
+            Item::Latin1(i) => View::Str(Cow::Owned(tape.string(i).to_owned())),
+            Item::Bytes(b) => View::Bytes(Cow::Borrowed(b)),
+            Item::List(span) => View::List(items(span)),
+            Item::Tuple(span) => View::Tuple(items(span)),
+            Item::Set(span) => View::Set(items(span)),
+            Item::FrozenSet(span) => View::FrozenSet(items(span)),
+            Item::Dict(span) => {
+                let entries = tape.entries(span);
+                let magic = is_magic(match entries.first() {
+                    Some((Item::Str(s), _)) => Some(s),
+                    Some((Item::Latin1(i), _)) => Some(tape.string(*i)),
+                    _ => None,
+                });
+                View::Dict(TapeEntries { tape, iter: entries.iter() }, magic)
             }
-            b'_' if !prev_underscore => prev_underscore = true,
-            _ => return Err(bad()),
+            Item::Channel(id) => View::Channel(None, id),
         }
     }
-    let ndigits = digits.len() - neg as usize;
-    if ndigits > MAX_INT_DIGITS {
-        return err(
-            format!("LONGINT at byte {at} has {ndigits} digits, more than the limit of {MAX_INT_DIGITS}"),
-            at + 5,
-        );
+
+    fn is_none(&self) -> bool {
+        matches!(self.item, Item::None)
     }
-    let s = std::str::from_utf8(&digits).expect("ASCII");
-    if let Ok(i) = s.parse::<i64>() {
-        return Ok(Kind::Int(i));
-    }
-    let b: BigInt = s.parse().map_err(|_| bad())?;
-    Ok(match b.to_i64() {
-        Some(i) => Kind::Int(i),
-        None => Kind::Big(Box::new(b)),
-    })
 }
 
-// ---------------------------------------------------------------------------------------
-// Phase 2: handing a tree to serde (shared with `Value`)
-// ---------------------------------------------------------------------------------------
-
-/// A deserializer over one tree node (a loaded payload node or a `Value`).
-pub(crate) struct TreeDe<T> {
-    tree: T,
-    /// Present tuples, sets and frozensets as magic maps (asked for by `Value`).
-    tagged: bool,
+/// A deserializer over one node (of a loaded tape or of a `Value`). When `TAGGED`, as
+/// asked for by `Value`, tuples, sets and frozensets are presented as magic maps.
+pub(crate) struct TreeDe<N, const TAGGED: bool = false> {
+    node: N,
 }
 
-impl<T> TreeDe<T> {
-    pub(crate) fn new(tree: T) -> Self {
-        TreeDe { tree, tagged: false }
+impl<N> TreeDe<N> {
+    pub(crate) fn new(node: N) -> Self {
+        TreeDe { node }
     }
 }
 
@@ -588,9 +288,14 @@ fn channel_uid(uid: Option<u64>) -> Result<u64> {
     }
 }
 
-fn visit_items<'de, T: Tree<'de>, V: Visitor<'de>>(items: Vec<T>, v: V) -> Result<V::Value> {
+fn visit_items<'de, I, V>(items: I, v: V) -> Result<V::Value>
+where
+    I: ExactSizeIterator,
+    I::Item: Node<'de>,
+    V: Visitor<'de>,
+{
     let len = items.len();
-    let mut seq = SeqIter { iter: items.into_iter() };
+    let mut seq = SeqIter { iter: items };
     let out = v.visit_seq(&mut seq)?;
     let left = seq.iter.len();
     if left != 0 {
@@ -599,9 +304,14 @@ fn visit_items<'de, T: Tree<'de>, V: Visitor<'de>>(items: Vec<T>, v: V) -> Resul
     Ok(out)
 }
 
-fn visit_entries<'de, T: Tree<'de>, V: Visitor<'de>>(entries: Vec<(T, T)>, v: V) -> Result<V::Value> {
+fn visit_entries<'de, I, N, V>(entries: I, v: V) -> Result<V::Value>
+where
+    I: ExactSizeIterator<Item = (N, N)>,
+    N: Node<'de>,
+    V: Visitor<'de>,
+{
     let len = entries.len();
-    let mut map = MapIter { iter: entries.into_iter(), value: None };
+    let mut map = MapIter { iter: entries, value: None };
     let out = v.visit_map(&mut map)?;
     let left = map.iter.len();
     if left != 0 {
@@ -624,53 +334,46 @@ fn visit_str<'de, V: Visitor<'de>>(s: Cow<'de, str>, v: V) -> Result<V::Value> {
     }
 }
 
-/// The `deserialize_any` presentation of a node.
-fn visit_kind<'de, T: Tree<'de>, V: Visitor<'de>>(
-    kind: Kind<'de, T>,
-    tagged: bool,
-    v: V,
-) -> Result<V::Value> {
-    match kind {
-        Kind::None => v.visit_unit(),
-        Kind::Bool(b) => v.visit_bool(b),
-        Kind::Int(i) => v.visit_i64(i),
-        Kind::Big(b) => visit_big(*b, v),
-        Kind::Float(f) => v.visit_f64(f),
-        Kind::Complex(re, im) => v.visit_map(MagicMap::new(COMPLEX_TOKEN, PairDe(re, im))),
-        Kind::Str(s) => visit_str(s, v),
-        Kind::Bytes(b) => visit_bytes(b, v),
-        Kind::List(items) => visit_items(items, v),
-        Kind::Tuple(items) if tagged => v.visit_map(MagicMap::new(TUPLE_TOKEN, SeqDe(items))),
-        Kind::Set(items) if tagged => v.visit_map(MagicMap::new(SET_TOKEN, SeqDe(items))),
-        Kind::FrozenSet(items) if tagged => v.visit_map(MagicMap::new(FROZENSET_TOKEN, SeqDe(items))),
-        Kind::Tuple(items) | Kind::Set(items) | Kind::FrozenSet(items) => visit_items(items, v),
-        Kind::Dict(entries) => {
-            let magic_first = entries
-                .first()
-                .and_then(|(k, _)| k.as_str_ref())
-                .is_some_and(|s| s.starts_with(MAGIC_PREFIX));
-            if magic_first {
-                v.visit_map(MagicMap::new(DICT_TOKEN, MapDe(entries)))
-            } else {
-                visit_entries(entries, v)
-            }
-        }
-        Kind::Channel(uid, id) => {
+/// The `deserialize_any` presentation of a node. Inlined, so that the caller's `view()`
+/// and this match become one (a `View` written to memory and read back costs more than
+/// the rest of loading a scalar).
+#[inline(always)]
+fn visit_view<'de, N: Node<'de>, V: Visitor<'de>>(view: View<'de, N>, tagged: bool, v: V) -> Result<V::Value> {
+    match view {
+        View::None => v.visit_unit(),
+        View::Bool(b) => v.visit_bool(b),
+        View::Int(i) => v.visit_i64(i),
+        View::Big(b) => visit_big(b, v),
+        View::Float(f) => v.visit_f64(f),
+        View::Complex(re, im) => v.visit_map(MagicMap::new(COMPLEX_TOKEN, PairDe(re, im))),
+        View::Str(s) => visit_str(s, v),
+        View::Bytes(b) => visit_bytes(b, v),
+        View::List(items) => visit_items(items, v),
+        View::Tuple(items) if tagged => v.visit_map(MagicMap::new(TUPLE_TOKEN, SeqDe(items))),
+        View::Set(items) if tagged => v.visit_map(MagicMap::new(SET_TOKEN, SeqDe(items))),
+        View::FrozenSet(items) if tagged => v.visit_map(MagicMap::new(FROZENSET_TOKEN, SeqDe(items))),
+        View::Tuple(items) | View::Set(items) | View::FrozenSet(items) => visit_items(items, v),
+        View::Dict(entries, true) => v.visit_map(MagicMap::new(DICT_TOKEN, MapDe(entries))),
+        View::Dict(entries, false) => visit_entries(entries, v),
+        View::Channel(uid, id) => {
             let uid = channel_uid(uid)?;
             v.visit_map(MagicMap::new(CHANNEL_TOKEN, PairDe(uid, id)))
         }
     }
 }
 
-impl<'de, T: Tree<'de>> TreeDe<T> {
+impl<'de, N: Node<'de>, const TAGGED: bool> TreeDe<N, TAGGED> {
     fn deserialize_int<V: Visitor<'de>>(self, ty: &str, v: V) -> Result<V::Value> {
-        match self.tree.into_kind() {
-            Kind::Big(b) if b.to_i128().is_none() && b.to_u128().is_none() => Err(Error::data_format(
-                format!("integer {} does not fit in {ty}", super::shared::short_int_text(&b)),
-                None,
-            )),
-            k => visit_kind(k, self.tagged, v),
+        let view = self.node.view();
+        if let View::Big(b) = &view {
+            if b.to_i128().is_none() && b.to_u128().is_none() {
+                return Err(Error::data_format(
+                    format!("integer {} does not fit in {ty}", super::shared::short_int_text(b)),
+                    None,
+                ));
+            }
         }
+        visit_view(view, TAGGED, v)
     }
 }
 
@@ -690,11 +393,11 @@ macro_rules! any_methods {
     )*};
 }
 
-impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
+impl<'de, N: Node<'de>, const TAGGED: bool> Deserializer<'de> for TreeDe<N, TAGGED> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        visit_kind(self.tree.into_kind(), self.tagged, v)
+        visit_view(self.node.view(), TAGGED, v)
     }
 
     int_methods! {
@@ -709,10 +412,10 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
     }
 
     fn deserialize_bytes<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        match self.tree.into_kind() {
-            Kind::Str(Cow::Borrowed(s)) => v.visit_borrowed_bytes(s.as_bytes()),
-            Kind::Str(Cow::Owned(s)) => v.visit_byte_buf(s.into_bytes()),
-            k => visit_kind(k, self.tagged, v),
+        match self.node.view() {
+            View::Str(Cow::Borrowed(s)) => v.visit_borrowed_bytes(s.as_bytes()),
+            View::Str(Cow::Owned(s)) => v.visit_byte_buf(s.into_bytes()),
+            view => visit_view(view, TAGGED, v),
         }
     }
 
@@ -721,7 +424,7 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        if matches!(self.tree.key_ref(), KeyRef::None) {
+        if self.node.is_none() {
             v.visit_none()
         } else {
             v.visit_some(self)
@@ -734,26 +437,22 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, v: V) -> Result<V::Value> {
         if name == CHANNEL_TOKEN {
-            match self.tree.into_kind() {
-                Kind::Channel(uid, id) => v.visit_newtype_struct(PairDe(channel_uid(uid)?, id)),
-                k => Err(Error::data_format(format!("expected a channel, found {}", k.type_name()), None)),
+            match self.node.view() {
+                View::Channel(uid, id) => v.visit_newtype_struct(PairDe(channel_uid(uid)?, id)),
+                view => Err(Error::data_format(format!("expected a channel, found {}", view.type_name()), None)),
             }
         } else if name == VALUE_TOKEN {
-            v.visit_newtype_struct(TreeDe { tree: self.tree, tagged: true })
+            v.visit_newtype_struct(TreeDe::<N, true> { node: self.node })
         } else {
             v.visit_newtype_struct(self)
         }
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        match self.tree.into_kind() {
-            Kind::List(items) | Kind::Tuple(items) | Kind::Set(items) | Kind::FrozenSet(items) => {
-                visit_items(items, v)
-            }
-            Kind::Bytes(b) => {
-                de::value::SeqDeserializer::<_, Error>::new(b.iter().copied()).deserialize_any(v)
-            }
-            k => visit_kind(k, self.tagged, v),
+        match self.node.view() {
+            View::List(items) | View::Tuple(items) | View::Set(items) | View::FrozenSet(items) => visit_items(items, v),
+            View::Bytes(b) => de::value::SeqDeserializer::<_, Error>::new(b.iter().copied()).deserialize_any(v),
+            view => visit_view(view, TAGGED, v),
         }
     }
 
@@ -761,19 +460,14 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
         self.deserialize_seq(v)
     }
 
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _len: usize,
-        v: V,
-    ) -> Result<V::Value> {
+    fn deserialize_tuple_struct<V: Visitor<'de>>(self, _name: &'static str, _len: usize, v: V) -> Result<V::Value> {
         self.deserialize_seq(v)
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        match self.tree.into_kind() {
-            Kind::Dict(entries) => visit_entries(entries, v),
-            k => visit_kind(k, self.tagged, v),
+        match self.node.view() {
+            View::Dict(entries, _) => visit_entries(entries, v),
+            view => visit_view(view, TAGGED, v),
         }
     }
 
@@ -783,10 +477,10 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
         _fields: &'static [&'static str],
         v: V,
     ) -> Result<V::Value> {
-        match self.tree.into_kind() {
-            Kind::Dict(entries) => visit_entries(entries, v),
-            Kind::List(items) | Kind::Tuple(items) => visit_items(items, v),
-            k => visit_kind(k, self.tagged, v),
+        match self.node.view() {
+            View::Dict(entries, _) => visit_entries(entries, v),
+            View::List(items) | View::Tuple(items) => visit_items(items, v),
+            view => visit_view(view, TAGGED, v),
         }
     }
 
@@ -796,14 +490,14 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
         _variants: &'static [&'static str],
         v: V,
     ) -> Result<V::Value> {
-        match self.tree.into_kind() {
-            Kind::Str(Cow::Borrowed(s)) => v.visit_enum(BorrowedStrDeserializer::<Error>::new(s)),
-            Kind::Str(Cow::Owned(s)) => v.visit_enum(StringDeserializer::<Error>::new(s)),
-            Kind::Dict(entries) if entries.len() == 1 => {
-                let (key, value) = entries.into_iter().next().expect("one entry");
+        match self.node.view() {
+            View::Str(Cow::Borrowed(s)) => v.visit_enum(BorrowedStrDeserializer::<Error>::new(s)),
+            View::Str(Cow::Owned(s)) => v.visit_enum(StringDeserializer::<Error>::new(s)),
+            View::Dict(mut entries, _) if entries.len() == 1 => {
+                let (key, value) = entries.next().expect("one entry");
                 v.visit_enum(EnumDe { key, value })
             }
-            Kind::Dict(entries) => Err(Error::data_format(
+            View::Dict(entries, _) => Err(Error::data_format(
                 format!(
                     "enum {name}: expected a str (unit variant) or a dict with one entry \
                      {{variant: value}}, found a dict with {} entries",
@@ -811,11 +505,11 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
                 ),
                 None,
             )),
-            k => Err(Error::data_format(
+            view => Err(Error::data_format(
                 format!(
                     "enum {name}: expected a str (unit variant) or a dict with one entry \
                      {{variant: value}}, found {}",
-                    k.type_name()
+                    view.type_name()
                 ),
                 None,
             )),
@@ -823,7 +517,7 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        drop(self.tree);
+        drop(self.node);
         v.visit_unit()
     }
 
@@ -832,16 +526,20 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for TreeDe<T> {
     }
 }
 
-struct SeqIter<T> {
-    iter: std::vec::IntoIter<T>,
+struct SeqIter<I> {
+    iter: I,
 }
 
-impl<'de, T: Tree<'de>> SeqAccess<'de> for SeqIter<T> {
+impl<'de, I> SeqAccess<'de> for SeqIter<I>
+where
+    I: ExactSizeIterator,
+    I::Item: Node<'de>,
+{
     type Error = Error;
 
     fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>> {
         match self.iter.next() {
-            Some(t) => seed.deserialize(TreeDe::new(t)).map(Some),
+            Some(node) => seed.deserialize(TreeDe::new(node)).map(Some),
             None => Ok(None),
         }
     }
@@ -851,12 +549,16 @@ impl<'de, T: Tree<'de>> SeqAccess<'de> for SeqIter<T> {
     }
 }
 
-struct MapIter<T> {
-    iter: std::vec::IntoIter<(T, T)>,
-    value: Option<T>,
+struct MapIter<I, N> {
+    iter: I,
+    value: Option<N>,
 }
 
-impl<'de, T: Tree<'de>> MapAccess<'de> for MapIter<T> {
+impl<'de, I, N> MapAccess<'de> for MapIter<I, N>
+where
+    I: ExactSizeIterator<Item = (N, N)>,
+    N: Node<'de>,
+{
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
@@ -882,9 +584,13 @@ impl<'de, T: Tree<'de>> MapAccess<'de> for MapIter<T> {
 }
 
 /// The items of a tuple, set or frozenset, as a plain sequence.
-pub(crate) struct SeqDe<T>(pub(crate) Vec<T>);
+struct SeqDe<I>(I);
 
-impl<'de, T: Tree<'de>> Deserializer<'de> for SeqDe<T> {
+impl<'de, I> Deserializer<'de> for SeqDe<I>
+where
+    I: ExactSizeIterator,
+    I::Item: Node<'de>,
+{
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
@@ -899,9 +605,13 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for SeqDe<T> {
 }
 
 /// The entries of a dict, as a plain map.
-pub(crate) struct MapDe<T>(pub(crate) Vec<(T, T)>);
+struct MapDe<I>(I);
 
-impl<'de, T: Tree<'de>> Deserializer<'de> for MapDe<T> {
+impl<'de, I, N> Deserializer<'de> for MapDe<I>
+where
+    I: ExactSizeIterator<Item = (N, N)>,
+    N: Node<'de>,
+{
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
@@ -915,31 +625,31 @@ impl<'de, T: Tree<'de>> Deserializer<'de> for MapDe<T> {
     }
 }
 
-struct EnumDe<T> {
-    key: T,
-    value: T,
+struct EnumDe<N> {
+    key: N,
+    value: N,
 }
 
-impl<'de, T: Tree<'de>> EnumAccess<'de> for EnumDe<T> {
+impl<'de, N: Node<'de>> EnumAccess<'de> for EnumDe<N> {
     type Error = Error;
-    type Variant = VariantDe<T>;
+    type Variant = VariantDe<N>;
 
-    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, VariantDe<T>)> {
+    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, VariantDe<N>)> {
         let variant = seed.deserialize(TreeDe::new(self.key))?;
         Ok((variant, VariantDe(self.value)))
     }
 }
 
-struct VariantDe<T>(T);
+struct VariantDe<N>(N);
 
-impl<'de, T: Tree<'de>> VariantAccess<'de> for VariantDe<T> {
+impl<'de, N: Node<'de>> VariantAccess<'de> for VariantDe<N> {
     type Error = Error;
 
     fn unit_variant(self) -> Result<()> {
-        match self.0.into_kind() {
-            Kind::None => Ok(()),
-            k => Err(Error::data_format(
-                format!("a unit variant takes no value (None), found {}", k.type_name()),
+        match self.0.view() {
+            View::None => Ok(()),
+            view => Err(Error::data_format(
+                format!("a unit variant takes no value (None), found {}", view.type_name()),
                 None,
             )),
         }
@@ -966,6 +676,7 @@ mod tests {
 
     use super::*;
     use crate::wire::ser::to_payload_vec;
+    use crate::wire::MAX_DEPTH;
     use crate::Value;
 
     fn unhex(s: &str) -> Vec<u8> {
@@ -1136,12 +847,8 @@ mod tests {
             b: Option<String>,
             c: Vec<u8>,
         }
-        let p = to_payload_vec(&Value::dict([
-            ("a", Value::from(1)),
-            ("b", Value::None),
-            ("c", Value::bytes(*b"xy")),
-        ]))
-        .unwrap();
+        let p = to_payload_vec(&Value::dict([("a", Value::from(1)), ("b", Value::None), ("c", Value::bytes(*b"xy"))]))
+            .unwrap();
         let s: S = from_payload(&p).unwrap();
         assert_eq!(s, S { a: 1, b: None, c: b"xy".to_vec() });
         // Sequences accept tuple, set, frozenset.
@@ -1220,10 +927,7 @@ mod tests {
                 fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                     f.write_str("a channel")
                 }
-                fn visit_newtype_struct<D: Deserializer<'de>>(
-                    self,
-                    d: D,
-                ) -> std::result::Result<Token, D::Error> {
+                fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Token, D::Error> {
                     let (u, i) = <(u64, i32)>::deserialize(d)?;
                     Ok(Token(u, i))
                 }

@@ -36,27 +36,6 @@ pub(crate) enum Kind<'de, T> {
     Channel(Option<u64>, i32),
 }
 
-impl<T> Kind<'_, T> {
-    /// The Python type name.
-    pub(crate) fn type_name(&self) -> &'static str {
-        match self {
-            Kind::None => "NoneType",
-            Kind::Bool(_) => "bool",
-            Kind::Int(_) | Kind::Big(_) => "int",
-            Kind::Float(_) => "float",
-            Kind::Complex(..) => "complex",
-            Kind::Str(_) => "str",
-            Kind::Bytes(_) => "bytes",
-            Kind::List(_) => "list",
-            Kind::Tuple(_) => "tuple",
-            Kind::Dict(_) => "dict",
-            Kind::Set(_) => "set",
-            Kind::FrozenSet(_) => "frozenset",
-            Kind::Channel(..) => "channel",
-        }
-    }
-}
-
 /// A tree that can be handed to serde visitors: a loaded payload node or a `Value`.
 pub(crate) trait Tree<'de>: Sized + PyKey {
     /// Takes the node apart.
@@ -153,27 +132,43 @@ pub(crate) trait PyKey: Sized {
     fn key_ref(&self) -> KeyRef<'_, Self>;
 }
 
+/// Like [`PyKey`], for nodes whose children live in a context `C` (the loader's tape)
+/// rather than in the nodes. Every [`PyKey`] is one with the context `()`.
+pub(crate) trait PyKeyIn<C: ?Sized>: Sized {
+    fn key_ref_in<'k>(&'k self, ctx: &'k C) -> KeyRef<'k, Self>;
+}
+
+impl<T: PyKey> PyKeyIn<()> for T {
+    fn key_ref_in<'k>(&'k self, _: &'k ()) -> KeyRef<'k, Self> {
+        self.key_ref()
+    }
+}
+
 /// Python's `a == b` (numbers compare across bool, int, float and complex; sets and
 /// frozensets compare as sets; a nan is never equal to anything, as between two distinct
 /// nan objects in Python).
 pub(crate) fn py_eq<T: PyKey>(a: &T, b: &T) -> bool {
-    match (a.key_ref(), b.key_ref()) {
+    py_eq_in(a, b, &())
+}
+
+/// [`py_eq`] of nodes whose children are in `ctx`.
+pub(crate) fn py_eq_in<C: ?Sized, T: PyKeyIn<C>>(a: &T, b: &T, ctx: &C) -> bool {
+    let eq = |p: &T, q: &T| py_eq_in(p, q, ctx);
+    match (a.key_ref_in(ctx), b.key_ref_in(ctx)) {
         (KeyRef::None, KeyRef::None) => true,
         (KeyRef::Num(x), KeyRef::Num(y)) => x.eq(&y),
         (KeyRef::Str(x), KeyRef::Str(y)) => x == y,
         (KeyRef::Bytes(x), KeyRef::Bytes(y)) => x == y,
         (KeyRef::Tuple(x), KeyRef::Tuple(y)) | (KeyRef::List(x), KeyRef::List(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| eq(p, q))
         }
         (KeyRef::Set(x) | KeyRef::FrozenSet(x), KeyRef::Set(y) | KeyRef::FrozenSet(y)) => {
-            x.iter().all(|p| y.iter().any(|q| py_eq(p, q))) && y.iter().all(|q| x.iter().any(|p| py_eq(p, q)))
+            x.iter().all(|p| y.iter().any(|q| eq(p, q))) && y.iter().all(|q| x.iter().any(|p| eq(p, q)))
         }
         (KeyRef::Dict(x), KeyRef::Dict(y)) => {
-            fn sub<T: PyKey>(p: &[(T, T)], q: &[(T, T)]) -> bool {
-                p.iter().all(|(k, v)| {
-                    q.iter().rev().find(|(qk, _)| py_eq(qk, k)).is_some_and(|(_, w)| py_eq(v, w))
-                })
-            }
+            let sub = |p: &[(T, T)], q: &[(T, T)]| {
+                p.iter().all(|(k, v)| q.iter().rev().find(|(qk, _)| eq(qk, k)).is_some_and(|(_, w)| eq(v, w)))
+            };
             sub(x, y) && sub(y, x)
         }
         (KeyRef::Channel(u1, i1), KeyRef::Channel(u2, i2)) => u1 == u2 && i1 == i2,
@@ -191,9 +186,9 @@ pub(crate) fn py_hashable<T: PyKey>(k: &T) -> bool {
     }
 }
 
-/// A hash consistent with [`py_eq`]: equal nodes hash equal.
-pub(crate) fn py_hash<T: PyKey, H: Hasher>(k: &T, h: &mut H) {
-    match k.key_ref() {
+/// A hash consistent with [`py_eq_in`]: equal nodes hash equal.
+fn py_hash_in<C: ?Sized, T: PyKeyIn<C>, H: Hasher>(k: &T, ctx: &C, h: &mut H) {
+    match k.key_ref_in(ctx) {
         KeyRef::None => h.write_u8(0),
         KeyRef::Num(n) => n.hash(h),
         KeyRef::Str(s) => {
@@ -210,7 +205,7 @@ pub(crate) fn py_hash<T: PyKey, H: Hasher>(k: &T, h: &mut H) {
             h.write_u8(7);
             h.write_usize(items.len());
             for i in items {
-                py_hash(i, h);
+                py_hash_in(i, ctx, h);
             }
         }
         KeyRef::Set(items) | KeyRef::FrozenSet(items) => {
@@ -220,7 +215,7 @@ pub(crate) fn py_hash<T: PyKey, H: Hasher>(k: &T, h: &mut H) {
                 .iter()
                 .map(|i| {
                     let mut sub = FixedHasher::default();
-                    py_hash(i, &mut sub);
+                    py_hash_in(i, ctx, &mut sub);
                     sub.finish()
                 })
                 .collect();
@@ -245,7 +240,7 @@ pub(crate) fn py_hash<T: PyKey, H: Hasher>(k: &T, h: &mut H) {
     }
 }
 
-/// A small deterministic hasher (used inside [`py_hash`] for set members, where the
+/// A small deterministic hasher (used inside [`py_hash_in`] for set members, where the
 /// combination must not depend on a random seed).
 #[derive(Default)]
 pub(crate) struct FixedHasher(u64);
@@ -322,6 +317,19 @@ impl Dedup {
     /// Applies the entries in order as `d[k] = v` does: a key equal to an earlier one
     /// keeps the earlier key and its position and takes the later value.
     pub(crate) fn dict<T: PyKey>(&mut self, entries: &mut Vec<(T, T)>) {
+        let kept = self.dict_in(entries, &());
+        entries.truncate(kept);
+    }
+
+    /// Keeps the first of equal members, as `set(items)` does.
+    pub(crate) fn set<T: PyKey>(&mut self, items: &mut Vec<T>) {
+        let kept = self.set_by(items, |e| e, &());
+        items.truncate(kept);
+    }
+
+    /// [`Dedup::dict`] of entries whose children are in `ctx`: the merged entries are
+    /// moved to the front, and their number is returned (what follows is left over).
+    pub(crate) fn dict_in<C: ?Sized, T: PyKeyIn<C>>(&mut self, entries: &mut [(T, T)], ctx: &C) -> usize {
         self.run(
             entries,
             |e| &e.0,
@@ -329,28 +337,37 @@ impl Dedup {
                 let (a, b) = v.split_at_mut(dup);
                 std::mem::swap(&mut a[kept].1, &mut b[0].1);
             },
-        );
+            ctx,
+        )
     }
 
-    /// Keeps the first of equal members, as `set(items)` does.
-    pub(crate) fn set<T: PyKey>(&mut self, items: &mut Vec<T>) {
-        self.run(items, |e| e, |_, _, _| {});
-    }
-
-    fn run<E, T: PyKey>(
+    /// [`Dedup::set`] of elements holding a member each (`key` finds it) whose children
+    /// are in `ctx`: the kept elements are moved to the front, in order, and their number
+    /// is returned.
+    pub(crate) fn set_by<C: ?Sized, E, T: PyKeyIn<C>>(
         &mut self,
-        v: &mut Vec<E>,
+        items: &mut [E],
+        key: impl Fn(&E) -> &T,
+        ctx: &C,
+    ) -> usize {
+        self.run(items, key, |_, _, _| {}, ctx)
+    }
+
+    fn run<C: ?Sized, E, T: PyKeyIn<C>>(
+        &mut self,
+        v: &mut [E],
         key: impl Fn(&E) -> &T,
         merge: impl Fn(&mut [E], usize, usize),
-    ) {
+        ctx: &C,
+    ) -> usize {
         let n = v.len();
         if n < 2 {
-            return;
+            return n;
         }
         let mut w = 0;
         if n <= SMALL {
             for r in 0..n {
-                match (0..w).find(|&j| py_eq(key(&v[j]), key(&v[r]))) {
+                match (0..w).find(|&j| py_eq_in(key(&v[j]), key(&v[r]), ctx)) {
                     Some(j) => merge(v, j, r),
                     None => {
                         v.swap(w, r);
@@ -358,20 +375,19 @@ impl Dedup {
                     }
                 }
             }
-            v.truncate(w);
-            return;
+            return w;
         }
         self.first.clear();
         self.next.clear();
         for r in 0..n {
             let mut h = self.seed.build_hasher();
-            py_hash(key(&v[r]), &mut h);
+            py_hash_in(key(&v[r]), ctx, &mut h);
             let h = h.finish();
             let mut found = None;
             if let Some(&head) = self.first.get(&h) {
                 let mut j = head;
                 while j != NO_NEXT {
-                    if py_eq(key(&v[j as usize]), key(&v[r])) {
+                    if py_eq_in(key(&v[j as usize]), key(&v[r]), ctx) {
                         found = Some(j as usize);
                         break;
                     }
@@ -388,7 +404,7 @@ impl Dedup {
                 }
             }
         }
-        v.truncate(w);
+        w
     }
 }
 
