@@ -396,6 +396,7 @@ macro_rules! any_methods {
 impl<'de, N: Node<'de>, const TAGGED: bool> Deserializer<'de> for TreeDe<N, TAGGED> {
     type Error = Error;
 
+    #[inline]
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         visit_view(self.node.view(), TAGGED, v)
     }
@@ -435,6 +436,7 @@ impl<'de, N: Node<'de>, const TAGGED: bool> Deserializer<'de> for TreeDe<N, TAGG
         self.deserialize_any(v)
     }
 
+    #[inline]
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, v: V) -> Result<V::Value> {
         if name == CHANNEL_TOKEN {
             match self.node.view() {

@@ -313,6 +313,30 @@ impl Default for Dedup {
 /// Up to this many entries, duplicates are searched by comparing all pairs.
 const SMALL: usize = 8;
 
+/// A key of the kinds most dict keys are, whose Python equality is plain equality.
+#[derive(Clone, Copy, PartialEq)]
+enum Simple<'k> {
+    Str(&'k str),
+    /// A bool, an int in the i64 range, or a float or complex equal to one.
+    Int(i64),
+}
+
+/// Whether at most [`SMALL`] keys are all strs or ints (see [`Simple`]) and no two are
+/// equal: the common case, in which deduplication has nothing to do and the pairwise
+/// [`py_eq_in`] of the general path can be skipped.
+fn all_distinct_simple<'k, C: ?Sized, E, T: PyKeyIn<C> + 'k>(v: &'k [E], key: &impl Fn(&E) -> &T, ctx: &'k C) -> bool {
+    let mut simple = [Simple::Int(0); SMALL];
+    for (slot, e) in simple.iter_mut().zip(v) {
+        *slot = match key(e).key_ref_in(ctx) {
+            KeyRef::Str(s) => Simple::Str(s),
+            KeyRef::Num(Num::I(i)) => Simple::Int(i),
+            _ => return false,
+        };
+    }
+    let simple = &simple[..v.len()];
+    (1..simple.len()).all(|r| !simple[..r].contains(&simple[r]))
+}
+
 impl Dedup {
     /// Applies the entries in order as `d[k] = v` does: a key equal to an earlier one
     /// keeps the earlier key and its position and takes the later value.
@@ -366,6 +390,9 @@ impl Dedup {
         }
         let mut w = 0;
         if n <= SMALL {
+            if all_distinct_simple(v, &key, ctx) {
+                return n;
+            }
             for r in 0..n {
                 match (0..w).find(|&j| py_eq_in(key(&v[j]), key(&v[r]), ctx)) {
                     Some(j) => merge(v, j, r),

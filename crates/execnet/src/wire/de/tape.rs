@@ -160,6 +160,11 @@ fn err<T>(msg: String, offset: usize) -> Result<T> {
     Err(Error::data_format(msg, Some(offset)))
 }
 
+/// The opcodes of scalars (see [`Parser::scalar`]).
+fn is_scalar_op(op: u8) -> bool {
+    matches!(op, b'A' | b'B' | b'C' | b'D' | b'F' | b'G' | b'H' | b'I' | b'L' | b'M' | b'N' | b'R' | b'S' | b'T')
+}
+
 fn check_depth(depth: u32, at: usize) -> Result<()> {
     if depth as usize > MAX_DEPTH {
         return err(format!("containers nested deeper than the limit of {MAX_DEPTH} levels"), at);
@@ -332,11 +337,7 @@ impl<'a> Parser<'a> {
                 }
                 _ => {
                     let item = self.scalar(op, at)?;
-                    if self.buf.get(self.pos) == Some(&b'P') && self.set_scalar(item) {
-                        self.pos += 1;
-                    } else {
-                        self.stack.push(Slot::scalar(item));
-                    }
+                    self.place_scalar(item)?;
                 }
             }
         }
@@ -401,36 +402,64 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// The common case of SETITEM, when a scalar value is followed by it: sets the value
-    /// without pushing it when the stack ends with a list or dict and a scalar key that
-    /// SETITEM accepts, and says whether it did. Otherwise the value is pushed and
-    /// [`Parser::setitem`] does the work (and finds the error). The container's depth
-    /// stays as it is: the key and value are scalars.
+    /// Puts a scalar just read where the general loop would, taking shortcuts in the
+    /// common cases of SETITEM: a scalar value followed by it, with the container and a
+    /// scalar key on the stack, or a scalar key and value followed by it, with the
+    /// container on the stack, go into the container without the stack. Whenever a
+    /// shortcut does not apply (including every case SETITEM would fail on), the
+    /// scalars are pushed as the general loop would push them, and [`Parser::setitem`]
+    /// does the work (or finds the error).
     #[inline(always)]
-    fn set_scalar(&mut self, value: Item<'a>) -> bool {
-        let [.., target, key] = &self.stack[..] else {
-            return false;
-        };
-        if key.depth != 0 {
-            return false;
+    fn place_scalar(&mut self, item: Item<'a>) -> Result<()> {
+        let next = self.buf.get(self.pos).copied();
+        if next == Some(b'P') {
+            if let [.., target, key] = &self.stack[..] {
+                if key.depth == 0 && self.set_item(target.item, key.item, item) {
+                    self.stack.pop();
+                    self.pos += 1;
+                    return Ok(());
+                }
+            }
+        } else if let (Some(op), Some(target)) = (next, self.stack.last()) {
+            if is_scalar_op(op) && matches!(target.item, Item::List(_) | Item::Dict(_)) {
+                let target = target.item;
+                let at = self.pos;
+                self.pos += 1;
+                let value = self.scalar(op, at)?;
+                if self.buf.get(self.pos) == Some(&b'P') && self.set_item(target, item, value) {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                self.stack.push(Slot::scalar(item));
+                self.stack.push(Slot::scalar(value));
+                return Ok(());
+            }
         }
-        match target.item {
+        self.stack.push(Slot::scalar(item));
+        Ok(())
+    }
+
+    /// `target[key] = value` for a list or dict target and a scalar key and value, if
+    /// SETITEM would succeed; says whether it did. The target's depth stays as it is.
+    #[inline(always)]
+    fn set_item(&mut self, target: Item<'a>, key: Item<'a>, value: Item<'a>) -> bool {
+        match target {
             Item::List(list) => {
-                let i = match key.item {
+                let i = match key {
                     Item::Int(i) => i,
                     Item::Bool(b) => b as i64,
                     _ => return false,
                 };
-                let i = if i < 0 { i.wrapping_add(list.len as i64) } else { i };
+                let i = if i < 0 { i + list.len as i64 } else { i };
                 if !(0..list.len as i64).contains(&i) {
                     return false;
                 }
                 self.tape.items[list.start + i as usize] = value;
             }
-            Item::Dict(_) => self.open.push((key.item, value)),
+            // A scalar key is hashable.
+            Item::Dict(_) => self.open.push((key, value)),
             _ => return false,
         }
-        self.stack.pop();
         true
     }
 
