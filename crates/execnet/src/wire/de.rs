@@ -388,7 +388,7 @@ macro_rules! int_methods {
 macro_rules! any_methods {
     ($($method:ident)*) => {$(
         fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-            self.deserialize_any(v)
+            visit_view(self.node.view(), TAGGED, v)
         }
     )*};
 }
@@ -396,7 +396,6 @@ macro_rules! any_methods {
 impl<'de, N: Node<'de>, const TAGGED: bool> Deserializer<'de> for TreeDe<N, TAGGED> {
     type Error = Error;
 
-    #[inline]
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         visit_view(self.node.view(), TAGGED, v)
     }
@@ -436,7 +435,6 @@ impl<'de, N: Node<'de>, const TAGGED: bool> Deserializer<'de> for TreeDe<N, TAGG
         self.deserialize_any(v)
     }
 
-    #[inline]
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, v: V) -> Result<V::Value> {
         if name == CHANNEL_TOKEN {
             match self.node.view() {
@@ -972,6 +970,294 @@ mod tests {
         assert_eq!(from_payload::<U>(&p).unwrap(), U::Seq(vec![1, 2]));
         let p = to_payload_vec(&Value::set([3])).unwrap();
         assert_eq!(from_payload::<U>(&p).unwrap(), U::Seq(vec![3]));
+    }
+
+    /// A tiny assembler for payloads in tests.
+    mod asm {
+        pub fn int(i: i32) -> Vec<u8> {
+            let mut v = vec![b'F'];
+            v.extend(i.to_be_bytes());
+            v
+        }
+        pub fn float(f: f64) -> Vec<u8> {
+            let mut v = vec![b'D'];
+            v.extend(f.to_be_bytes());
+            v
+        }
+        pub fn text(op: u8, b: &[u8]) -> Vec<u8> {
+            let mut v = vec![op];
+            v.extend((b.len() as i32).to_be_bytes());
+            v.extend(b);
+            v
+        }
+        pub fn s(t: &str) -> Vec<u8> {
+            text(b'N', t.as_bytes())
+        }
+        pub fn counted(op: u8, n: i32) -> Vec<u8> {
+            let mut v = vec![op];
+            v.extend(n.to_be_bytes());
+            v
+        }
+        pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
+            parts.concat()
+        }
+    }
+    use asm::*;
+
+    fn load_bytes(p: &[u8]) -> Value {
+        from_payload(p).unwrap_or_else(|e| panic!("{e} loading {p:02x?}"))
+    }
+
+    #[test]
+    fn dicts_leaving_the_stack_together_keep_their_own_entries() {
+        // ({'a': 1, 'b': {'c': 2}}, {'d': 3}): two dicts with entries are tuple members,
+        // and the first has a dict value completed while it was open.
+        let d1 = cat(&[b"J", &s("a"), &int(1), b"P", &s("b"), b"J", &s("c"), &int(2), b"P", b"P"]);
+        let d2 = cat(&[b"J", &s("d"), &int(3), b"P"]);
+        let p = cat(&[&d1, &d2, &counted(b'@', 2), b"Q"]);
+        let want = Value::tuple([
+            Value::dict([("a", Value::from(1)), ("b", Value::dict([("c", 2)]))]),
+            Value::dict([("d", 3)]),
+        ]);
+        assert_eq!(load_bytes(&p), want);
+        // The same dicts as a list's items, the inner one set while the outer is open.
+        let p = cat(&[&counted(b'K', 2), &int(1), &d2, b"P", &int(0), &d1, b"P", b"Q"]);
+        let want = Value::list([
+            Value::dict([("a", Value::from(1)), ("b", Value::dict([("c", 2)]))]),
+            Value::dict([("d", 3)]),
+        ]);
+        assert_eq!(load_bytes(&p), want);
+        // A dict as the value of a dict that is itself the value of a dict.
+        let p = cat(&[b"J", &s("x"), b"J", &s("y"), &d2, b"P", &s("z"), &int(4), b"P", b"P", b"Q"]);
+        let v = load_bytes(&p);
+        let want = Value::dict([("x", Value::dict([("y", Value::dict([("d", 3)])), ("z", Value::from(4))]))]);
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn merging_like_python_on_the_tape() {
+        // {1: {'a': 1}, True: {'b': 2}, 1.0: 3, 'k': 4}: the first key stays, with the
+        // last value, in the first key's place.
+        let p = cat(&[
+            b"J",
+            &int(1),
+            b"J",
+            &s("a"),
+            &int(1),
+            b"P",
+            b"P",
+            b"R",
+            b"J",
+            &s("b"),
+            &int(2),
+            b"P",
+            b"P",
+            &float(1.0),
+            &int(3),
+            b"P",
+            &s("k"),
+            &int(4),
+            b"P",
+            b"Q",
+        ]);
+        let v = load_bytes(&p);
+        let d = v.as_dict().unwrap();
+        assert_eq!(d.entries(), &[(Value::from(1), Value::from(3)), (Value::from("k"), Value::from(4))]);
+        assert_eq!(from_payload::<HashMap<i64, i64>>(&cat(&[&p[..p.len() - 13], b"Q"])).unwrap(), [(1, 3)].into());
+        // A PY2STRING (Latin-1) key equals the same text as a PY3STRING key.
+        let p = cat(&[b"J", &text(b'M', b"\xe9"), &int(1), b"P", &s("\u{e9}"), &int(2), b"P", b"Q"]);
+        assert_eq!(load_bytes(&p), Value::dict([("\u{e9}", 2)]));
+        // 2**64 as LONGINT and as a float are the same key.
+        let p = cat(&[
+            b"J",
+            &text(b'H', b"18446744073709551616"),
+            &int(1),
+            b"P",
+            &float(2f64.powi(64)),
+            &int(2),
+            b"P",
+            b"Q",
+        ]);
+        let v = load_bytes(&p);
+        assert_eq!(v.as_dict().unwrap().len(), 1);
+        // More than a handful of keys take the hashed path: (0, 0) .. (9, 0), then
+        // (0.0, False) again.
+        let mut p = vec![b'J'];
+        for i in 0..10 {
+            p.extend(cat(&[&int(i), &int(0), &counted(b'@', 2), &int(i), b"P"]));
+        }
+        p.extend(cat(&[&float(0.0), b"C", &counted(b'@', 2), &s("last"), b"P", b"Q"]));
+        let v = load_bytes(&p);
+        let d = v.as_dict().unwrap();
+        assert_eq!(d.len(), 10);
+        assert_eq!(d.entries()[0], (Value::tuple([0, 0]), Value::from("last")));
+    }
+
+    #[test]
+    fn sets_of_tuples_and_frozensets_merge_like_python() {
+        // {(1, 2), (1.0, 2), (True, 2.0), (2, 1)} == {(1, 2), (2, 1)}
+        let t = |a: &[u8], b: &[u8]| cat(&[a, b, &counted(b'@', 2)]);
+        let p = cat(&[
+            &t(&int(1), &int(2)),
+            &t(&float(1.0), &int(2)),
+            &t(b"R", &float(2.0)),
+            &t(&int(2), &int(1)),
+            &counted(b'O', 4),
+            b"Q",
+        ]);
+        assert_eq!(load_bytes(&p), Value::Set(vec![Value::tuple([1, 2]), Value::tuple([2, 1])]));
+        // frozenset({1, 2}) and frozenset({2, 1}) are one dict key.
+        let fs = |a: i32, b: i32| cat(&[&int(a), &int(b), &counted(b'E', 2)]);
+        let p = cat(&[b"J", &fs(1, 2), &s("a"), b"P", &fs(2, 1), &s("b"), b"P", b"Q"]);
+        let v = load_bytes(&p);
+        assert_eq!(v.as_dict().unwrap().entries(), &[(Value::frozenset([1, 2]), Value::from("b"))]);
+        // A set member may not be a dict, even an empty one.
+        let p = cat(&[b"J", &counted(b'O', 1), b"Q"]);
+        let (msg, off) = match from_payload::<Value>(&p).unwrap_err() {
+            Error::DataFormat { message, offset } => (message, offset),
+            e => panic!("{e}"),
+        };
+        assert!(msg.contains("unhashable member of type dict"), "{msg}");
+        assert_eq!(off, Some(1));
+    }
+
+    #[test]
+    fn setitem_shortcuts_fall_back_to_the_general_errors() {
+        let err_of = |p: &[u8]| match from_payload::<Value>(p).unwrap_err() {
+            Error::DataFormat { message, offset } => (message, offset),
+            e => panic!("{e}"),
+        };
+        // Scalar key and value after the list: index out of range, then a str index.
+        let (m, o) = err_of(&cat(&[&counted(b'K', 1), &int(-2), b"L", b"P", b"Q"]));
+        assert!(m.contains("list index -2 out of range for a list of 1 items"), "{m}");
+        assert_eq!(o, Some(11));
+        let (m, o) = err_of(&cat(&[&counted(b'K', 1), &s("i"), b"L", b"P", b"Q"]));
+        assert!(m.contains("list index must be an int, not str"), "{m}");
+        assert_eq!(o, Some(12));
+        // A bad value right after a key: its own error and offset.
+        let (m, o) = err_of(&cat(&[b"J", &s("k"), &text(b'N', b"\xff"), b"P", b"Q"]));
+        assert!(m.contains("invalid UTF-8 in the PY3STRING at byte 7"), "{m}");
+        assert_eq!(o, Some(12));
+        let (m, o) = err_of(&cat(&[b"J", &s("k"), b"F\0\0"]));
+        assert!(m.contains("INT at byte 7 needs 4 operand bytes, only 2 left"), "{m}");
+        assert_eq!(o, Some(8));
+        // A key and value without SETITEM stay on the stack.
+        let (m, o) = err_of(&cat(&[b"J", &s("k"), &int(1), b"Q"]));
+        assert!(m.contains("STOP at byte 12 with 3 items"), "{m}");
+        assert_eq!(o, Some(12));
+        // SETITEM on a scalar, found after the key and value.
+        let (m, _) = err_of(&cat(&[&int(0), &int(1), &int(2), b"P", b"Q"]));
+        assert!(m.contains("SETITEM at byte 15 on a int"), "{m}");
+        // The shortcuts and the general path build the same list: negative and bool
+        // indices, a later SETITEM replacing an earlier one, a tuple value.
+        let p = cat(&[
+            &counted(b'K', 3),
+            &int(-1),
+            &s("c"),
+            b"P",
+            b"R",
+            &s("b"),
+            b"P",
+            &int(0),
+            &s("x"),
+            b"P",
+            &int(0),
+            &int(7),
+            &int(8),
+            &counted(b'@', 2),
+            b"P",
+            b"Q",
+        ]);
+        assert_eq!(load_bytes(&p), Value::list([Value::tuple([7, 8]), "b".into(), "c".into()]));
+        // A dict key that is a tuple of scalars.
+        let p = cat(&[b"J", &int(1), &int(2), &counted(b'@', 2), &s("v"), b"P", b"Q"]);
+        assert_eq!(load_bytes(&p), Value::dict([(Value::tuple([1, 2]), Value::from("v"))]));
+    }
+
+    #[test]
+    fn depth_limit_counts_dicts_and_mixed_containers() {
+        let nested = |levels: usize| {
+            let mut p = Vec::new();
+            for i in 0..levels {
+                if i % 2 == 0 {
+                    p.extend(cat(&[b"J", &s("k")]));
+                } else {
+                    p.extend(cat(&[&counted(b'K', 1), &int(0)]));
+                }
+            }
+            p.push(b'L');
+            p.resize(p.len() + levels, b'P');
+            p.push(b'Q');
+            p
+        };
+        let ok = nested(MAX_DEPTH);
+        // Dicts take more stack than lists; a debug build needs more than 2 MiB here (as
+        // it did before the tape).
+        std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || {
+                let v: Value = from_payload(&ok).unwrap();
+                assert_eq!(to_payload_vec(&v).unwrap(), ok);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let deep = nested(MAX_DEPTH + 1);
+        match from_payload::<Value>(&deep).unwrap_err() {
+            Error::DataFormat { message, offset } => {
+                assert!(message.contains("nested deeper than the limit"), "{message}");
+                // The SETITEM that makes the outermost container one level too deep.
+                assert_eq!(offset, Some(deep.len() - 2));
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn typed_loads_agree_with_loading_a_value_first() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct R {
+            name: String,
+            n: Option<i64>,
+            t: (u8, String),
+            set: Vec<i32>,
+        }
+        let r = Value::dict([
+            ("name", Value::from("x")),
+            ("n", Value::None),
+            ("t", Value::tuple([Value::from(1), "y".into()])),
+            ("set", Value::set([3, 1])),
+        ]);
+        let p = to_payload_vec(&Value::list([r.clone(), r])).unwrap();
+        let direct: Vec<R> = from_payload(&p).unwrap();
+        let via: Vec<R> = crate::wire::value::from_value(from_payload::<Value>(&p).unwrap()).unwrap();
+        assert_eq!(direct, via);
+        fn same<T: serde::de::DeserializeOwned + std::fmt::Debug>(p: &[u8]) {
+            let direct = from_payload::<T>(p).map_err(|e| e.to_string());
+            let via = from_payload::<Value>(p)
+                .map_err(|e| e.to_string())
+                .and_then(|v| crate::wire::value::from_value::<T>(v).map_err(|e| e.to_string()));
+            assert_eq!(format!("{direct:?}"), format!("{via:?}"), "{p:02x?}");
+        }
+        let payloads = [
+            Value::list([Value::from(1), Value::from(-2)]),
+            Value::tuple([Value::from("a"), Value::bytes(*b"b")]),
+            Value::dict([("Sized", 5)]),
+            Value::dict([(crate::wire::CHANNEL_TOKEN, Value::tuple([1, 2]))]),
+            Value::frozenset([Value::from(2.5)]),
+            "1".repeat(60).parse::<crate::Int>().unwrap().into(),
+            Value::Complex(crate::wire::value::Complex::new(1.0, 2.0)),
+        ];
+        for v in payloads {
+            let p = to_payload_vec(&v).unwrap();
+            same::<Vec<i64>>(&p);
+            same::<(String, serde_bytes::ByteBuf)>(&p);
+            same::<HashMap<String, i64>>(&p);
+            same::<Option<Vec<f64>>>(&p);
+            same::<u128>(&p);
+            same::<Value>(&p);
+            same::<(f64, f64)>(&p);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Pieces shared by the payload deserializer ([`super::de`]) and the [`Value`] deserializer:
 //! the owned tree view ([`Kind`]), Python's equality and hashing of dict keys and set
-//! members ([`PyKey`], [`Dedup`]), and small helper deserializers for the magic forms.
+//! members ([`PyKey`], [`Dedup`]; [`PyKeyIn`] for the loader's tape, whose nodes find
+//! their children in the tape), and small helper deserializers for the magic forms.
 //!
 //! [`Value`]: super::value::Value
 

@@ -246,7 +246,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A length operand: not negative and not beyond the bytes left.
-    #[inline]
+    #[inline(always)]
     fn read_len(&mut self, at: usize) -> Result<usize> {
         let n = self.read_i32(at)?;
         if n < 0 || n as usize > self.left() {
