@@ -14,10 +14,14 @@
 //!    int sizes ([`MAX_INT_DIGITS`]); errors carry the byte offset. Duplicate dict keys
 //!    and set members are merged with Python's semantics (`1`, `1.0` and `True` are the
 //!    same key) as each dict and set is completed; list items, which cannot collide,
-//!    cost no such work.
-//! 2. The tape is walked top-down and handed to serde visitors, one [`Node`] at a time,
-//!    without allocating. The same deserializer ([`TreeDe`]) presents `Value` trees
-//!    ([`Tree`] nodes, for `from_value`), so that both take Python forms to serde alike.
+//!    cost no such work. The common SETITEM of a scalar key and value goes into its
+//!    list or dict directly, without the stack (and whatever it cannot handle, errors
+//!    included, takes the general path).
+//! 2. The tape is walked top-down and handed to serde visitors, one [`Node`] at a time;
+//!    only big ints and non-ASCII PY2STRINGs are copied out, everything else is handed
+//!    over as it lies on the tape. The same deserializer ([`TreeDe`]) presents `Value`
+//!    trees ([`Tree`] nodes, for `from_value`), so that both take Python forms to serde
+//!    alike.
 //!
 //! ## How Python types meet serde
 //!
