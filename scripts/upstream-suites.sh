@@ -127,4 +127,9 @@ for suite in "${suites[@]}"; do
     fi
     "${compare[@]}" --rerun "$WORK/$suite-rs-rerun.xml" | tee "$WORK/$suite-report.md" || status=1
 done
+# The verdicts again, last, where a truncated log still shows them.
+echo "--- verdicts"
+for suite in "${suites[@]}"; do
+    grep -E "UNEXPECTED|STALE|SKIPPED FOR WANT|FAILED|again alone|^$suite: ok" "$WORK/$suite-report.md" || true
+done
 exit $status
