@@ -3,6 +3,7 @@
 import math
 import os
 import struct
+import subprocess
 import textwrap
 
 import pytest
@@ -12,6 +13,7 @@ from conftest import (
     CHANNEL_DATA,
     CHANNEL_EXEC,
     CHANNEL_LAST_MESSAGE,
+    GATEWAY_TERMINATE,
     RECONFIGURE,
     STATUS,
     Channel,
@@ -309,6 +311,58 @@ def test_executions_run_concurrently_in_thread_model(worker):
     assert worker.receive(first) == "first done"
     (is_main,) = worker.run("import threading; channel.send(threading.current_thread() is threading.main_thread())")
     assert is_main is False
+
+
+def test_the_worker_does_not_import_threading(worker, python):
+    # threading, with functools and collections, is ~3 ms of every start-up; the worker
+    # runs on _thread.  (An interpreter whose site already imports it is no test; on PyPy,
+    # which has no C _queue, queue.SimpleQueue imports it, in the main thread.)
+    probe = "import sys; print('threading' in sys.modules, hasattr(sys, 'pypy_version_info'))"
+    bare, pypy = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    (imported,) = worker.run("import sys; channel.send('threading' in sys.modules)")
+    assert imported is (bare == "True" or pypy == "True")
+
+
+FIRST_THREADING_IMPORT = """
+import sys, _thread
+first = "threading" not in sys.modules
+import threading
+main = threading.main_thread()
+here = threading.current_thread()
+import asyncio
+async def answer():
+    return 42
+done = []
+worker_thread = threading.Thread(target=lambda: done.append(threading.current_thread().name), name="user")
+worker_thread.start()
+worker_thread.join()
+channel.send((first, here is main, main.ident != _thread.get_ident(), main.is_alive(), main.name,
+              here.ident == _thread.get_ident(), asyncio.run(answer()), done,
+              threading.get_native_id() != main.native_id))
+"""
+
+
+def test_a_first_import_of_threading_in_an_execution_sees_the_real_main_thread(spawn):
+    # In execmodel "thread" executions run in threads of their own; threading (up to 3.12)
+    # takes whichever thread imports it first for the main thread.  asyncio.run() in an
+    # execution would then try to install a SIGINT handler outside the main thread.
+    worker = spawn()
+    (result,) = worker.run(FIRST_THREADING_IMPORT)
+    first, is_main, main_elsewhere, main_alive, main_name, here_known, answer, done, other_native = result
+    assert (is_main, main_elsewhere, main_alive, main_name) == (False, True, True, "MainThread")
+    assert (here_known, answer, done, other_native) == (True, 42, ["user"], True)
+    # the worker still ends at once (threading's exit waits for no idle execution thread)
+    worker.send(GATEWAY_TERMINATE)
+    assert worker.wait(timeout=5) == 0
+
+
+def test_threading_imported_in_the_main_thread_is_left_alone(spawn):
+    worker = spawn(execmodel="main_thread_only")
+    (result,) = worker.run(
+        "import threading; channel.send((threading.current_thread() is threading.main_thread(), "
+        "threading.main_thread().is_alive()))"
+    )
+    assert result == (True, True)
 
 
 # -- closing -----------------------------------------------------------------------

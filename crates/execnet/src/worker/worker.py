@@ -19,7 +19,8 @@ that arrive early may be swallowed by the buffered sys.stdin of the one-liner.
 
 Reading guide, top to bottom:
 
- 1. wire constants and tracing (EXECNET_DEBUG)
+ 1. wire constants, thread primitives without the threading module, and
+    tracing (EXECNET_DEBUG)
  2. the serializer: dumps() and loads() for the object format of PROTOCOL.md 3
  3. Channel, the object user code sees as `channel`, and its file wrappers
  4. the two execution models (a thread per execution, or the main thread only)
@@ -41,10 +42,9 @@ import os
 import select
 import struct
 import sys
-import threading
 import time
-import weakref
 import _thread
+import _weakref
 
 try:  # the C queue, without queue.py and heapq (~1 ms of every start-up)
     from _queue import Empty, SimpleQueue
@@ -52,11 +52,15 @@ except ImportError:  # PyPy
     from queue import Empty, SimpleQueue
 
 # traceback is imported where a traceback is formatted: it costs ~2 ms of every
-# start-up and most workers never need it.
+# start-up and most workers never need it.  threading (with functools and
+# collections, ~3 ms) is not imported either: the worker runs on _thread's
+# locks and threads, and the few places that need more import it when they do
+# (see _ThreadingImport for how user code's first `import threading` in an
+# execution thread still finds the right main thread).
 
 
 # --------------------------------------------------------------------------
-# 1. Wire constants and tracing
+# 1. Wire constants, thread primitives and tracing
 # --------------------------------------------------------------------------
 
 # Message codes (PROTOCOL.md section 2).
@@ -130,6 +134,170 @@ _BIG_PIPE_BYTES = 1024 * 1024
 _monotonic = time.monotonic
 
 
+# --------------------------------------------------------------------------
+# 1b. Threads without the threading module
+# --------------------------------------------------------------------------
+
+# The main thread: the worker's code runs there (the bootstrap, or the socket
+# server's process), unless threading was imported before and knows better.
+if "threading" in sys.modules:
+    _MAIN_THREAD = sys.modules["threading"].main_thread().ident
+else:
+    _MAIN_THREAD = getattr(_thread, "_get_main_thread_ident", _thread.get_ident)()
+_MAIN_NATIVE_ID = _thread.get_native_id() if _MAIN_THREAD == _thread.get_ident() else None
+_TIMEOUT_MAX = _thread.TIMEOUT_MAX
+
+
+def _lock_timeout(timeout):
+    """A timeout in seconds as _thread locks take it (-1: for ever)."""
+    if timeout is None:
+        return -1
+    return min(max(timeout, 0), _TIMEOUT_MAX)
+
+
+class _Event:
+    """threading.Event's set(), is_set() and wait(), on _thread locks.
+
+    Each waiter waits on a lock of its own, which set() releases.
+    """
+
+    __slots__ = ("_flag", "_lock", "_waiters")
+
+    def __init__(self):
+        self._flag = False
+        self._lock = _thread.allocate_lock()
+        self._waiters = []
+
+    def is_set(self):
+        return self._flag
+
+    def set(self):
+        with self._lock:
+            self._flag = True
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.release()
+
+    def wait(self, timeout=None):
+        """True once set; False when timeout seconds passed first."""
+        if self._flag:
+            return True
+        waiter = _thread.allocate_lock()
+        waiter.acquire()
+        with self._lock:
+            if self._flag:
+                return True
+            self._waiters.append(waiter)
+        if not waiter.acquire(True, _lock_timeout(timeout)):
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return self._flag
+
+
+class _WeakValues:
+    """What the channel table needs of weakref.WeakValueDictionary, on _weakref
+    (weakref.py and _weakrefset cost ~1 ms of every start-up).
+
+    Each key is set once (channel ids are never reused), so an entry's callback
+    can drop its key without checking that the entry is still its own.
+    """
+
+    __slots__ = ("_refs",)
+
+    def __init__(self):
+        self._refs = {}
+
+    def __setitem__(self, key, value):
+        refs = self._refs
+        refs[key] = _weakref.ref(value, lambda _, key=key: refs.pop(key, None))
+
+    def __delitem__(self, key):
+        del self._refs[key]
+
+    def __len__(self):
+        # live ones only: PyPy may run a dead entry's callback some time after the GC
+        return sum(1 for ref in list(self._refs.values()) if ref() is not None)
+
+    def get(self, key):
+        ref = self._refs.get(key)
+        return None if ref is None else ref()
+
+    def values(self):
+        """The live values, as a list (safe to iterate while the table changes)."""
+        return [value for value in (ref() for ref in list(self._refs.values())) if value is not None]
+
+
+class _ThreadingImport:
+    """Lets user code import threading first from an execution thread.
+
+    threading takes the thread that imports it for the main thread (up to
+    Python 3.12).  As the worker does not import it, an execution's
+    `import threading` (or of asyncio, logging, concurrent.futures...) would
+    make that thread "main": current_thread() is main_thread() would hold
+    there, and asyncio.run() would try to install its SIGINT handler from a
+    thread that cannot have one.  This finder, first on sys.meta_path, hands
+    that import to the usual finders and, once threading's code ran, gives its
+    main-thread record the real main thread's ident, native id and a lock held
+    until threading's shutdown; the importing thread becomes an ordinary
+    (dummy) thread of threading's.
+    """
+
+    @classmethod
+    def install(cls):
+        if "threading" not in sys.modules and cls not in sys.meta_path:
+            sys.meta_path.insert(0, cls)
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != "threading" or _thread.get_ident() == _MAIN_THREAD:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is cls or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                spec.loader = cls(spec.loader)
+                return spec
+        return None
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        _repair_main_thread(module)
+
+
+def _repair_main_thread(threading):
+    """Make threading's main-thread record describe the real main thread."""
+    main = threading._main_thread
+    if _MAIN_NATIVE_ID is not None and hasattr(main, "_native_id"):
+        main._native_id = _MAIN_NATIVE_ID
+    if main.ident == _MAIN_THREAD:
+        return  # Python 3.13 and later find the main thread themselves
+    with threading._active_limbo_lock:
+        threading._active.pop(main.ident, None)
+        old = getattr(main, "_tstate_lock", None)
+        shutdown_locks = getattr(threading, "_shutdown_locks", None)
+        if old is not None and shutdown_locks is not None:
+            # It is released when the importing thread ends, which an idle
+            # execution thread never does: threading's exit would wait on it.
+            with threading._shutdown_locks_lock:
+                shutdown_locks.discard(old)
+        if old is not None:
+            alive = _thread.allocate_lock()  # threading._shutdown() releases it
+            alive.acquire()
+            main._tstate_lock = alive
+        main._ident = _MAIN_THREAD
+        threading._active[_MAIN_THREAD] = main
+
+
 def _message_name(code):
     return _MESSAGE_NAMES.get(code, "UNKNOWN(%d)" % code)
 
@@ -145,7 +313,7 @@ def _make_tracer(gateway_id):
         return None
     # "[PID] message", the layout of execnet's trace lines
     prefix = "[%d] " % os.getpid()
-    lock = threading.Lock()
+    lock = _thread.allocate_lock()
 
     def trace(*parts):
         line = prefix + " ".join(str(part) for part in parts) + "\n"
@@ -578,7 +746,7 @@ class Channel:
         self.id = id
         self._closed = False
         self._owes_close = True
-        self._receive_closed = threading.Event()
+        self._receive_closed = _Event()
         self._items = SimpleQueue()
         self._callback = None
         self._error = None
@@ -831,11 +999,21 @@ class ExecModel:
 
     # The thread primitives execnet's ExecModel offers; code written for execnet (such as
     # pytest-xdist's worker side) builds its locks and queues through them.
-    Lock = staticmethod(threading.Lock)
-    RLock = staticmethod(threading.RLock)
-    Event = staticmethod(threading.Event)
-    Semaphore = staticmethod(threading.Semaphore)
-    get_ident = staticmethod(threading.get_ident)
+    Lock = staticmethod(_thread.allocate_lock)  # what threading.Lock is
+    RLock = staticmethod(_thread.RLock)  # threading.RLock's C implementation
+    get_ident = staticmethod(_thread.get_ident)
+
+    @staticmethod
+    def Event():
+        import threading
+
+        return threading.Event()
+
+    @staticmethod
+    def Semaphore(value=1):
+        import threading
+
+        return threading.Semaphore(value)
 
     @property
     def queue(self):
@@ -861,7 +1039,7 @@ class _ThreadPool:
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._idle = 0  # threads waiting on self._calls, minus calls queued there
         self._calls = SimpleQueue()
 
@@ -871,11 +1049,15 @@ class _ThreadPool:
                 self._idle -= 1
                 self._calls.put((function, args))
                 return
-        # threading.Thread.start() returns once the thread runs: an execution the host
-        # was told about (STATUS counts it) has its thread going before a shutdown.
-        threading.Thread(target=self._work, args=(function, args), name="execnet-exec", daemon=True).start()
+        # This returns once the thread runs: an execution the host was told about
+        # (STATUS counts it) has its thread going before a shutdown.
+        started = _thread.allocate_lock()
+        started.acquire()
+        _thread.start_new_thread(self._work, (function, args, started))
+        started.acquire()
 
-    def _work(self, function, args):
+    def _work(self, function, args, started):
+        started.release()
         while True:
             function(*args)
             function = args = None  # hold no references while idle
@@ -906,6 +1088,9 @@ class _MainThreadQueue:
     """
 
     def __init__(self):
+        import threading  # in the main thread: this model's start-up pays for it
+
+        self._threading = threading
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._waiting = []  # [function, args, refuse], in order; None stops run()
@@ -928,7 +1113,7 @@ class _MainThreadQueue:
         """(Lock held.) The first waiting call waits for the busy main thread from now."""
         head = self._waiting[0]
         if head is not None and head[2] is not None:
-            self._timer = threading.Timer(_MAIN_THREAD_WAIT_SECONDS, self._refuse, (head,))
+            self._timer = self._threading.Timer(_MAIN_THREAD_WAIT_SECONDS, self._refuse, (head,))
             self._timer.daemon = True
             self._timer.start()
 
@@ -1030,34 +1215,35 @@ class WorkerGateway:
     """
 
     def __init__(self, id, execmodel, read, write):
+        _ThreadingImport.install()
         self.id = id
         self.execmodel = ExecModel(execmodel)
         self._read = read  # read(n) -> up to n bytes, fewer only at end of input
         self._write = write  # write(data): writes all of data
-        self._write_lock = threading.Lock()  # held while writing: frames stay whole
-        self._buf_lock = threading.Lock()  # guards the queued frames and the flags below
+        self._write_lock = _thread.allocate_lock()  # held while writing: frames stay whole
+        self._buf_lock = _thread.allocate_lock()  # guards the queued frames and the flags below
         self._pending = []  # frames queued for the flusher (see _write_frame)
         self._pending_bytes = 0
         self._last_send = 0.0
         self._flush_requested = False
         self._flusher_started = False
-        self._flush_wanted = threading.Lock()  # released to wake the flusher
+        self._flush_wanted = _thread.allocate_lock()  # released to wake the flusher
         self._flush_wanted.acquire()
         self._write_error = None  # set once writing failed: the host is gone
-        self._read_token = threading.Lock()  # held while reading a frame (see _read_for)
+        self._read_token = _thread.allocate_lock()  # held while reading a frame (see _read_for)
         self._handed = SimpleQueue()  # frames a receiver read for the reading thread
         self._last_self_read = 0.0  # when a receiver last read for itself
         self._reading_over = False  # set once the reading thread stopped: nobody reads
         self._waiting = set()  # channels whose receive() waits for their queue
-        self._reader_wakeup = threading.Lock()  # released to wake the reading thread
+        self._reader_wakeup = _thread.allocate_lock()  # released to wake the reading thread
         self._reader_wakeup.acquire()
-        self._lock = threading.RLock()
-        self._exec_done = threading.Condition(self._lock)
+        self._lock = _thread.RLock()
+        self._exec_done = None  # a Condition on _lock, made when a shutdown must wait
         # id -> live Channel, held weakly: a channel that user code no longer holds is
         # closed by its __del__ (the host would otherwise wait for it forever).  Until
         # user code got hold of it, a channel the host made is kept in _unclaimed (its
         # data waits there); one with a callback in _with_callback.
-        self._channels = weakref.WeakValueDictionary()
+        self._channels = _WeakValues()
         self._unclaimed = {}
         self._with_callback = {}
         self._retired = set()  # retired odd (host) ids
@@ -1415,7 +1601,7 @@ class WorkerGateway:
             error_text = "execution cancelled: the worker shut down before it started"
         else:
             self._trace("exec starts on channel", channel.id)
-            ident = threading.get_ident()
+            ident = _thread.get_ident()
             self._running.add(ident)
             channel._executing = True
             try:
@@ -1448,7 +1634,8 @@ class WorkerGateway:
                 pass  # the host is gone; nobody is left to tell
             finally:
                 self._executing -= 1
-                self._exec_done.notify_all()
+                if self._exec_done is not None:
+                    self._exec_done.notify_all()
 
     # -- serving ----------------------------------------------------------------
 
@@ -1463,7 +1650,7 @@ class WorkerGateway:
         if self._main_queue is None:
             self._receive_and_finish(on_finished)
         else:
-            reader = threading.Thread(
+            reader = self._main_queue._threading.Thread(
                 target=self._receive_and_finish, args=(on_finished,), name="execnet-receiver", daemon=True
             )
             reader.start()
@@ -1480,6 +1667,8 @@ class WorkerGateway:
             may_block = self._executing or any(c._callback for c in self._channels.values())
         watchdog = None
         if may_block:
+            import threading
+
             watchdog = threading.Timer(_SHUTDOWN_DEADLINE_SECONDS, on_finished)
             watchdog.daemon = True
             watchdog.start()
@@ -1635,14 +1824,15 @@ class WorkerGateway:
         function that puts the previous handler back.
         """
         self._sigint = False
-        if threading.current_thread() is not threading.main_thread():
+        if _thread.get_ident() != _MAIN_THREAD:
             return lambda: None
         signal = _signal_module()
 
         def on_sigint(signum, frame):
             self._sigint = True
             with self._lock:
-                self._exec_done.notify_all()
+                if self._exec_done is not None:
+                    self._exec_done.notify_all()
 
         try:
             previous = signal.signal(signal.SIGINT, on_sigint)
@@ -1661,6 +1851,12 @@ class WorkerGateway:
         """Wait until no execution runs, at most seconds (and, with until_sigint,
         until the host's SIGINT comes); True when none runs."""
         with self._lock:
+            if self._executing == 0:
+                return True
+            if self._exec_done is None:
+                import threading
+
+                self._exec_done = threading.Condition(self._lock)
             self._exec_done.wait_for(lambda: self._executing == 0 or (until_sigint and self._sigint), seconds)
             return self._executing == 0
 
@@ -1672,14 +1868,14 @@ class WorkerGateway:
         Other threads get an asynchronous exception, seen at their next
         bytecode; that needs CPython's C API through ctypes (not on PyPy).
         """
-        main = threading.main_thread().ident
+        main = _MAIN_THREAD
         for ident in list(self._running):
             self._trace("interrupting the execution in thread", ident)
             try:
                 if ident == main:
                     signal = _signal_module()
 
-                    if threading.get_ident() != main and hasattr(signal, "pthread_kill"):
+                    if _thread.get_ident() != main and hasattr(signal, "pthread_kill"):
                         signal.pthread_kill(main, signal.SIGINT)
                 else:
                     import ctypes
