@@ -96,6 +96,11 @@ pub(crate) trait Node<'de>: Sized {
     /// Takes the node apart.
     fn view(self) -> View<'de, Self>;
     fn is_none(&self) -> bool;
+    /// The node built directly as a `Value`, when this kind of node can do so faster
+    /// than serde's visitor (a loaded tape can); `None` to take the serde path.
+    fn build_value(&self) -> Option<Result<super::value::Value>> {
+        None
+    }
 }
 
 /// A node taken apart: its Python form, containers with iterators over their children.
@@ -265,6 +270,53 @@ impl<'t, 'a> Node<'a> for TapeNode<'t, 'a> {
     fn is_none(&self) -> bool {
         matches!(self.item, Item::None)
     }
+
+    fn build_value(&self) -> Option<Result<super::value::Value>> {
+        Some(build_value(self.tape, self.item))
+    }
+}
+
+/// Builds a `Value` straight from the tape, equal to what `ValueVisitor` makes of the
+/// same node: the tape has already checked everything and merged dict keys and set
+/// members, so containers are filled in place with their exact sizes.
+fn build_value(tape: &Tape<'_>, item: &Item<'_>) -> Result<super::value::Value> {
+    use super::value::{Complex, Dict, Value};
+    let items = |span| -> Result<Vec<Value>> {
+        let src = tape.items(span);
+        let mut out = Vec::with_capacity(src.len());
+        for it in src {
+            out.push(build_value(tape, it)?);
+        }
+        Ok(out)
+    };
+    Ok(match *item {
+        Item::None => Value::None,
+        Item::Bool(b) => Value::Bool(b),
+        Item::Int(i) => Value::from(i),
+        Item::Big(i) => Value::Int(super::value::Int::from_big(tape.big(i).clone())),
+        Item::Float(f) => Value::Float(f),
+        Item::Complex(re, im) => Value::Complex(Complex::new(re, im)),
+        Item::Str(s) => Value::Str(s.to_owned()),
+        Item::Latin1(i) => Value::Str(tape.string(i).to_owned()),
+        Item::Bytes(b) => Value::Bytes(b.to_vec()),
+        Item::List(span) => Value::List(items(span)?),
+        Item::Tuple(span) => Value::Tuple(items(span)?),
+        Item::Set(span) => Value::Set(items(span)?),
+        Item::FrozenSet(span) => Value::FrozenSet(items(span)?),
+        Item::Dict(span) => {
+            let src = tape.entries(span);
+            let mut entries = Vec::with_capacity(src.len());
+            for (k, v) in src {
+                entries.push((build_value(tape, k)?, build_value(tape, v)?));
+            }
+            Value::Dict(Dict::from_merged(entries))
+        }
+        Item::Channel(id) => {
+            let uid = channel_uid(None)?;
+            let ch = crate::gateway::lookup_channel(uid, id).map_err(<Error as de::Error>::custom)?;
+            Value::Channel(ch)
+        }
+    })
 }
 
 /// A deserializer over one node (of a loaded tape or of a `Value`). When `TAGGED`, as
@@ -446,7 +498,10 @@ impl<'de, N: Node<'de>, const TAGGED: bool> Deserializer<'de> for TreeDe<N, TAGG
                 view => Err(Error::data_format(format!("expected a channel, found {}", view.type_name()), None)),
             }
         } else if name == VALUE_TOKEN {
-            v.visit_newtype_struct(TreeDe::<N, true> { node: self.node })
+            match self.node.build_value() {
+                Some(built) => super::value::hand_over(built?, v),
+                None => v.visit_newtype_struct(TreeDe::<N, true> { node: self.node }),
+            }
         } else {
             v.visit_newtype_struct(self)
         }
@@ -697,6 +752,67 @@ mod tests {
             Error::DataFormat { message, offset } => (message, offset),
             e => panic!("unexpected error {e}"),
         }
+    }
+
+    /// The serde path into `Value` (`ValueVisitor` over the tagged tape deserializer),
+    /// which the direct builder replaced.
+    fn load_via_serde(payload: &[u8]) -> Result<Value> {
+        let (tape, root) = tape::load(payload)?;
+        TreeDe::<_, true> { node: TapeNode { tape: &tape, item: &root } }.deserialize_any(crate::wire::value::ValueVisitor)
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::None),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (0u8..4).prop_map(|i| Value::from(i as i64)),
+            any::<f64>().prop_map(Value::Float),
+            (0u8..3).prop_map(|i| Value::Float(i as f64)),
+            any::<u128>().prop_map(Value::from),
+            any::<String>().prop_map(Value::Str),
+            "[a-c]{0,2}".prop_map(Value::Str),
+            Just(Value::Str(format!("{MAGIC_PREFIX}x"))),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key = prop_oneof![
+                (0u8..4).prop_map(|i| Value::from(i as i64)),
+                (0u8..3).prop_map(|i| Value::Float(i as f64)),
+                any::<bool>().prop_map(Value::Bool),
+                "[a-c]{0,2}".prop_map(Value::Str),
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Tuple),
+                proptest::collection::vec(key.clone(), 0..6).prop_map(Value::set),
+                proptest::collection::vec(key.clone(), 0..6).prop_map(Value::frozenset),
+                proptest::collection::vec((key, inner), 0..6)
+                    .prop_map(|e| Value::Dict(crate::wire::value::Dict::from_merged(e))),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The direct tape -> Value builder makes exactly what the serde path makes
+        /// (dicts written with duplicate keys included, which the tape merges).
+        #[test]
+        fn direct_value_builder_equals_serde_path(v in arb_value()) {
+            let payload = to_payload_vec(&v).unwrap();
+            let direct: Value = from_payload(&payload).unwrap();
+            let serde = load_via_serde(&payload).unwrap();
+            proptest::prop_assert_eq!(format!("{direct:?}"), format!("{serde:?}"));
+        }
+    }
+
+    #[test]
+    fn direct_value_builder_errors_like_serde_path() {
+        // a channel outside a gateway, nested
+        let p = unhex("4B 00000001 46 00000000 42 00000007 50 51");
+        let p = &p[..];
+        let (a, b) = (from_payload::<Value>(p), load_via_serde(p));
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 
     #[test]

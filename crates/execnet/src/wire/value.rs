@@ -86,7 +86,7 @@ pub enum Value {
 // ---------------------------------------------------------------------------------------
 
 impl Int {
-    fn from_big(b: BigInt) -> Int {
+    pub(crate) fn from_big(b: BigInt) -> Int {
         match b.to_i64() {
             Some(i) => Int(IntRepr::Small(i)),
             None => Int(IntRepr::Big(b)),
@@ -410,6 +410,11 @@ impl Dict {
     /// replaces the value and keeps the first key's place).
     pub fn from_entries(mut entries: Vec<(Value, Value)>) -> Dict {
         Dedup::default().dict(&mut entries);
+        Dict { entries }
+    }
+
+    /// A dict from entries whose keys are already merged (all distinct).
+    pub(crate) fn from_merged(entries: Vec<(Value, Value)>) -> Dict {
         Dict { entries }
     }
 
@@ -1065,7 +1070,65 @@ fn end_magic<'de, A: MapAccess<'de>>(map: &mut A) -> std::result::Result<(), A::
     }
 }
 
-struct ValueVisitor;
+thread_local! {
+    /// A `Value` built directly by the loader ([`hand_over`]), waiting for the
+    /// `ValueVisitor` that asked for it.
+    static HANDED: std::cell::Cell<Option<Value>> = const { std::cell::Cell::new(None) };
+}
+
+/// Gives `value`, already built, to a visitor that asked for [`VALUE_TOKEN`]: serde
+/// can only pass a visitor primitives and accessors, so the value waits in a
+/// thread-local slot that `ValueVisitor::visit_newtype_struct` empties at once. Any
+/// other visitor gets a deserializer that takes the value out of the slot and presents
+/// it as `from_value` would. The slot is emptied afterwards in every case.
+pub(crate) fn hand_over<'de, V: Visitor<'de>>(value: Value, v: V) -> Result<V::Value> {
+    HANDED.with(|h| h.set(Some(value)));
+    let out = v.visit_newtype_struct(Handed);
+    HANDED.with(|h| h.take());
+    out
+}
+
+/// The deserializer of [`hand_over`] for visitors other than `ValueVisitor`.
+struct Handed;
+
+impl Handed {
+    fn take(self) -> Result<Value> {
+        HANDED
+            .with(|h| h.take())
+            .ok_or_else(|| Error::data_format("a loaded value was asked for twice", None))
+    }
+}
+
+macro_rules! delegate_handed {
+    ($($method:ident($($arg:ident: $ty:ty),*))*) => {$(
+        fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* v: V) -> Result<V::Value> {
+            TreeDe::new(self.take()?).$method($($arg,)* v)
+        }
+    )*};
+}
+
+impl<'de> Deserializer<'de> for Handed {
+    type Error = Error;
+
+    delegate_handed! {
+        deserialize_any() deserialize_bool() deserialize_i8() deserialize_i16() deserialize_i32()
+        deserialize_i64() deserialize_i128() deserialize_u8() deserialize_u16() deserialize_u32()
+        deserialize_u64() deserialize_u128() deserialize_f32() deserialize_f64() deserialize_char()
+        deserialize_str() deserialize_string() deserialize_bytes() deserialize_byte_buf()
+        deserialize_option() deserialize_unit() deserialize_unit_struct(name: &'static str)
+        deserialize_newtype_struct(name: &'static str) deserialize_seq() deserialize_tuple(len: usize)
+        deserialize_tuple_struct(name: &'static str, len: usize) deserialize_map()
+        deserialize_struct(name: &'static str, fields: &'static [&'static str])
+        deserialize_enum(name: &'static str, variants: &'static [&'static str])
+        deserialize_identifier() deserialize_ignored_any()
+    }
+
+    fn is_human_readable(&self) -> bool {
+        true
+    }
+}
+
+pub(crate) struct ValueVisitor;
 
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
@@ -1114,6 +1177,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Value::deserialize(d)
     }
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        if let Some(v) = HANDED.with(|h| h.take()) {
+            return Ok(v);
+        }
         d.deserialize_any(self)
     }
 
