@@ -876,6 +876,34 @@ fn receivers_reading_for_themselves_pass_other_frames_on() {
     echo.close().unwrap();
 }
 
+/// receive_timeout() reads for itself too (the bindings' receive always waits in bounded
+/// slices, and went through a thread hand-off per item, 30 times slower, while it did
+/// not): it still times out on time, keeps nothing it read for other channels, and
+/// the item that comes after a timeout is not lost.
+#[test]
+fn bounded_receivers_read_for_themselves_and_still_time_out() {
+    let gw = gw();
+    let echo = gw.remote_exec("for x in channel:\n    channel.send(x)").unwrap();
+    let counter = gw.remote_exec("for i in range(2000):\n    channel.send(i)").unwrap();
+    let other = std::thread::spawn(move || {
+        (0..2000).map(|_| counter.receive_timeout::<i64>(LONG).unwrap()).collect::<Vec<_>>()
+    });
+    for i in 0..2000i64 {
+        echo.send(&i).unwrap();
+        assert_eq!(echo.receive_timeout::<i64>(LONG).unwrap(), i);
+    }
+    assert_eq!(other.join().unwrap(), (0..2000).collect::<Vec<_>>());
+    // Nothing comes for 2 s: a 100 ms wait ends in Timeout, after 100 ms and well before
+    // the item; the item is then received.
+    let late = gw.remote_exec("import time\ntime.sleep(2)\nchannel.send('late')").unwrap();
+    let began = Instant::now();
+    assert!(matches!(late.receive_timeout::<String>(Duration::from_millis(100)), Err(Error::Timeout(_))));
+    let waited = began.elapsed();
+    assert!(waited >= Duration::from_millis(100) && waited < Duration::from_millis(1500), "{waited:?}");
+    assert_eq!(late.receive_timeout::<String>(LONG).unwrap(), "late");
+    echo.close().unwrap();
+}
+
 /// A receive that reads for itself ends like any other when the worker dies.
 #[test]
 fn a_receiver_reading_for_itself_learns_of_a_lost_gateway() {

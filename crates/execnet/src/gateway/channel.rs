@@ -404,9 +404,9 @@ impl Channel {
             if let Some(reason) = &inner.ended {
                 return Err(end_error(state.id, reason, true));
             }
-            if deadline.is_none() && read_here {
+            if read_here {
                 drop(inner);
-                read_here = gw.read_for(state);
+                read_here = gw.read_for(state, deadline);
                 inner = state.lock();
                 continue;
             }

@@ -785,7 +785,7 @@ impl GatewayInner {
     /// A receiver on `state` with nothing queued reads the next frame itself, if the
     /// stream is free. True when it read a frame for its channel (now handled) or its
     /// channel no longer needs one; false when it cannot read: it should wait.
-    pub(crate) fn read_for(&self, state: &ChannelState) -> bool {
+    pub(crate) fn read_for(&self, state: &ChannelState, deadline: Option<Instant>) -> bool {
         let Some(fd) = self.reader_fd else { return false };
         let Ok(mut side) = self.read_side.try_lock() else { return false };
         let Some(r) = side.as_mut() else { return false };
@@ -808,13 +808,23 @@ impl GatewayInner {
             }
         }
         let waited_from = Instant::now();
-        // Wait for data, checking now and then whether reading has ended.
+        // Wait for data, checking now and then whether reading has ended, and giving up
+        // at the deadline (the caller then times out).
         while r.buffer().is_empty() {
             if self.reading_ended.load(Ordering::Relaxed) {
                 return false;
             }
+            let poll_ms = match deadline {
+                None => SELF_READ_POLL_MS,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => {
+                        (left.as_micros().div_ceil(1000) as i32).min(SELF_READ_POLL_MS)
+                    }
+                    _ => return false,
+                },
+            };
             let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            let n = unsafe { libc::poll(&mut p, 1, SELF_READ_POLL_MS) };
+            let n = unsafe { libc::poll(&mut p, 1, poll_ms) };
             if n > 0 {
                 break;
             }
