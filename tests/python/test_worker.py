@@ -324,8 +324,7 @@ def test_the_worker_does_not_import_threading(worker, python):
 
 
 FIRST_THREADING_IMPORT = """
-import sys, _thread
-first = "threading" not in sys.modules
+import _thread
 import threading
 main = threading.main_thread()
 here = threading.current_thread()
@@ -336,7 +335,7 @@ done = []
 worker_thread = threading.Thread(target=lambda: done.append(threading.current_thread().name), name="user")
 worker_thread.start()
 worker_thread.join()
-channel.send((first, here is main, main.ident != _thread.get_ident(), main.is_alive(), main.name,
+channel.send((here is main, main.ident != _thread.get_ident(), main.is_alive(), main.name,
               here.ident == _thread.get_ident(), asyncio.run(answer()), done,
               threading.get_native_id() != main.native_id))
 """
@@ -348,7 +347,7 @@ def test_a_first_import_of_threading_in_an_execution_sees_the_real_main_thread(s
     # execution would then try to install a SIGINT handler outside the main thread.
     worker = spawn()
     (result,) = worker.run(FIRST_THREADING_IMPORT)
-    first, is_main, main_elsewhere, main_alive, main_name, here_known, answer, done, other_native = result
+    is_main, main_elsewhere, main_alive, main_name, here_known, answer, done, other_native = result
     assert (is_main, main_elsewhere, main_alive, main_name) == (False, True, True, "MainThread")
     assert (here_known, answer, done, other_native) == (True, 42, ["user"], True)
     # the worker still ends at once (threading's exit waits for no idle execution thread)

@@ -1099,10 +1099,26 @@ impl Handed {
     }
 }
 
-macro_rules! delegate_handed {
-    ($($method:ident($($arg:ident: $ty:ty),*))*) => {$(
+/// Every `deserialize_*` method of a `Deserializer` that turns `self` into a `Value`
+/// with `$to_value` (returning `Result<Value>`) and deserializes that as the wire would.
+macro_rules! deserialize_as_value {
+    ($to_value:expr) => {
+        deserialize_as_value! { @each $to_value;
+            deserialize_any() deserialize_bool() deserialize_i8() deserialize_i16() deserialize_i32()
+            deserialize_i64() deserialize_i128() deserialize_u8() deserialize_u16() deserialize_u32()
+            deserialize_u64() deserialize_u128() deserialize_f32() deserialize_f64() deserialize_char()
+            deserialize_str() deserialize_string() deserialize_bytes() deserialize_byte_buf()
+            deserialize_option() deserialize_unit() deserialize_unit_struct(name: &'static str)
+            deserialize_newtype_struct(name: &'static str) deserialize_seq() deserialize_tuple(len: usize)
+            deserialize_tuple_struct(name: &'static str, len: usize) deserialize_map()
+            deserialize_struct(name: &'static str, fields: &'static [&'static str])
+            deserialize_enum(name: &'static str, variants: &'static [&'static str])
+            deserialize_identifier() deserialize_ignored_any()
+        }
+    };
+    (@each $to_value:expr; $($method:ident($($arg:ident: $ty:ty),*))*) => {$(
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* v: V) -> Result<V::Value> {
-            TreeDe::new(self.take()?).$method($($arg,)* v)
+            TreeDe::new(($to_value)(self)?).$method($($arg,)* v)
         }
     )*};
 }
@@ -1110,18 +1126,7 @@ macro_rules! delegate_handed {
 impl<'de> Deserializer<'de> for Handed {
     type Error = Error;
 
-    delegate_handed! {
-        deserialize_any() deserialize_bool() deserialize_i8() deserialize_i16() deserialize_i32()
-        deserialize_i64() deserialize_i128() deserialize_u8() deserialize_u16() deserialize_u32()
-        deserialize_u64() deserialize_u128() deserialize_f32() deserialize_f64() deserialize_char()
-        deserialize_str() deserialize_string() deserialize_bytes() deserialize_byte_buf()
-        deserialize_option() deserialize_unit() deserialize_unit_struct(name: &'static str)
-        deserialize_newtype_struct(name: &'static str) deserialize_seq() deserialize_tuple(len: usize)
-        deserialize_tuple_struct(name: &'static str, len: usize) deserialize_map()
-        deserialize_struct(name: &'static str, fields: &'static [&'static str])
-        deserialize_enum(name: &'static str, variants: &'static [&'static str])
-        deserialize_identifier() deserialize_ignored_any()
-    }
+    deserialize_as_value!(Handed::take);
 
     fn is_human_readable(&self) -> bool {
         true
@@ -1257,30 +1262,12 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T> {
     T::deserialize(TreeDe::new(value))
 }
 
-macro_rules! delegate {
-    ($($method:ident($($arg:ident: $ty:ty),*))*) => {$(
-        fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* v: V) -> Result<V::Value> {
-            TreeDe::new(self).$method($($arg,)* v)
-        }
-    )*};
-}
 
 /// A `Value` deserializes into other types as the wire would (see [`from_value`]).
 impl<'de> Deserializer<'de> for Value {
     type Error = Error;
 
-    delegate! {
-        deserialize_any() deserialize_bool() deserialize_i8() deserialize_i16() deserialize_i32()
-        deserialize_i64() deserialize_i128() deserialize_u8() deserialize_u16() deserialize_u32()
-        deserialize_u64() deserialize_u128() deserialize_f32() deserialize_f64() deserialize_char()
-        deserialize_str() deserialize_string() deserialize_bytes() deserialize_byte_buf()
-        deserialize_option() deserialize_unit() deserialize_unit_struct(name: &'static str)
-        deserialize_newtype_struct(name: &'static str) deserialize_seq() deserialize_tuple(len: usize)
-        deserialize_tuple_struct(name: &'static str, len: usize) deserialize_map()
-        deserialize_struct(name: &'static str, fields: &'static [&'static str])
-        deserialize_enum(name: &'static str, variants: &'static [&'static str])
-        deserialize_identifier() deserialize_ignored_any()
-    }
+    deserialize_as_value!(Ok::<Value, Error>);
 
     fn is_human_readable(&self) -> bool {
         true

@@ -1090,7 +1090,6 @@ class _MainThreadQueue:
     def __init__(self):
         import threading  # in the main thread: this model's start-up pays for it
 
-        self._threading = threading
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._waiting = []  # [function, args, refuse], in order; None stops run()
@@ -1113,7 +1112,9 @@ class _MainThreadQueue:
         """(Lock held.) The first waiting call waits for the busy main thread from now."""
         head = self._waiting[0]
         if head is not None and head[2] is not None:
-            self._timer = self._threading.Timer(_MAIN_THREAD_WAIT_SECONDS, self._refuse, (head,))
+            import threading
+
+            self._timer = threading.Timer(_MAIN_THREAD_WAIT_SECONDS, self._refuse, (head,))
             self._timer.daemon = True
             self._timer.start()
 
@@ -1650,7 +1651,9 @@ class WorkerGateway:
         if self._main_queue is None:
             self._receive_and_finish(on_finished)
         else:
-            reader = self._main_queue._threading.Thread(
+            import threading  # imported already, by _MainThreadQueue
+
+            reader = threading.Thread(
                 target=self._receive_and_finish, args=(on_finished,), name="execnet-receiver", daemon=True
             )
             reader.start()
