@@ -121,3 +121,31 @@ fn a_failing_target_fails_alone_and_bad_calls_are_errors() {
     let err = missing.send().unwrap_err().to_string();
     assert!(err.contains("cannot read the source"), "{err}");
 }
+
+/// Several gateways of one machine synced into the same directory at once (what `execnet
+/// rsync -x popen -x popen --dest D` does) each make the directories the others make
+/// too: a directory that appears between the check and the mkdir is not an error.
+#[test]
+fn targets_sharing_a_directory_do_not_trip_over_each_others_directories() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    for i in 0..100 {
+        let dir = src.path().join(format!("d{i}/e"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), format!("{i}")).unwrap();
+    }
+    let gateways: Vec<_> = (0..4).map(|_| execnet::makegateway(popen("")).unwrap()).collect();
+    for round in 0..3 {
+        let to = dst.path().join(format!("round{round}"));
+        let mut sync = RSync::new(src.path());
+        for gw in &gateways {
+            sync.add_target(gw, to.to_str().unwrap());
+        }
+        for report in sync.send_each(&|_| {}).unwrap() {
+            report.unwrap();
+        }
+        for i in 0..100 {
+            assert_eq!(std::fs::read_to_string(to.join(format!("d{i}/e/f"))).unwrap(), i.to_string());
+        }
+    }
+}

@@ -104,7 +104,13 @@ def receive_tree(channel):
             if here != "d":
                 if here is not None:
                     _remove(path)
-                os.mkdir(path)
+                try:
+                    os.mkdir(path)
+                except FileExistsError:
+                    # another sync into the same directory (two gateways of one
+                    # machine, say) made it meanwhile
+                    if _kind(path) != "d":
+                        raise
             if len(entry) > 2:
                 dir_modes.append((path, entry[2]))
         elif kind == "f":
