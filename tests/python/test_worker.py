@@ -1020,3 +1020,21 @@ def test_round_trips_alternate_with_another_channel_s_traffic(worker):
         if i % 7 == 0:
             worker.send_data(b, -i)
             assert worker.receive(b) == -i
+
+
+def test_channel_table_keeps_a_new_entry_when_an_old_ones_callback_runs_late(worker_module):
+    # On PyPy a dead channel's weakref callback may run after a new channel with the
+    # same id took its place (concurrent forwarded imports lost their answers so).
+    class Obj:
+        pass
+
+    table = worker_module._WeakValues()
+    old, new = Obj(), Obj()
+    table[1] = old
+    old_entry = table._refs[1]  # kept alive, as PyPy keeps it until its callback ran
+    table[1] = new  # the place is taken before the old entry's callback ran
+    del old  # its callback runs now, late
+    assert old_entry() is None
+    assert table.get(1) is new and len(table) == 1
+    del new
+    assert table.get(1) is None and len(table) == 0 and table.values() == []

@@ -195,12 +195,23 @@ class _Event:
         return self._flag
 
 
+def _remove_dead_py(refs, key):
+    """_weakref._remove_dead_weakref, for interpreters without it (PyPy)."""
+    ref = refs.get(key)
+    if ref is not None and ref() is None:
+        refs.pop(key, None)
+
+
+_remove_dead_weakref = getattr(_weakref, "_remove_dead_weakref", _remove_dead_py)
+
+
 class _WeakValues:
     """What the channel table needs of weakref.WeakValueDictionary, on _weakref
     (weakref.py and _weakrefset cost ~1 ms of every start-up).
 
-    Each key is set once (channel ids are never reused), so an entry's callback
-    can drop its key without checking that the entry is still its own.
+    A dead entry's callback removes its key only while the entry there is still a
+    dead one: on PyPy the callback may run long after the object died, when a new
+    channel with the same id may have taken the place.
     """
 
     __slots__ = ("_refs",)
@@ -210,7 +221,7 @@ class _WeakValues:
 
     def __setitem__(self, key, value):
         refs = self._refs
-        refs[key] = _weakref.ref(value, lambda _, key=key: refs.pop(key, None))
+        refs[key] = _weakref.ref(value, lambda _, key=key: _remove_dead_weakref(refs, key))
 
     def __delitem__(self, key):
         del self._refs[key]
