@@ -1,27 +1,32 @@
 //! serde Deserializer reading the opcode format (PROTOCOL.md section 3). HELPER-OWNED.
 //!
 //! Objects are postfix programs (a tuple's length comes after its items, while a list
-//! or dict is announced first and filled by SETITEMs), so loading runs in two phases:
+//! or dict is announced first and filled by SETITEMs), so one stack machine
+//! ([`machine`]) runs over the whole payload once and checks everything: opcodes,
+//! lengths, stack shapes, hashability, UTF-8, nesting depth
+//! ([`MAX_DEPTH`](super::MAX_DEPTH)), int sizes ([`MAX_INT_DIGITS`]), the memory lists
+//! may announce; errors carry the byte offset. Duplicate dict keys and set members are
+//! merged with Python's semantics (`1`, `1.0` and `True` are the same key) as each dict
+//! and set is completed; list items, which cannot collide, cost no such work. The common
+//! SETITEM of a scalar key and value goes into its list or dict directly, without the
+//! stack (and whatever it cannot handle, errors included, takes the general path).
 //!
-//! 1. [`tape`]: the stack machine runs over the whole payload once and lays the object
-//!    out flat, on a tape: a few vectors for the whole payload rather than one per
-//!    container. Each container is a small fixed-size [`tape::Item`] that names where
-//!    its children are: a list's items get their places when NEWLIST announces it,
-//!    a tuple's, set's or frozenset's are moved there from the stack when it is built,
-//!    and a dict's entries, collected while SETITEMs may still come, when it leaves the
-//!    stack. Strs and bytes borrow from the payload. Everything is checked here:
-//!    opcodes, lengths, stack shapes, hashability, UTF-8, nesting depth ([`MAX_DEPTH`](super::MAX_DEPTH)),
-//!    int sizes ([`MAX_INT_DIGITS`]); errors carry the byte offset. Duplicate dict keys
-//!    and set members are merged with Python's semantics (`1`, `1.0` and `True` are the
-//!    same key) as each dict and set is completed; list items, which cannot collide,
-//!    cost no such work. The common SETITEM of a scalar key and value goes into its
-//!    list or dict directly, without the stack (and whatever it cannot handle, errors
-//!    included, takes the general path).
-//! 2. The tape is walked top-down and handed to serde visitors, one [`Node`] at a time;
-//!    only big ints and non-ASCII PY2STRINGs are copied out, everything else is handed
-//!    over as it lies on the tape. The same deserializer ([`TreeDe`]) presents `Value`
-//!    trees ([`Tree`] nodes, for `from_value`), so that both take Python forms to serde
-//!    alike.
+//! The machine builds the object with a builder, in one of two ways:
+//!
+//! * into a [`Value`](super::value::Value) directly ([`direct`]), when the whole payload
+//!   is loaded as a `Value` (`loads::<Value>`, a `Value` received from a channel, the
+//!   bindings): no intermediate form at all;
+//! * onto a [`tape`], for every other type: the object laid out flat, a few vectors for
+//!   the whole payload rather than one per container, with strs and bytes borrowed from
+//!   the payload. The tape is then walked top-down and handed to serde visitors, one
+//!   [`Node`] at a time; only big ints and non-ASCII PY2STRINGs are copied out. The same
+//!   deserializer ([`TreeDe`]) presents `Value` trees ([`Tree`] nodes, for
+//!   `from_value`), so that both take Python forms to serde alike, and a `Value` nested
+//!   in a typed result is built from the tape in one step (`build_value`).
+//!
+//! Both builders get the same checks from the same machine, so both accept and refuse
+//! the same payloads with the same messages (a property test and the `loads_value` fuzz
+//! target hold them to it).
 //!
 //! ## How Python types meet serde
 //!
@@ -57,6 +62,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 
+mod direct;
+mod machine;
 mod tape;
 
 use tape::{Item, Tape};
@@ -73,8 +80,49 @@ pub fn from_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
 /// Like [`from_payload`], but the result may borrow strs and bytes from the payload
 /// (`&str`, `&[u8]` with `#[serde(borrow)]`, `Cow`).
 pub fn from_payload_borrowed<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T> {
-    let (tape, root) = tape::load(payload)?;
-    T::deserialize(TreeDe::new(TapeNode { tape: &tape, item: &root }))
+    T::deserialize(PayloadDe { payload })
+}
+
+/// The deserializer of a whole payload: a `Value` asks for [`VALUE_TOKEN`] first, and
+/// gets one built by the stack machine itself ([`direct`]); every other type gets the
+/// tape, walked by [`TreeDe`].
+struct PayloadDe<'a> {
+    payload: &'a [u8],
+}
+
+/// Deserializer methods of [`PayloadDe`] that load the tape and ask [`TreeDe`].
+macro_rules! on_the_tape {
+    ($($method:ident($($arg:ident: $ty:ty),*))*) => {$(
+        fn $method<V: Visitor<'a>>(self, $($arg: $ty,)* v: V) -> Result<V::Value> {
+            let (tape, root) = tape::load(self.payload)?;
+            TreeDe::new(TapeNode { tape: &tape, item: &root }).$method($($arg,)* v)
+        }
+    )*};
+}
+
+impl<'a> Deserializer<'a> for PayloadDe<'a> {
+    type Error = Error;
+
+    fn deserialize_newtype_struct<V: Visitor<'a>>(self, name: &'static str, v: V) -> Result<V::Value> {
+        if name == VALUE_TOKEN {
+            return super::value::hand_over(direct::load_value(self.payload)?, v);
+        }
+        let (tape, root) = tape::load(self.payload)?;
+        TreeDe::new(TapeNode { tape: &tape, item: &root }).deserialize_newtype_struct(name, v)
+    }
+
+    on_the_tape! {
+        deserialize_any() deserialize_bool() deserialize_i8() deserialize_i16() deserialize_i32()
+        deserialize_i64() deserialize_i128() deserialize_u8() deserialize_u16() deserialize_u32()
+        deserialize_u64() deserialize_u128() deserialize_f32() deserialize_f64() deserialize_char()
+        deserialize_str() deserialize_string() deserialize_bytes() deserialize_byte_buf()
+        deserialize_option() deserialize_unit() deserialize_unit_struct(name: &'static str)
+        deserialize_seq() deserialize_tuple(len: usize)
+        deserialize_tuple_struct(name: &'static str, len: usize) deserialize_map()
+        deserialize_struct(name: &'static str, fields: &'static [&'static str])
+        deserialize_enum(name: &'static str, variants: &'static [&'static str])
+        deserialize_identifier() deserialize_ignored_any()
+    }
 }
 
 /// Checks that `payload` is one well-formed object (phase 1 only) and returns the Python
@@ -242,7 +290,8 @@ impl<'t, 'a> Node<'a> for TapeNode<'t, 'a> {
         let items = |span| TapeItems { tape, iter: tape.items(span).iter() };
         match *self.item {
             Item::None => View::None,
-            Item::Bool(b) => View::Bool(b),
+            Item::True => View::Bool(true),
+            Item::False => View::Bool(false),
             Item::Int(i) => View::Int(i),
             Item::Big(i) => View::Big(tape.big(i).clone()),
             Item::Float(f) => View::Float(f),
@@ -263,7 +312,7 @@ impl<'t, 'a> Node<'a> for TapeNode<'t, 'a> {
                 });
                 View::Dict(TapeEntries { tape, iter: entries.iter() }, magic)
             }
-            Item::Channel(id) => View::Channel(None, id),
+            Item::Channel(id) => View::Channel(None, id as i32),
         }
     }
 
@@ -291,7 +340,8 @@ fn build_value(tape: &Tape<'_>, item: &Item<'_>) -> Result<super::value::Value> 
     };
     Ok(match *item {
         Item::None => Value::None,
-        Item::Bool(b) => Value::Bool(b),
+        Item::True => Value::Bool(true),
+        Item::False => Value::Bool(false),
         Item::Int(i) => Value::from(i),
         Item::Big(i) => Value::Int(super::value::Int::from_big(tape.big(i).clone())),
         Item::Float(f) => Value::Float(f),
@@ -311,12 +361,14 @@ fn build_value(tape: &Tape<'_>, item: &Item<'_>) -> Result<super::value::Value> 
             }
             Value::Dict(Dict::from_merged(entries))
         }
-        Item::Channel(id) => {
-            let uid = channel_uid(None)?;
-            let ch = crate::gateway::lookup_channel(uid, id).map_err(<Error as de::Error>::custom)?;
-            Value::Channel(ch)
-        }
+        Item::Channel(id) => Value::Channel(lookup_channel(id as i32)?),
     })
+}
+
+/// The channel a loaded CHANNEL names, in the gateway the load runs for.
+fn lookup_channel(id: i32) -> Result<crate::Channel> {
+    let uid = channel_uid(None)?;
+    crate::gateway::lookup_channel(uid, id).map_err(<Error as de::Error>::custom)
 }
 
 /// A deserializer over one node (of a loaded tape or of a `Value`). When `TAGGED`, as
@@ -794,15 +846,58 @@ mod tests {
         })
     }
 
+    /// A `Value` built from the tape, as one nested in a typed result is.
+    fn load_via_tape(payload: &[u8]) -> Result<Value> {
+        let (tape, root) = tape::load(payload)?;
+        build_value(&tape, &root)
+    }
+
+    /// What a load made of a payload, comparable across the ways of loading.
+    fn outcome(r: &Result<Value>) -> String {
+        match r {
+            Ok(v) => format!("ok {v:?}"),
+            Err(e) => format!("error {e}"),
+        }
+    }
+
     proptest::proptest! {
-        /// The direct tape -> Value builder makes exactly what the serde path makes
-        /// (dicts written with duplicate keys included, which the tape merges).
+        /// The three ways into a Value make exactly the same value: the stack machine
+        /// building it directly (a whole payload), the tape builder (a Value nested in a
+        /// typed result) and the serde path (dicts written with duplicate keys included,
+        /// which the loader merges).
         #[test]
         fn direct_value_builder_equals_serde_path(v in arb_value()) {
             let payload = to_payload_vec(&v).unwrap();
             let direct: Value = from_payload(&payload).unwrap();
             let serde = load_via_serde(&payload).unwrap();
+            let tape = load_via_tape(&payload).unwrap();
             proptest::prop_assert_eq!(format!("{direct:?}"), format!("{serde:?}"));
+            proptest::prop_assert_eq!(format!("{direct:?}"), format!("{tape:?}"));
+        }
+
+        /// Damaged payloads (bytes overwritten, the end cut off) are accepted or refused
+        /// alike by the direct and the tape way, with the same message and offset.
+        #[test]
+        fn direct_and_tape_loads_refuse_alike(
+            v in arb_value(),
+            damage in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let mut payload = to_payload_vec(&v).unwrap();
+            for (at, byte) in damage {
+                let at = at % payload.len();
+                payload[at] = byte;
+            }
+            if cut % 3 == 0 {
+                payload.truncate(cut % (payload.len() + 1));
+            }
+            let direct = from_payload::<Value>(&payload);
+            proptest::prop_assert_eq!(outcome(&direct), outcome(&load_via_tape(&payload)));
+            // What the machine refuses, every way refuses the same (a well-formed payload
+            // can still fail to load, when it holds a channel and no gateway is there).
+            if let Err(e) = validate_payload(&payload) {
+                proptest::prop_assert_eq!(outcome(&direct), format!("error {e}"));
+            }
         }
     }
 

@@ -1,0 +1,692 @@
+//! Phase 1 of loading: the stack machine that runs a payload's opcodes once, checks
+//! everything (see the module doc of [`super`]) and builds the object with a
+//! [`Builder`]: onto a [`Tape`](super::tape::Tape) for serde's walk, or straight into a
+//! [`Value`](crate::Value) ([`super::direct`]). The machine owns the checks, the stack
+//! and the dicts being filled; a builder only says how objects are made and taken apart,
+//! so both ways of loading accept and refuse exactly the same payloads, with the same
+//! messages.
+
+use num_bigint::BigInt;
+use num_traits::ToPrimitive;
+
+use super::tape::Item;
+use super::MAX_INT_DIGITS;
+use crate::error::{Error, Result};
+use crate::wire::shared::{Dedup, PyKeyIn};
+use crate::wire::MAX_DEPTH;
+
+/// How a container is built from its members.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Collection {
+    Tuple,
+    Set,
+    FrozenSet,
+}
+
+/// What SETITEM can do with an object on the stack; the machine keeps it next to each
+/// object, so that a builder's objects need not say what they are.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// A list of this many items.
+    List(usize),
+    /// A dict: every dict on the stack is still open, taking entries.
+    Dict,
+    /// Anything else (SETITEM on it is an error).
+    Other,
+}
+
+/// A key of SETITEM on a list.
+pub(crate) enum Index {
+    Small(i64),
+    /// An int outside the i64 range, as shown in a message.
+    Big(String),
+    /// Not an int: the key's type name.
+    NotInt(&'static str),
+}
+
+/// How the machine makes objects. `Obj` is what its stack holds. Scalars are read as
+/// tape [`Item`]s (small and `Copy`) and made objects only where they are put; a list is
+/// made when announced, filled in place and finished when it leaves the stack; a dict is
+/// a placeholder on the stack until it leaves it, and then gets its (merged) entries.
+pub(crate) trait Builder<'a> {
+    type Obj;
+    /// What dict keys and set members need to be compared (the tape their children are
+    /// on, or nothing).
+    type Ctx: ?Sized;
+
+    fn ctx(&self) -> &Self::Ctx;
+
+    /// The object of a scalar item (never a container).
+    fn scalar(&mut self, item: Item<'a>) -> Self::Obj;
+    /// Keeps an int outside the i64 range; the item names it.
+    fn big(&mut self, b: BigInt) -> Item<'a>;
+    /// Keeps a PY2STRING that is not ASCII, decoded as Latin-1; the item names it.
+    fn latin1(&mut self, s: String) -> Item<'a>;
+    /// A list of `n` items, all None until set.
+    fn list(&mut self, n: usize) -> Self::Obj;
+    /// `list[i] = value`, for a list of `n` items and `i < n`.
+    fn set_list_item(&mut self, list: &mut Self::Obj, i: usize, value: Self::Obj);
+    /// `list[i] = scalar`, as [`Builder::set_list_item`] of the scalar's object; a
+    /// builder may make the object right where it goes.
+    #[inline(always)]
+    fn set_list_scalar(&mut self, list: &mut Self::Obj, i: usize, item: Item<'a>) {
+        let value = self.scalar(item);
+        self.set_list_item(list, i, value);
+    }
+    /// A list of `n` items leaving the stack: no more SETITEMs come.
+    fn finish_list(&mut self, _list: &mut Self::Obj, _n: usize) {}
+    /// The placeholder of a dict on the stack.
+    fn open_dict(&mut self) -> Self::Obj;
+    /// A dict leaving the stack, with its entries (merged: no two keys equal).
+    fn close_dict(&mut self, entries: std::vec::Drain<'_, (Self::Obj, Self::Obj)>) -> Self::Obj;
+    /// A tuple, set or frozenset of `members` (merged for sets).
+    fn collection(&mut self, kind: Collection, members: impl ExactSizeIterator<Item = Self::Obj>) -> Self::Obj;
+
+    /// The index a key of SETITEM on a list names.
+    fn index(&self, key: &Self::Obj) -> Index;
+    fn type_name(obj: &Self::Obj) -> &'static str;
+}
+
+/// Runs the machine over `payload` with `builder`: the object it holds, and the builder.
+pub(crate) fn run<'a, B>(payload: &'a [u8], builder: B) -> Result<(B, B::Obj)>
+where
+    B: Builder<'a>,
+    B::Obj: PyKeyIn<B::Ctx>,
+{
+    Machine::new(payload, builder).run().map_err(|e| *e)
+}
+
+/// What the machine's steps return: the error boxed, so that a step's result is small
+/// (the machine's hot loop passes results through registers, not memory).
+type Step<T> = std::result::Result<T, Box<Error>>;
+
+pub(crate) fn op_name(op: u8) -> &'static str {
+    match op {
+        b'@' => "BUILDTUPLE",
+        b'A' => "BYTES",
+        b'B' => "CHANNEL",
+        b'C' => "FALSE",
+        b'D' => "FLOAT",
+        b'E' => "FROZENSET",
+        b'F' => "INT",
+        b'G' => "LONG",
+        b'H' => "LONGINT",
+        b'I' => "LONGLONG",
+        b'J' => "NEWDICT",
+        b'K' => "NEWLIST",
+        b'L' => "NONE",
+        b'M' => "PY2STRING",
+        b'N' => "PY3STRING",
+        b'O' => "SET",
+        b'P' => "SETITEM",
+        b'Q' => "STOP",
+        b'R' => "TRUE",
+        b'S' => "UNICODE",
+        b'T' => "COMPLEX",
+        _ => "unknown",
+    }
+}
+
+#[cold]
+fn err<T>(msg: String, offset: usize) -> Step<T> {
+    Err(Box::new(Error::data_format(msg, Some(offset))))
+}
+
+/// The opcodes of scalars (see [`Machine::scalar`]).
+fn is_scalar_op(op: u8) -> bool {
+    matches!(op, b'A' | b'B' | b'C' | b'D' | b'F' | b'G' | b'H' | b'I' | b'L' | b'M' | b'N' | b'R' | b'S' | b'T')
+}
+
+fn check_depth(depth: u32, at: usize) -> Step<()> {
+    if depth as usize > MAX_DEPTH {
+        return err(format!("containers nested deeper than the limit of {MAX_DEPTH} levels"), at);
+    }
+    Ok(())
+}
+
+/// `i` as a place in a list of `len` items (negative counts from the end), if in range.
+#[inline(always)]
+fn list_slot(i: i64, len: usize) -> Option<usize> {
+    let i = if i < 0 { i.checked_add(len as i64)? } else { i };
+    (0..len as i64).contains(&i).then_some(i as usize)
+}
+
+/// An entry of the machine's stack: the object, its shape, its nesting depth (0 for
+/// scalars) and whether Python could hash it.
+struct Slot<O> {
+    obj: O,
+    shape: Shape,
+    depth: u32,
+    hashable: bool,
+}
+
+impl<O> Slot<O> {
+    fn scalar(obj: O) -> Self {
+        Slot { obj, shape: Shape::Other, depth: 0, hashable: true }
+    }
+}
+
+/// Where a SETITEM puts its value, when it can succeed.
+enum Place {
+    List(usize),
+    Dict,
+}
+
+struct Machine<'a, B: Builder<'a>> {
+    buf: &'a [u8],
+    pos: usize,
+    b: B,
+    stack: Vec<Slot<B::Obj>>,
+    /// The entries of the dicts on the stack, which SETITEM may still add to: each dict's
+    /// are contiguous, in the order of the dicts on the stack, and `open_starts` says
+    /// where each begins. Only the topmost dict takes entries (anything above it is the
+    /// key and value being set), and a dict leaves the stack only once the dicts above it
+    /// have, so a dict leaving the stack finds its entries at the end here. They are
+    /// merged and handed to the builder then.
+    open: Vec<(B::Obj, B::Obj)>,
+    open_starts: Vec<usize>,
+    dedup: Dedup,
+    /// List slots that the NEWLISTs seen so far may still announce: filling a slot takes
+    /// several bytes, so all lists of a payload together have fewer items than it has
+    /// bytes. This bounds the memory a payload can make the loader allocate.
+    list_budget: usize,
+}
+
+impl<'a, B> Machine<'a, B>
+where
+    B: Builder<'a>,
+    B::Obj: PyKeyIn<B::Ctx>,
+{
+    fn new(buf: &'a [u8], b: B) -> Self {
+        Machine {
+            buf,
+            pos: 0,
+            b,
+            stack: Vec::new(),
+            open: Vec::new(),
+            open_starts: Vec::new(),
+            dedup: Dedup::default(),
+            list_budget: buf.len(),
+        }
+    }
+
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// The next `n` operand bytes of the opcode at `at`.
+    #[inline(always)]
+    fn take(&mut self, n: usize, at: usize) -> Step<&'a [u8]> {
+        if self.left() < n {
+            return self.truncated(n, at);
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    #[cold]
+    fn truncated<T>(&self, n: usize, at: usize) -> Step<T> {
+        let op = op_name(self.buf[at]);
+        err(format!("truncated input: {op} at byte {at} needs {n} operand bytes, only {} left", self.left()), self.pos)
+    }
+
+    #[inline(always)]
+    fn read_i32(&mut self, at: usize) -> Step<i32> {
+        let b = self.take(4, at)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A length operand: not negative and not beyond the bytes left.
+    #[inline(always)]
+    fn read_len(&mut self, at: usize) -> Step<usize> {
+        let n = self.read_i32(at)?;
+        if n < 0 || n as usize > self.left() {
+            return self.bad_len(n, at);
+        }
+        Ok(n as usize)
+    }
+
+    #[cold]
+    fn bad_len<T>(&self, n: i32, at: usize) -> Step<T> {
+        let op = op_name(self.buf[at]);
+        if n < 0 {
+            return err(format!("negative length {n} in {op} at byte {at}"), at + 1);
+        }
+        err(format!("{op} at byte {at} announces {n} bytes, more than the {} bytes left", self.left()), at + 1)
+    }
+
+    /// A count operand of BUILDTUPLE, SET, FROZENSET: not negative, not beyond the stack.
+    fn read_count(&mut self, at: usize) -> Step<usize> {
+        let n = self.read_i32(at)?;
+        let op = op_name(self.buf[at]);
+        if n < 0 {
+            return err(format!("negative item count {n} in {op} at byte {at}"), at + 1);
+        }
+        let n = n as usize;
+        if n > self.stack.len() {
+            return err(
+                format!("{op} at byte {at} takes {n} items, but the stack holds only {}", self.stack.len()),
+                at,
+            );
+        }
+        Ok(n)
+    }
+
+    /// An object leaving the stack for a container (or for good, at STOP): a list takes
+    /// no more items and a dict no more entries (they are merged and handed to the
+    /// builder).
+    #[inline(always)]
+    fn close(&mut self, slot: Slot<B::Obj>) -> B::Obj {
+        let mut obj = slot.obj;
+        match slot.shape {
+            Shape::List(n) => self.b.finish_list(&mut obj, n),
+            Shape::Dict => return self.close_dict(),
+            Shape::Other => {}
+        }
+        obj
+    }
+
+    fn close_dict(&mut self) -> B::Obj {
+        let start = self.open_starts.pop().expect("an open dict has its entries' start");
+        let kept = self.dedup.dict_in(&mut self.open[start..], self.b.ctx());
+        let dict = self.b.close_dict(self.open.drain(start..start + kept));
+        self.open.truncate(start);
+        dict
+    }
+
+    fn run(mut self) -> Step<(B, B::Obj)> {
+        loop {
+            let at = self.pos;
+            let Some(&op) = self.buf.get(at) else {
+                return err(format!("truncated input: the object ended after {at} bytes without STOP"), at);
+            };
+            self.pos += 1;
+            match op {
+                b'J' => {
+                    self.open_starts.push(self.open.len());
+                    let obj = self.b.open_dict();
+                    self.stack.push(Slot { obj, shape: Shape::Dict, depth: 1, hashable: false });
+                }
+                b'K' => self.newlist(at)?,
+                b'P' => self.setitem(at)?,
+                b'@' => self.collection(Collection::Tuple, at)?,
+                b'O' => self.collection(Collection::Set, at)?,
+                b'E' => self.collection(Collection::FrozenSet, at)?,
+                b'Q' => {
+                    if self.stack.len() != 1 {
+                        return err(
+                            format!(
+                                "STOP at byte {at} with {} items on the stack (expected exactly one)",
+                                self.stack.len()
+                            ),
+                            at,
+                        );
+                    }
+                    if self.pos != self.buf.len() {
+                        return err(
+                            format!("{} trailing bytes after STOP at byte {at}", self.buf.len() - self.pos),
+                            self.pos,
+                        );
+                    }
+                    let slot = self.stack.pop().expect("one item");
+                    let root = self.close(slot);
+                    return Ok((self.b, root));
+                }
+                _ => {
+                    let item = self.scalar(op, at)?;
+                    self.place_scalar(item)?;
+                }
+            }
+        }
+    }
+
+    /// The item of a scalar opcode (or the error of an unknown one).
+    #[inline(always)]
+    fn scalar(&mut self, op: u8, at: usize) -> Step<Item<'a>> {
+        Ok(match op {
+            b'L' => Item::None,
+            b'R' => Item::True,
+            b'C' => Item::False,
+            b'F' | b'G' => Item::Int(self.read_i32(at)? as i64),
+            b'H' | b'I' => {
+                let n = self.read_len(at)?;
+                let text = self.take(n, at)?;
+                match parse_int_text(text, at)? {
+                    Ok(i) => Item::Int(i),
+                    Err(big) => self.b.big(big),
+                }
+            }
+            b'D' => Item::Float(f64::from_be_bytes(self.take(8, at)?.try_into().expect("8 bytes"))),
+            b'T' => {
+                let b = self.take(16, at)?;
+                let re = f64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+                let im = f64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
+                Item::Complex(re, im)
+            }
+            b'N' | b'S' => {
+                let n = self.read_len(at)?;
+                let start = self.pos;
+                let b = self.take(n, at)?;
+                match std::str::from_utf8(b) {
+                    Ok(s) => Item::Str(s),
+                    Err(e) => {
+                        return err(
+                            format!("invalid UTF-8 in the {} at byte {at}", op_name(op)),
+                            start + e.valid_up_to(),
+                        )
+                    }
+                }
+            }
+            b'M' => {
+                let n = self.read_len(at)?;
+                let b = self.take(n, at)?;
+                if b.is_ascii() {
+                    Item::Str(std::str::from_utf8(b).expect("ASCII"))
+                } else {
+                    self.b.latin1(b.iter().map(|&c| c as char).collect())
+                }
+            }
+            b'A' => {
+                let n = self.read_len(at)?;
+                Item::Bytes(self.take(n, at)?)
+            }
+            b'B' => Item::Channel(self.read_i32(at)? as i64),
+            _ => {
+                let shown = if op.is_ascii_graphic() { format!(" ({:?})", op as char) } else { String::new() };
+                return err(format!("unknown opcode 0x{op:02x}{shown} at byte {at}"), at);
+            }
+        })
+    }
+
+    /// Puts a scalar just read where the general loop would, taking shortcuts in the
+    /// common cases of SETITEM: a scalar value followed by it, with the container and a
+    /// scalar key on the stack, or a scalar key and value followed by it, with the
+    /// container on the stack, go into the container without the stack. Whenever a
+    /// shortcut does not apply (including every case SETITEM would fail on), the
+    /// scalars are pushed as the general loop would push them, and [`Machine::setitem`]
+    /// does the work (or finds the error). The target's depth stays as it is: it is at
+    /// least 1, what a container of scalars has.
+    #[inline(always)]
+    fn place_scalar(&mut self, item: Item<'a>) -> Step<()> {
+        let next = self.buf.get(self.pos).copied();
+        if next == Some(b'P') {
+            if let [.., target, key] = &self.stack[..] {
+                if key.depth == 0 {
+                    let place = match target.shape {
+                        Shape::List(n) => match self.b.index(&key.obj) {
+                            Index::Small(i) => list_slot(i, n).map(Place::List),
+                            _ => None,
+                        },
+                        // A scalar key is hashable.
+                        Shape::Dict => Some(Place::Dict),
+                        Shape::Other => None,
+                    };
+                    if let Some(place) = place {
+                        let key = self.stack.pop().expect("a key").obj;
+                        let value = self.b.scalar(item);
+                        self.put(place, key, value);
+                        self.pos += 1;
+                        return Ok(());
+                    }
+                }
+            }
+        } else if let (Some(op), Some(target)) = (next, self.stack.last()) {
+            let shape = target.shape;
+            if is_scalar_op(op) && !matches!(shape, Shape::Other) {
+                let at = self.pos;
+                self.pos += 1;
+                let value = self.scalar(op, at)?;
+                if self.buf.get(self.pos) == Some(&b'P') {
+                    match shape {
+                        Shape::List(n) => {
+                            let slot = match item {
+                                Item::Int(i) => list_slot(i, n),
+                                Item::True => list_slot(1, n),
+                                Item::False => list_slot(0, n),
+                                _ => None,
+                            };
+                            if let Some(i) = slot {
+                                let list = &mut self.stack.last_mut().expect("a list").obj;
+                                self.b.set_list_scalar(list, i, value);
+                                self.pos += 1;
+                                return Ok(());
+                            }
+                        }
+                        _ => {
+                            let entry = (self.b.scalar(item), self.b.scalar(value));
+                            self.open.push(entry);
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                    }
+                }
+                let (key, value) = (self.b.scalar(item), self.b.scalar(value));
+                self.stack.push(Slot::scalar(key));
+                self.stack.push(Slot::scalar(value));
+                return Ok(());
+            }
+        }
+        let obj = self.b.scalar(item);
+        self.stack.push(Slot::scalar(obj));
+        Ok(())
+    }
+
+    /// `target[key] = value` into the container on top of the stack, at a place found
+    /// to be right for it.
+    #[inline(always)]
+    fn put(&mut self, place: Place, key: B::Obj, value: B::Obj) {
+        match place {
+            Place::List(i) => {
+                let list = &mut self.stack.last_mut().expect("a list").obj;
+                self.b.set_list_item(list, i, value);
+            }
+            Place::Dict => self.open.push((key, value)),
+        }
+    }
+
+    fn newlist(&mut self, at: usize) -> Step<()> {
+        let n = self.read_i32(at)?;
+        if n < 0 {
+            return err(format!("negative list length {n} in NEWLIST at byte {at}"), at + 1);
+        }
+        let n = n as usize;
+        // Every item of a real list takes bytes to set, so a length beyond the bytes left
+        // is a lie; this also bounds the allocation.
+        if n > self.left() {
+            return err(
+                format!("NEWLIST at byte {at} announces {n} items, more than the {} bytes left", self.left()),
+                at + 1,
+            );
+        }
+        if n > self.list_budget {
+            return err(
+                format!(
+                    "NEWLIST at byte {at} announces {n} items: the lists of this payload \
+                     announce more items than its {} bytes could fill",
+                    self.buf.len()
+                ),
+                at + 1,
+            );
+        }
+        self.list_budget -= n;
+        let obj = self.b.list(n);
+        self.stack.push(Slot { obj, shape: Shape::List(n), depth: 1, hashable: false });
+        Ok(())
+    }
+
+    fn setitem(&mut self, at: usize) -> Step<()> {
+        let len = self.stack.len();
+        if len < 3 {
+            return err(
+                format!("SETITEM at byte {at} needs a container, a key and a value on the stack, found {len} items"),
+                at,
+            );
+        }
+        let (target, key, value) = (&self.stack[len - 3], &self.stack[len - 2], &self.stack[len - 1]);
+        let depth = target.depth.max(1 + key.depth.max(value.depth));
+        let place = match target.shape {
+            Shape::List(n) => {
+                let shown = match self.b.index(&key.obj) {
+                    Index::Small(i) => match list_slot(i, n) {
+                        Some(slot) => Ok(slot),
+                        None => Err(i.to_string()),
+                    },
+                    Index::Big(shown) => Err(shown),
+                    Index::NotInt(name) => {
+                        return err(format!("SETITEM at byte {at}: list index must be an int, not {name}"), at)
+                    }
+                };
+                match shown {
+                    Ok(slot) => Place::List(slot),
+                    Err(shown) => {
+                        return err(
+                            format!("SETITEM at byte {at}: list index {shown} out of range for a list of {n} items"),
+                            at,
+                        )
+                    }
+                }
+            }
+            Shape::Dict => {
+                if !key.hashable {
+                    return err(
+                        format!("SETITEM at byte {at}: unhashable dict key of type {}", B::type_name(&key.obj)),
+                        at,
+                    );
+                }
+                Place::Dict
+            }
+            Shape::Other => {
+                return err(
+                    format!(
+                        "SETITEM at byte {at} on a {}: only a list or a dict takes items",
+                        B::type_name(&target.obj)
+                    ),
+                    at,
+                )
+            }
+        };
+        check_depth(depth, at)?;
+        let value = self.stack.pop().expect("a value");
+        let key = self.stack.pop().expect("a key").obj;
+        // The key is hashable (a dict's) or an int (a list's), so not a container that
+        // needs closing: only the value may.
+        let value = self.close(value);
+        self.put(place, key, value);
+        self.stack[len - 3].depth = depth;
+        Ok(())
+    }
+
+    fn collection(&mut self, kind: Collection, at: usize) -> Step<()> {
+        let n = self.read_count(at)?;
+        let start = self.stack.len() - n;
+        let mut depth = 0;
+        let mut hashable = true;
+        for slot in &self.stack[start..] {
+            depth = depth.max(slot.depth);
+            if !slot.hashable {
+                if kind != Collection::Tuple {
+                    return err(
+                        format!(
+                            "{} at byte {at}: unhashable member of type {}",
+                            op_name(self.buf[at]),
+                            B::type_name(&slot.obj)
+                        ),
+                        at,
+                    );
+                }
+                hashable = false;
+            }
+        }
+        let depth = depth + 1;
+        check_depth(depth, at)?;
+        // The topmost dict's entries are at the end of `open`, so close from the top.
+        for i in (start..self.stack.len()).rev() {
+            match self.stack[i].shape {
+                Shape::List(n) => self.b.finish_list(&mut self.stack[i].obj, n),
+                Shape::Dict => self.stack[i].obj = self.close_dict(),
+                Shape::Other => {}
+            }
+            self.stack[i].shape = Shape::Other;
+        }
+        let members = &mut self.stack[start..];
+        let kept = match kind {
+            Collection::Tuple => members.len(),
+            _ => self.dedup.set_by(members, |s| &s.obj, self.b.ctx()),
+        };
+        let obj = self.b.collection(kind, self.stack.drain(start..start + kept).map(|s| s.obj));
+        self.stack.truncate(start);
+        let hashable = match kind {
+            Collection::Tuple => hashable,
+            Collection::Set => false,
+            Collection::FrozenSet => true,
+        };
+        self.stack.push(Slot { obj, shape: Shape::Other, depth, hashable });
+        Ok(())
+    }
+}
+
+/// Parses the text of a LONGINT as Python's `int(bytes)` does: surrounding ASCII
+/// whitespace, an optional sign, digits with single underscores between them. An int
+/// outside the i64 range comes back as `Ok(Err(big))`.
+fn parse_int_text(text: &[u8], at: usize) -> Step<std::result::Result<i64, BigInt>> {
+    let bad = || {
+        let shown: String = String::from_utf8_lossy(&text[..text.len().min(40)]).into_owned();
+        Box::new(Error::data_format(
+            format!("invalid LONGINT text {shown:?} at byte {at}: expected decimal digits"),
+            Some(at + 5),
+        ))
+    };
+    let mut t = text;
+    while let [first, rest @ ..] = t {
+        if !first.is_ascii_whitespace() {
+            break;
+        }
+        t = rest;
+    }
+    while let [rest @ .., last] = t {
+        if !last.is_ascii_whitespace() {
+            break;
+        }
+        t = rest;
+    }
+    let (neg, body) = match t.first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    if body.is_empty() || !body[0].is_ascii_digit() || !body[body.len() - 1].is_ascii_digit() {
+        return Err(bad());
+    }
+    let mut digits = Vec::with_capacity(body.len() + 1);
+    if neg {
+        digits.push(b'-');
+    }
+    let mut prev_underscore = false;
+    for &c in body {
+        match c {
+            b'0'..=b'9' => {
+                digits.push(c);
+                prev_underscore = false;
+            }
+            b'_' if !prev_underscore => prev_underscore = true,
+            _ => return Err(bad()),
+        }
+    }
+    let ndigits = digits.len() - neg as usize;
+    if ndigits > MAX_INT_DIGITS {
+        return err(
+            format!("LONGINT at byte {at} has {ndigits} digits, more than the limit of {MAX_INT_DIGITS}"),
+            at + 5,
+        );
+    }
+    let s = std::str::from_utf8(&digits).expect("ASCII");
+    if let Ok(i) = s.parse::<i64>() {
+        return Ok(Ok(i));
+    }
+    let b: BigInt = s.parse().map_err(|_| bad())?;
+    Ok(match b.to_i64() {
+        Some(i) => Ok(i),
+        None => Err(b),
+    })
+}
