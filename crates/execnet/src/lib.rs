@@ -33,6 +33,8 @@ pub mod gateway;
 pub mod multi;
 pub mod rsync;
 pub mod server;
+mod sync;
+mod sys;
 pub mod transport;
 pub mod wire;
 pub mod worker;

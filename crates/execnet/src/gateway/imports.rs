@@ -39,7 +39,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gateway::{lock, Gateway, Source};
+use crate::gateway::{Gateway, Source};
+use crate::sync::lock;
 use crate::wire::value::Value;
 use crate::xspec::XSpec;
 use crate::Channel;

@@ -450,11 +450,8 @@ impl Write for SocketWriter {
 /// The reason of an `EXECNET-REFUSED` line waiting on the socket, without consuming it.
 fn peek_refusal(stream: &Stream) -> Option<String> {
     let mut buf = [0u8; 512];
-    // SAFETY: recv writes at most buf.len() bytes into buf.
-    let n = unsafe {
-        libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    let text = String::from_utf8_lossy(buf.get(..usize::try_from(n).ok()?)?).into_owned();
+    let n = crate::sys::recv_peek(stream.as_raw_fd(), &mut buf, true).ok()?;
+    let text = String::from_utf8_lossy(buf.get(..n)?).into_owned();
     let reason = text.strip_prefix(auth::REFUSED)?;
     Some(reason.lines().next().unwrap_or("").to_string())
 }

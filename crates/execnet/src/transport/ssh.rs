@@ -50,6 +50,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use super::{exit_code_of, Connection, ExplainLoss};
 use crate::error::{Error, LostInfo, Result};
 use crate::gateway::Gateway;
+use crate::sync::lock;
 use crate::worker::{WorkerConfig, BOOTSTRAP_ONELINER};
 use crate::xspec::XSpec;
 
@@ -312,7 +313,7 @@ struct Shares {
 
 fn shares() -> MutexGuard<'static, Shares> {
     static SHARES: OnceLock<Mutex<Shares>> = OnceLock::new();
-    SHARES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
+    lock(SHARES.get_or_init(Default::default))
 }
 
 /// The private directory for control sockets, created (mode 0700) on first use.
@@ -352,10 +353,7 @@ fn register_cleanup() {
         extern "C" fn at_exit() {
             let _ = std::panic::catch_unwind(stop_shared_connections);
         }
-        // SAFETY: registering a plain extern "C" function with the C runtime.
-        unsafe {
-            libc::atexit(at_exit);
-        }
+        crate::sys::at_exit(at_exit);
     });
 }
 
@@ -387,7 +385,7 @@ fn shared_master(spec: &XSpec, target: &SshTarget, persist: u32) -> Result<PathB
             })
             .clone()
     };
-    let _starting = master.starting.lock().unwrap_or_else(|e| e.into_inner());
+    let _starting = lock(&master.starting);
     if master.socket.exists() {
         if std::os::unix::net::UnixStream::connect(&master.socket).is_ok() {
             return Ok(master.socket.clone());
@@ -449,7 +447,7 @@ pub fn stop_shared_connections() {
         (masters, shares.dir.take())
     };
     for master in masters {
-        let _guard = master.starting.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&master.starting);
         if !master.socket.exists() {
             continue;
         }

@@ -34,6 +34,7 @@ use super::ssh::{share_persist, SshTarget};
 use super::{Connection, ExplainLoss};
 use crate::error::{Error, LostInfo, Result};
 use crate::gateway::{describe_exit, Gateway, Source};
+use crate::sync::lock;
 use crate::worker::{self, WorkerConfig, BOOTSTRAP_ONELINER};
 use crate::xspec::XSpec;
 use crate::{Channel, Value};
@@ -235,12 +236,12 @@ struct RelayEnd {
 
 impl RelayEnd {
     fn explain(&self, info: &mut LostInfo, ready: bool, program: &str, ssh: Option<&ExplainLoss>) {
-        if let Some(text) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(text) = lock(&self.failed).clone() {
             info.reason = format!("could not start {program}: {text}");
             return;
         }
         if info.exit_status.is_none() {
-            let code = *self.returncode.lock().unwrap_or_else(|e| e.into_inner());
+            let code = *lock(&self.returncode);
             info.exit_status = code.map(|c| match i32::try_from(c) {
                 Ok(c) if c < 0 => describe_exit(None, Some(-c)),
                 Ok(c) => describe_exit(Some(c), None),
@@ -290,10 +291,10 @@ impl RelayReader {
                         }
                     }
                     [Value::Str(tag), Value::Int(code)] if tag == "exit" => {
-                        *self.end.returncode.lock().unwrap_or_else(|e| e.into_inner()) = code.as_i64();
+                        *lock(&self.end.returncode) = code.as_i64();
                     }
                     [Value::Str(tag), Value::Str(text)] if tag == "failed" => {
-                        *self.end.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
+                        *lock(&self.end.failed) = Some(text.clone());
                     }
                     _ => return Err(unexpected(&Value::Tuple(parts))),
                 },
