@@ -51,4 +51,4 @@ pub use server::{ServeConfig, Server, ServerHandle, ServerStats};
 pub use wire::value::{from_value, to_value, Complex, Dict, FrozenSet, Int, Set, Tuple, Value};
 pub use wire::{dumps, loads};
 pub use worker::WorkerSource;
-pub use xspec::{ExecModel, ToXSpec, XSpec};
+pub use xspec::{ExecModel, ToXSpec, Transport, XSpec};

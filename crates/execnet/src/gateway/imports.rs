@@ -110,7 +110,7 @@ impl ImportForwarding {
         }
         let mut config = match spec.get("import_path") {
             Some(path) => ImportForwarding::new(std::env::split_paths(path)),
-            None => ImportForwarding::from_python(crate::transport::popen::DEFAULT_PYTHON)?,
+            None => ImportForwarding::from_python(crate::worker::DEFAULT_PYTHON)?,
         };
         if let Some(names) = spec.get("forward_imports").filter(|v| *v != "true") {
             let names: Vec<&str> = names.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();

@@ -15,7 +15,7 @@ use crate::sync::Flag;
 use crate::transport::{self, Connection};
 use crate::wire::frame;
 use crate::worker::{WorkerConfig, WorkerSource};
-use crate::xspec::XSpec;
+use crate::xspec::{Transport, XSpec};
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -57,11 +57,17 @@ impl Gateway {
         };
         let conn = match (via, kind) {
             (Some(via), _) => transport::via::connect(via, spec, &config)?,
-            (None, "popen") => transport::popen::spawn(spec, &config)?,
-            (None, "ssh") => transport::ssh::spawn(spec, &config)?,
-            (None, "socket") => transport::socket::connect(spec, &config)?,
-            (None, "exec" | "docker" | "podman" | "kubectl" | "sudo") => transport::exec::spawn(spec, &config)?,
-            (None, other) => return Err(spec.invalid(format!("unknown transport {other}"))),
+            (None, Transport::Popen) => transport::popen::spawn(spec, &config)?,
+            (None, Transport::Ssh(_)) => transport::ssh::spawn(spec, &config)?,
+            (None, Transport::Socket(_)) => transport::socket::connect(spec, &config)?,
+            (
+                None,
+                Transport::Exec(_)
+                | Transport::Docker(_)
+                | Transport::Podman(_)
+                | Transport::Kubectl(_)
+                | Transport::Sudo(_),
+            ) => transport::exec::spawn(spec, &config)?,
         };
         let gw = Gateway::from_connection(spec.with_id(id), id, conn);
         if let Some(forwarding) = imports::ImportForwarding::from_spec(spec)? {

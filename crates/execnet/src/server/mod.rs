@@ -126,7 +126,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: vec![DEFAULT_LISTEN.to_string()],
             unix: None,
-            python: crate::transport::popen::DEFAULT_PYTHON.to_string(),
+            python: crate::worker::DEFAULT_PYTHON.to_string(),
             once: false,
             token: None,
             insecure: false,

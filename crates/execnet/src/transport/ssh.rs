@@ -152,13 +152,13 @@ impl SshTarget {
             }
             remote_command.push(' ');
         }
-        remote_command.push_str(&python);
-        remote_command.push_str(" -u");
-        if spec.dont_write_bytecode() {
-            remote_command.push_str(" -B");
+        // The interpreter goes to the remote shell as written; its arguments are quoted.
+        let argv = crate::worker::python_command([python.as_str()], spec.dont_write_bytecode(), BOOTSTRAP_ONELINER);
+        remote_command.push_str(&argv[0]);
+        for arg in &argv[1..] {
+            remote_command.push(' ');
+            remote_command.push_str(&sh_quote(arg));
         }
-        remote_command.push_str(" -c ");
-        remote_command.push_str(&sh_quote(BOOTSTRAP_ONELINER));
         Ok(SshTarget { host_args, config_file, python, remote_command })
     }
 
