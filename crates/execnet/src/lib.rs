@@ -31,6 +31,7 @@
 pub mod error;
 pub mod gateway;
 pub mod multi;
+mod net;
 pub mod rsync;
 pub mod server;
 mod sync;

@@ -4,8 +4,9 @@
 //! gateway live in files of their own: start.rs (making one from a spec), writer.rs
 //! (writing frames), reader.rs (the reader thread and receivers that read for
 //! themselves), dispatch.rs (handling each frame), table.rs (the channel table),
-//! exit.rs (ending it and its process, the loss report) and stderr.rs (passing the
-//! worker's stderr on and keeping its tail for error reports).
+//! exit.rs (ending it and its process, the loss report), stderr.rs (passing the
+//! worker's stderr on and keeping its tail for error reports) and remote_socket.rs
+//! (socket gateways to a server started inside another gateway).
 
 pub mod channel;
 mod dispatch;
@@ -13,6 +14,7 @@ mod exit;
 pub mod imports;
 pub mod output;
 mod reader;
+mod remote_socket;
 pub mod source;
 mod start;
 mod stderr;

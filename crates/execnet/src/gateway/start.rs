@@ -81,6 +81,26 @@ impl Gateway {
         crate::makegateway("popen")
     }
 
+    /// An ssh gateway to `host` (anything `ssh=` accepts, such as `user@host` or
+    /// `-p 2222 host`) with the default remote `python3`, in the default group.
+    ///
+    /// ```no_run
+    /// # fn main() -> execnet::Result<()> {
+    /// let gw = execnet::Gateway::ssh("build@example.org")?;
+    /// println!("{:?}", gw.rinfo()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn ssh(host: &str) -> Result<Gateway> {
+        crate::makegateway(format!("ssh={host}"))
+    }
+
+    /// A gateway to the socket server at `addr` (`HOST:PORT`, `[IPV6]:PORT` or
+    /// `unix:PATH`), in the default group; the same as
+    /// `makegateway("socket=ADDR")`.
+    pub fn socket(addr: &str) -> Result<Gateway> {
+        crate::makegateway(format!("socket={addr}"))
+    }
+
     pub(super) fn from_connection(spec: XSpec, id: &str, conn: Connection) -> Gateway {
         let Connection {
             reader,

@@ -50,7 +50,7 @@
 //! # Ok(()) }
 //! ```
 
-pub mod auth;
+pub use crate::net::auth;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::sync::lock;
 use crate::sys;
-use crate::transport::socket::Stream;
+use crate::net::Stream;
 
 /// The longest first line accepted, in bytes (our bootstrap line is about 60 KiB,
 /// execnet's about 70 KiB).
@@ -464,7 +464,7 @@ impl Server {
 
 /// Resolves a listen address (`HOST:PORT` or `[IPV6]:PORT`).
 fn resolve_listen(spec: &str) -> Result<Vec<SocketAddr>> {
-    crate::transport::socket::split_host_port(spec)
+    crate::net::split_host_port(spec)
         .map_err(|reason| invalid_input(format!("cannot listen on {spec}: {reason}")))?;
     let addrs: Vec<SocketAddr> = spec
         .to_socket_addrs()

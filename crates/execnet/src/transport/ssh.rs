@@ -49,7 +49,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::{exit_code_of, Connection, ExplainLoss};
 use crate::error::{Error, LostInfo, Result};
-use crate::gateway::Gateway;
 use crate::sync::lock;
 use crate::worker::{WorkerConfig, BOOTSTRAP_ONELINER};
 use crate::xspec::XSpec;
@@ -62,21 +61,6 @@ const SSH_PROGRAM: &str = "ssh";
 
 /// Seconds a shared master connection stays up without sessions (`ssh_share` bare).
 const DEFAULT_SHARE_PERSIST_SECS: u32 = 60;
-
-impl Gateway {
-    /// An ssh gateway to `host` (anything `ssh=` accepts, such as `user@host` or
-    /// `-p 2222 host`) with the default remote `python3`, in the default group.
-    ///
-    /// ```no_run
-    /// # fn main() -> execnet::Result<()> {
-    /// let gw = execnet::Gateway::ssh("build@example.org")?;
-    /// println!("{:?}", gw.rinfo()?);
-    /// # Ok(()) }
-    /// ```
-    pub fn ssh(host: &str) -> Result<Gateway> {
-        crate::makegateway(format!("ssh={host}"))
-    }
-}
 
 /// Starts `ssh HOSTARGS PYTHON -u -c BOOTSTRAP` for `spec`.
 pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
