@@ -31,8 +31,11 @@
 pub mod error;
 pub mod gateway;
 pub mod multi;
+mod net;
 pub mod rsync;
 pub mod server;
+mod sync;
+mod sys;
 pub mod transport;
 pub mod wire;
 pub mod worker;
@@ -49,4 +52,4 @@ pub use server::{ServeConfig, Server, ServerHandle, ServerStats};
 pub use wire::value::{from_value, to_value, Complex, Dict, FrozenSet, Int, Set, Tuple, Value};
 pub use wire::{dumps, loads};
 pub use worker::WorkerSource;
-pub use xspec::{ExecModel, ToXSpec, XSpec};
+pub use xspec::{ExecModel, ToXSpec, Transport, XSpec};

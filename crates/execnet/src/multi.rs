@@ -1,6 +1,6 @@
 //! Many gateways and many channels at once: [`Group`] and [`MultiChannel`].
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gateway::{Gateway, Source, WeakGateway, DEFAULT_EXIT_TIMEOUT};
+use crate::gateway::{terminate_all, Gateway, Source, WeakGateway, DEFAULT_EXIT_TIMEOUT};
+use crate::sync::lock;
 use crate::xspec::ToXSpec;
 use crate::Channel;
 
@@ -54,10 +55,6 @@ impl Group {
         Group { members: Mutex::new(Members { list: Vec::new(), next_number: 0 }), owning: true }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Members> {
-        self.members.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Starts a gateway for `spec` (a string such as `"popen//python=python3"`, or an
     /// [`crate::XSpec`]) and adds it to the group. Gateways that were lost leave the group
     /// then, so that their ids can be given again (to retry a host, say).
@@ -65,7 +62,7 @@ impl Group {
         let spec = spec.to_xspec()?;
         let mut gone = Vec::new(); // lost gateways leave the group (their ids are free again)
         let id = {
-            let mut m = self.lock();
+            let mut m = lock(&self.members);
             m.list.retain(|member| match member.gateway() {
                 Some(gw) if gw.is_alive() => true,
                 Some(gw) => {
@@ -112,7 +109,7 @@ impl Group {
         } else {
             Member::Weak(id, gw.downgrade())
         };
-        self.lock().list.push(member);
+        lock(&self.members).list.push(member);
         Ok(gw)
     }
 
@@ -123,7 +120,7 @@ impl Group {
 
     /// The gateways in the order they were made (those still alive, for the default group).
     pub fn gateways(&self) -> Vec<Gateway> {
-        self.lock().list.iter().filter_map(Member::gateway).collect()
+        lock(&self.members).list.iter().filter_map(Member::gateway).collect()
     }
 
     /// How many gateways the group has.
@@ -152,20 +149,10 @@ impl Group {
     /// of `timeout` get SIGINT, and those still there at `timeout` are killed; all are
     /// reaped. The group is empty afterwards.
     pub fn terminate(&self, timeout: Duration) {
-        let members: Vec<Member> = std::mem::take(&mut self.lock().list);
+        let members: Vec<Member> = std::mem::take(&mut lock(&self.members).list);
         let gateways: Vec<Gateway> = members.iter().filter_map(Member::gateway).collect();
         drop(members);
-        let start = Instant::now();
-        for gw in &gateways {
-            gw.begin_exit();
-        }
-        // The same steps as Gateway::terminate, each for all gateways at once.
-        for gw in &gateways {
-            gw.interrupt_exit(start + timeout / 2);
-        }
-        for gw in &gateways {
-            gw.finish_exit(start + timeout);
-        }
+        terminate_all(&gateways, timeout);
     }
 }
 
@@ -202,25 +189,13 @@ pub fn default_group() -> &'static Group {
                 if let Ok(mut m) = group.members.try_lock() {
                     let gateways: Vec<Gateway> = m.list.drain(..).filter_map(|m| m.gateway()).collect();
                     drop(m);
-                    let start = Instant::now();
-                    for gw in &gateways {
-                        gw.begin_exit();
-                    }
-                    for gw in &gateways {
-                        gw.interrupt_exit(start + Duration::from_millis(500));
-                    }
-                    for gw in &gateways {
-                        gw.finish_exit(start + Duration::from_secs(1));
-                    }
+                    terminate_all(&gateways, Duration::from_secs(1));
                     // Handles may live on in leaked values; the processes are ended.
                     std::mem::forget(gateways);
                 }
             }
         }
-        // SAFETY: registering a plain extern "C" function with the C runtime.
-        unsafe {
-            libc::atexit(at_exit);
-        }
+        crate::sys::at_exit(at_exit);
         Group { members: Mutex::new(Members { list: Vec::new(), next_number: 0 }), owning: false }
     })
 }

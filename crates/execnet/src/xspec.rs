@@ -79,6 +79,48 @@ impl FromStr for ExecModel {
     }
 }
 
+/// The transport a spec asks for, from [`XSpec::transport`]: which of the transport
+/// keys it has (exactly one), with that key's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// `popen`: a Python subprocess of this host.
+    Popen,
+    /// `ssh=HOSTARGS`: a worker started by the OpenSSH client.
+    Ssh(String),
+    /// `socket=ADDR`: a worker behind a socket server; None for a bare `socket` (with
+    /// `installvia=ID`, which starts the server).
+    Socket(Option<String>),
+    /// `exec=COMMAND`: a command line that starts the interpreter.
+    Exec(String),
+    /// `docker=CONTAINER`.
+    Docker(String),
+    /// `podman=CONTAINER`.
+    Podman(String),
+    /// `kubectl=POD`.
+    Kubectl(String),
+    /// `sudo=USER`.
+    Sudo(String),
+}
+
+impl Transport {
+    /// The transport keys, in the order messages name them.
+    pub const KEYS: [&'static str; 8] = ["popen", "ssh", "socket", "exec", "docker", "podman", "kubectl", "sudo"];
+
+    /// The spec key of this transport.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Transport::Popen => "popen",
+            Transport::Ssh(_) => "ssh",
+            Transport::Socket(_) => "socket",
+            Transport::Exec(_) => "exec",
+            Transport::Docker(_) => "docker",
+            Transport::Podman(_) => "podman",
+            Transport::Kubectl(_) => "kubectl",
+            Transport::Sudo(_) => "sudo",
+        }
+    }
+}
+
 /// A parsed gateway specification.
 ///
 /// ```
@@ -228,15 +270,23 @@ impl XSpec {
         }
     }
 
-    /// The kind of transport this spec asks for: "popen", "ssh", "socket", or one of the
-    /// command transports "exec", "docker", "podman", "kubectl", "sudo".
-    pub fn transport(&self) -> Result<&'static str> {
-        let kinds: Vec<&'static str> = ["popen", "ssh", "socket", "exec", "docker", "podman", "kubectl", "sudo"]
-            .into_iter()
-            .filter(|k| self.has(k))
-            .collect();
+    /// The transport this spec asks for: popen, ssh, socket, or one of the command
+    /// transports exec, docker, podman, kubectl, sudo.
+    pub fn transport(&self) -> Result<Transport> {
+        let kinds: Vec<&'static str> = Transport::KEYS.into_iter().filter(|k| self.has(k)).collect();
+        let value = |key: &str| self.value_of(key).unwrap_or_default().to_string();
         match kinds.as_slice() {
-            [one] => Ok(one),
+            [one] => Ok(match *one {
+                "popen" => Transport::Popen,
+                "ssh" => Transport::Ssh(value("ssh")),
+                "socket" => Transport::Socket(self.value_of("socket").map(str::to_string)),
+                "exec" => Transport::Exec(value("exec")),
+                "docker" => Transport::Docker(value("docker")),
+                "podman" => Transport::Podman(value("podman")),
+                "kubectl" => Transport::Kubectl(value("kubectl")),
+                "sudo" => Transport::Sudo(value("sudo")),
+                other => unreachable!("{other} is in Transport::KEYS without a variant"),
+            }),
             [] => Err(self.invalid(
                 "no transport given: start the spec with popen, ssh=HOST, socket=HOST:PORT, \
                  exec=COMMAND, docker=CONTAINER, podman=CONTAINER, kubectl=POD or sudo=USER",
@@ -403,7 +453,7 @@ mod tests {
         assert_eq!(spec.get("custom"), Some("true"));
         assert!(spec.has("custom"));
         assert_eq!(spec.get("missing"), None);
-        assert_eq!(spec.transport().unwrap(), "ssh");
+        assert_eq!(spec.transport().unwrap(), Transport::Ssh("wyvern".into()));
         assert_eq!(spec.to_string(), "ssh=wyvern//python=python2.4//chdir=mycache//custom");
     }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::Gateway;
 use crate::error::{Error, LostInfo, Result};
+use crate::sync::{self, lock, wait_timeout};
 use crate::wire::{self, frame::Code};
 
 /// Why receiving on a channel ended.
@@ -65,23 +66,19 @@ impl QueueBudget {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, usize> {
-        self.used.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn used(&self) -> usize {
-        *self.lock()
+        *lock(&self.used)
     }
 
     fn add(&self, n: usize) {
-        *self.lock() += n;
+        *lock(&self.used) += n;
     }
 
     fn sub(&self, n: usize) {
         if n == 0 {
             return;
         }
-        let mut used = self.lock();
+        let mut used = lock(&self.used);
         let was_above = self.limit != 0 && *used > self.limit;
         *used = used.saturating_sub(n);
         if was_above && *used <= self.limit {
@@ -94,16 +91,16 @@ impl QueueBudget {
         if self.limit == 0 {
             return;
         }
-        let mut used = self.lock();
+        let mut used = lock(&self.used);
         while *used > self.limit && !self.released.load(std::sync::atomic::Ordering::SeqCst) {
-            used = self.cond.wait_timeout(used, Duration::from_millis(200)).unwrap_or_else(|e| e.into_inner()).0;
+            used = wait_timeout(&self.cond, used, Duration::from_millis(200));
         }
     }
 
     /// Stops the reader from waiting (the gateway is ending).
     pub(crate) fn release(&self) {
         self.released.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _used = self.lock();
+        let _used = lock(&self.used);
         self.cond.notify_all();
     }
 }
@@ -163,14 +160,10 @@ impl ChannelState {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Called by the frame reader for CHANNEL_DATA. Returns true when a receiver was
     /// waiting for it.
     pub(crate) fn deliver(&self, payload: Vec<u8>) -> bool {
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         if inner.send_closed && inner.callback.is_none() {
             // Closed by this side: execnet drops late data too.
             tracing::debug!(channel = self.id, "dropping data for a channel closed by this side");
@@ -192,14 +185,14 @@ impl ChannelState {
 
     /// An item is queued or no more will come: a receive would not wait.
     pub(crate) fn would_not_wait(&self) -> bool {
-        let inner = self.lock();
+        let inner = lock(&self.inner);
         !inner.queue.is_empty() || inner.ended.is_some() || inner.callback.is_some()
     }
 
     /// Called by the frame reader when the peer ends the channel, or when the gateway is
     /// lost. Returns true when the channel is now closed in both directions.
     pub(crate) fn end(&self, reason: EndReason) -> bool {
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         if inner.ended.is_some() && !matches!(inner.ended, Some(EndReason::LocalClose)) {
             return inner.send_closed;
         }
@@ -228,14 +221,14 @@ impl ChannelState {
 
     /// The callback has seen the end: waitclose may return.
     fn end_delivered(&self) {
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         inner.end_delivering = None;
         self.cond.notify_all();
     }
 
     /// How the peer ended this channel, if it did: it must send no data after that.
     pub(crate) fn peer_ended(&self) -> Option<&'static str> {
-        match self.lock().ended {
+        match lock(&self.inner).ended {
             Some(EndReason::Closed) => Some("closed it"),
             Some(EndReason::RemoteError(_)) => Some("closed it with an error"),
             Some(EndReason::LastMessage) => Some("sent its last message on it"),
@@ -245,13 +238,13 @@ impl ChannelState {
 
     /// Closed both ways: nothing more can be sent or will be received.
     pub(crate) fn is_done(&self) -> bool {
-        let inner = self.lock();
+        let inner = lock(&self.inner);
         inner.send_closed && inner.ended.is_some()
     }
 }
 
 fn run_callback(cb: &Arc<Mutex<Callback>>, d: Delivery, id: i32) {
-    let mut f = cb.lock().unwrap_or_else(|e| e.into_inner());
+    let mut f = lock(cb);
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (f)(d))).is_err() {
         tracing::error!(channel = id, "a channel callback panicked; the item was dropped");
     }
@@ -268,7 +261,7 @@ impl Drop for ChannelHandle {
         // Like execnet's Channel.__del__: tell the peer this side is gone. With a callback
         // installed the channel stays open for receiving (CHANNEL_LAST_MESSAGE).
         let (send_close, code) = {
-            let mut inner = self.state.lock();
+            let mut inner = lock(&self.state.inner);
             if inner.send_closed {
                 (false, Code::ChannelClose)
             } else {
@@ -301,7 +294,7 @@ pub struct Channel {
 
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.h.state.lock();
+        let inner = lock(&self.h.state.inner);
         let state = match (&inner.ended, inner.send_closed) {
             (None, false) => "open",
             (None, true) => "closed for sending",
@@ -349,7 +342,7 @@ impl Channel {
         buf.extend_from_slice(&[0u8; wire::frame::HEADER_LEN]);
         wire::with_gateway(gw.uid, || wire::ser::to_payload(item, &mut buf))?;
         {
-            let inner = self.h.state.lock();
+            let inner = lock(&self.h.state.inner);
             if inner.send_closed {
                 if let Some(EndReason::Lost(info)) = &inner.ended {
                     return Err(Error::GatewayLost(info.clone()));
@@ -386,7 +379,7 @@ impl Channel {
         let deadline = timeout.map(|t| Instant::now() + t);
         let state = &self.h.state;
         let gw = &self.h.gateway.inner;
-        let mut inner = state.lock();
+        let mut inner = lock(&state.inner);
         // Whether to try reading the next frame in this thread (see
         // GatewayInner::read_for): after it could not, wait until woken.
         let mut read_here = true;
@@ -407,7 +400,7 @@ impl Channel {
             if read_here {
                 drop(inner);
                 read_here = gw.read_for(state, deadline);
-                inner = state.lock();
+                inner = lock(&state.inner);
                 continue;
             }
             if deadline.is_some() {
@@ -424,7 +417,7 @@ impl Channel {
     pub fn waitclose(&self, timeout: Option<Duration>) -> Result<()> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let state = &self.h.state;
-        let mut inner = state.lock();
+        let mut inner = lock(&state.inner);
         loop {
             let delivering_elsewhere =
                 inner.end_delivering.is_some_and(|t| t != std::thread::current().id());
@@ -447,7 +440,7 @@ impl Channel {
     /// of the gateway, or a local decoding failure. None while it is open or when it
     /// closed cleanly.
     pub fn end_error(&self) -> Option<Error> {
-        let inner = self.h.state.lock();
+        let inner = lock(&self.h.state.inner);
         match &inner.ended {
             Some(
                 reason @ (EndReason::RemoteError(_) | EndReason::Lost(_) | EndReason::LocalError(_)),
@@ -477,7 +470,7 @@ impl Channel {
     pub fn close_sending(&self) -> Result<()> {
         let state = &self.h.state;
         {
-            let mut inner = state.lock();
+            let mut inner = lock(&state.inner);
             if inner.send_closed {
                 return Ok(());
             }
@@ -493,7 +486,7 @@ impl Channel {
 
     fn close_inner(&self, code: Code, payload: &[u8]) -> Result<()> {
         let state = &self.h.state;
-        let mut inner = state.lock();
+        let mut inner = lock(&state.inner);
         if inner.send_closed {
             return Ok(());
         }
@@ -513,7 +506,7 @@ impl Channel {
 
     /// True once the channel is closed: by this side, or by the peer for good.
     pub fn is_closed(&self) -> bool {
-        let inner = self.h.state.lock();
+        let inner = lock(&self.h.state.inner);
         inner.send_closed || matches!(inner.ended, Some(ref r) if !matches!(r, EndReason::LastMessage))
     }
 
@@ -588,7 +581,7 @@ impl Channel {
                         tracing::warn!(channel = id, "callback item did not decode: {e}");
                         let state = weak_state.upgrade();
                         if let Some(state) = &state {
-                            let mut inner = state.lock();
+                            let mut inner = lock(&state.inner);
                             if inner.ended.is_none() {
                                 inner.ended = Some(EndReason::LocalError(e.to_string()));
                                 inner.end_delivering = Some(std::thread::current().id());
@@ -615,7 +608,7 @@ impl Channel {
         });
         let cb = Arc::new(Mutex::new(f));
         let state = &self.h.state;
-        let mut inner = state.lock();
+        let mut inner = lock(&state.inner);
         if inner.callback.is_some() {
             return Err(Error::Io(std::io::Error::other(format!(
                 "channel {} already has a callback",
@@ -625,7 +618,7 @@ impl Channel {
         inner.callback = Some(cb.clone());
         // Lock the callback before releasing the state so that the reader thread, which
         // would call it for newer items, waits until the queued ones are delivered.
-        let mut f = cb.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = lock(&cb);
         let queued: Vec<Vec<u8>> = inner.queue.drain(..).collect();
         self.h.state.budget.sub(queued.iter().map(|i| item_cost(i.len())).sum());
         let ended = inner.ended.is_some() && !matches!(inner.ended, Some(EndReason::LocalClose));
@@ -650,7 +643,7 @@ impl Channel {
     /// closing it (with the callback that takes its items left in place), and the
     /// returned sender sends on it without keeping the gateway alive.
     pub(crate) fn into_service(self) -> ServiceSender {
-        self.h.state.lock().send_closed = true; // dropping the handles sends nothing
+        lock(&self.h.state.inner).send_closed = true; // dropping the handles sends nothing
         ServiceSender { gateway: Arc::downgrade(&self.h.gateway.inner), id: self.id() }
     }
 
@@ -678,13 +671,13 @@ fn wait<'a>(
     state.waiting.fetch_add(1, Ordering::Relaxed);
     let _counted = Counted(&state.waiting);
     let res = match deadline {
-        None => Ok(cond.wait(inner).unwrap_or_else(|e| e.into_inner())),
+        None => Ok(sync::wait(cond, inner)),
         Some(d) => {
             let now = Instant::now();
             if now >= d {
                 Err(inner)
             } else {
-                Ok(cond.wait_timeout(inner, d - now).unwrap_or_else(|e| e.into_inner()).0)
+                Ok(wait_timeout(cond, inner, d - now))
             }
         }
     };

@@ -39,7 +39,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gateway::{lock, Gateway, Source};
+use crate::gateway::{Gateway, Source};
+use crate::sync::lock;
 use crate::wire::value::Value;
 use crate::xspec::XSpec;
 use crate::Channel;
@@ -109,7 +110,7 @@ impl ImportForwarding {
         }
         let mut config = match spec.get("import_path") {
             Some(path) => ImportForwarding::new(std::env::split_paths(path)),
-            None => ImportForwarding::from_python(crate::transport::popen::DEFAULT_PYTHON)?,
+            None => ImportForwarding::from_python(crate::worker::DEFAULT_PYTHON)?,
         };
         if let Some(names) = spec.get("forward_imports").filter(|v| *v != "true") {
             let names: Vec<&str> = names.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();

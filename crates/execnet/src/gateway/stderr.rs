@@ -16,7 +16,7 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use super::{lock, Flag};
+use crate::sync::{lock, Flag};
 
 /// How much of the worker's stderr is kept for error reports.
 const STDERR_TAIL_BYTES: usize = 4096;
@@ -94,9 +94,8 @@ impl Forward {
 
 /// Whether `fd` has data (or its end) to read within `timeout_ms` (-1: no limit).
 fn readable(fd: RawFd, timeout_ms: i32) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd; the fd stays open while the Forward that owns it lives.
-    unsafe { libc::poll(&mut p, 1, timeout_ms) > 0 }
+    // The fd stays open while the Forward that owns it lives.
+    matches!(crate::sys::poll_readable(fd, timeout_ms), Ok(true))
 }
 
 /// The frame stream's reader, passing on the worker's stderr after each read.

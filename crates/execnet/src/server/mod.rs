@@ -50,7 +50,7 @@
 //! # Ok(()) }
 //! ```
 
-pub mod auth;
+pub use crate::net::auth;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -58,16 +58,17 @@ use std::net::{Shutdown, SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::transport::socket::Stream;
+use crate::sync::lock;
+use crate::sys;
+use crate::net::Stream;
 
 /// The longest first line accepted, in bytes (our bootstrap line is about 60 KiB,
 /// execnet's about 70 KiB).
@@ -125,7 +126,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: vec![DEFAULT_LISTEN.to_string()],
             unix: None,
-            python: crate::transport::popen::DEFAULT_PYTHON.to_string(),
+            python: crate::worker::DEFAULT_PYTHON.to_string(),
             once: false,
             token: None,
             insecure: false,
@@ -229,22 +230,9 @@ impl Listener {
 
 /// "unix peer pid P uid U", from SO_PEERCRED.
 fn unix_peer(s: &UnixStream) -> String {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a ucred.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        format!("unix peer pid {} uid {}", cred.pid, cred.uid)
-    } else {
-        "unix peer".to_string()
+    match sys::peer_credentials(s.as_raw_fd()) {
+        Some((pid, uid)) => format!("unix peer pid {pid} uid {uid}"),
+        None => "unix peer".to_string(),
     }
 }
 
@@ -273,10 +261,6 @@ struct Shared {
     next_conn: AtomicU64,
     /// Connection threads still running.
     threads: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A handle to a running server, for another thread: stop it, look at it.
@@ -335,9 +319,8 @@ impl Server {
         for spec in &config.listen {
             let addrs = resolve_listen(spec)?;
             check_exposure(spec, &addrs, &config)?;
-            let l = TcpListener::bind(&addrs[..]).map_err(|e| {
-                Error::Io(io::Error::new(e.kind(), format!("cannot listen on {spec}: {e}")))
-            })?;
+            let l = TcpListener::bind(&addrs[..])
+                .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("cannot listen on {spec}: {e}"))))?;
             let local = l.local_addr()?;
             addresses.push(local.to_string());
             listeners.push(Listener::Tcp(l));
@@ -397,21 +380,20 @@ impl Server {
             if shared.config.once && shared.served.load(Ordering::SeqCst) > 0 {
                 break;
             }
-            // SAFETY: pollfds is a valid array of pollfd of the given length.
-            let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, TICK.as_millis() as i32) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
+            match sys::poll(&mut pollfds, TICK.as_millis() as i32) {
+                Err(e) if e.kind() != io::ErrorKind::Interrupted => {
                     tracing::error!("poll failed: {e}");
                     thread::sleep(TICK);
                 }
-            } else if rc > 0 {
-                for (i, pfd) in pollfds.iter_mut().enumerate() {
-                    if pfd.revents != 0 {
-                        pfd.revents = 0;
-                        self.accept_all(i);
+                Ok(n) if n > 0 => {
+                    for (i, pfd) in pollfds.iter_mut().enumerate() {
+                        if pfd.revents != 0 {
+                            pfd.revents = 0;
+                            self.accept_all(i);
+                        }
                     }
                 }
+                _ => {}
             }
             shared.reap();
         }
@@ -465,10 +447,8 @@ impl Server {
             shared.threads.fetch_add(1, Ordering::SeqCst);
             let for_thread = shared.clone();
             let peer_for_thread = peer.clone();
-            let spawned = thread::Builder::new()
-                .name("execnet-serve-conn".into())
-                .stack_size(256 * 1024)
-                .spawn(move || {
+            let spawned =
+                thread::Builder::new().name("execnet-serve-conn".into()).stack_size(256 * 1024).spawn(move || {
                     for_thread.handle_connection(stream, peer_for_thread);
                     for_thread.threads.fetch_sub(1, Ordering::SeqCst);
                 });
@@ -484,7 +464,7 @@ impl Server {
 
 /// Resolves a listen address (`HOST:PORT` or `[IPV6]:PORT`).
 fn resolve_listen(spec: &str) -> Result<Vec<SocketAddr>> {
-    crate::transport::socket::split_host_port(spec)
+    crate::net::split_host_port(spec)
         .map_err(|reason| invalid_input(format!("cannot listen on {spec}: {reason}")))?;
     let addrs: Vec<SocketAddr> = spec
         .to_socket_addrs()
@@ -531,18 +511,16 @@ fn bind_unix_private(path: &Path) -> Result<UnixListener> {
                 format!("cannot listen on {}: it exists (remove it, or choose another path)", path.display()),
             )));
         }
-        std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket {}", path.display()), e))?;
+        std::fs::remove_file(path)
+            .map_err(|e| fail(format!("cannot remove the stale socket {}", path.display()), e))?;
     }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let private = parent.join(format!(
-        ".execnet-serve-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let private =
+        parent.join(format!(".execnet-serve-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&private)
@@ -670,19 +648,9 @@ impl Shared {
         let mut cmd = Command::new(&self.config.python);
         cmd.arg("-c").arg(LAUNCHER).arg(fd.to_string()).arg(host).arg(port);
         cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit());
-        // SAFETY: only async-signal-safe calls (setpgid, fcntl) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                // A process group of its own: terminal signals go to the server only,
-                // and stopping the server can signal the worker with its children.
-                libc::setpgid(0, 0);
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // A process group of its own: terminal signals go to the server only, and
+        // stopping the server can signal the worker with its children.
+        sys::own_group_inheriting(&mut cmd, fd);
         let mut stdin = {
             let mut workers = lock(&self.workers);
             if workers.stopping || self.stop.load(Ordering::SeqCst) {
@@ -772,13 +740,10 @@ impl Shared {
     fn signal_workers(&self, sig: i32) -> usize {
         let workers = lock(&self.workers);
         for w in &workers.list {
-            let pid = w.child.id() as libc::pid_t;
+            let pid = w.child.id() as i32;
             // Under the lock and before reaping, the pid cannot have been reused.
-            // SAFETY: kill has no memory-safety requirements.
-            unsafe {
-                if libc::kill(-pid, sig) != 0 {
-                    libc::kill(pid, sig);
-                }
+            if sys::kill(-pid, sig).is_err() {
+                let _ = sys::kill(pid, sig);
             }
         }
         workers.list.len()
@@ -799,17 +764,14 @@ fn read_line(stream: &Stream, max: usize, deadline: Instant, what: &str) -> std:
         }
         let _ = stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))));
         // Look first, then take exactly up to the newline.
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
+        let n = match sys::recv_peek(fd, &mut buf, false) {
+            Ok(n) => n,
+            Err(e) => match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => continue, // the deadline decides
                 _ => return Err(format!("reading {what} failed: {e}")),
-            }
-        }
-        let n = n as usize;
+            },
+        };
         if n == 0 {
             return Err(format!(
                 "the client closed the connection before sending {what} ({} bytes received)",
@@ -867,9 +829,7 @@ fn looks_like_string_literal(text: &str) -> bool {
         return false;
     }
     let body = &text[prefix..];
-    ["'''", "\"\"\"", "'", "\""]
-        .iter()
-        .any(|q| body.len() >= 2 * q.len() && body.starts_with(q) && body.ends_with(q))
+    ["'''", "\"\"\"", "'", "\""].iter().any(|q| body.len() >= 2 * q.len() && body.starts_with(q) && body.ends_with(q))
 }
 
 #[cfg(test)]

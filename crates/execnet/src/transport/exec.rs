@@ -141,12 +141,8 @@ impl ExecTarget {
             argv.push("env".into());
             argv.extend(spec.env().iter().map(|(name, value)| format!("{name}={value}")));
         }
-        argv.extend(python.iter().cloned());
-        argv.push("-u".into());
-        if spec.dont_write_bytecode() {
-            argv.push("-B".into());
-        }
-        argv.extend(["-c".to_string(), BOOTSTRAP_ONELINER.to_string()]);
+        let dont_write_bytecode = spec.dont_write_bytecode();
+        argv.extend(crate::worker::python_command(python.iter().cloned(), dont_write_bytecode, BOOTSTRAP_ONELINER));
         Ok(ExecTarget { kind, prefix, python, argv })
     }
 

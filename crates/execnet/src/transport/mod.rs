@@ -109,7 +109,7 @@ impl<P: std::os::fd::AsRawFd> GrowingPipe<P> {
         if !self.grown && len >= GROW_PIPE_AT {
             self.grown = true;
             // Failure (no permission, not a pipe) leaves the pipe as it was.
-            unsafe { libc::fcntl(self.inner.as_raw_fd(), libc::F_SETPIPE_SZ, BIG_PIPE_BYTES as libc::c_int) };
+            let _ = crate::sys::set_pipe_size(self.inner.as_raw_fd(), BIG_PIPE_BYTES);
         }
     }
 }
@@ -136,11 +136,9 @@ mod tests {
 
     #[test]
     fn pipes_grow_on_the_first_big_write_only() {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let mut fds = [0; 2];
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let (read_end, write_end) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
-        let size = |f: &std::fs::File| unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETPIPE_SZ) } as usize;
+        use std::os::fd::AsRawFd;
+        let (read_end, write_end) = crate::sys::pipe().unwrap();
+        let size = |f: &std::fs::File| crate::sys::pipe_size(f.as_raw_fd()).unwrap();
         let default = size(&read_end);
         let reader = std::thread::spawn(move || {
             let mut all = Vec::new();

@@ -4,11 +4,11 @@ use std::process::{Command, Stdio};
 
 use super::Connection;
 use crate::error::{Error, Result};
-use crate::worker::{WorkerConfig, BOOTSTRAP_ONELINER};
+use crate::worker::{self, WorkerConfig, BOOTSTRAP_ONELINER};
 use crate::xspec::XSpec;
 
 /// The interpreter used when the spec has no `python=`.
-pub const DEFAULT_PYTHON: &str = "python3";
+pub use crate::worker::DEFAULT_PYTHON;
 
 /// Starts `python -u -c PROGRAM` for `spec`: with our worker, the raw-bytes loader of
 /// [`crate::worker::popen_bootstrap`] (the compiled worker from the cache, no literal to
@@ -28,12 +28,9 @@ pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
             crate::worker::stdio_bootstrap_line(config).into_bytes(),
         ),
     };
-    let mut cmd = Command::new(python);
-    cmd.arg("-u");
-    if spec.dont_write_bytecode() {
-        cmd.arg("-B");
-    }
-    cmd.arg("-c").arg(program);
+    let argv = worker::python_command([python], spec.dont_write_bytecode(), &program);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // A process group of its own: a Ctrl-C at the terminal reaches the host only, which
     // ends its gateways in order (terminate, then SIGINT to code still running), instead

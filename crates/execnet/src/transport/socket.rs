@@ -1,12 +1,12 @@
 //! `socket=HOST:PORT`: a worker behind a socket server (PROTOCOL.md section 5).
 //!
 //! The host connects (TCP, or a Unix socket with `socket=unix:PATH`), optionally proves
-//! that it knows the server's access token ([`crate::server::auth`]), then sends the
-//! usual bootstrap line: our worker's source and a call to
+//! that it knows the server's access token (the handshake described in `server::auth`),
+//! then sends the usual bootstrap line: our worker's source and a call to
 //! `serve_socket(clientsock, ...)`. The server runs that with the connection bound to
 //! `clientsock`; the worker writes the ready byte and serves frames on the socket.
 //! Any server honouring execnet's contract works: `execnet serve`, execnet's own
-//! `socketserver.py`, or one started in another gateway ([`Gateway::new_remote_socket`],
+//! `socketserver.py`, or one started in another gateway (`Gateway::new_remote_socket`,
 //! `installvia=ID`).
 //!
 //! Spec keys:
@@ -24,21 +24,15 @@
 //! since the server chooses the interpreter.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use super::Connection;
 use crate::error::{Error, Result};
-use crate::gateway::{Gateway, Source};
-use crate::server::auth;
+use crate::net::{auth, Stream, Target};
 use crate::worker::{self, WorkerConfig, READY_BYTE};
 use crate::xspec::XSpec;
-use crate::Channel;
 
 /// How long connecting may take, unless the spec says `connect_timeout=`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,169 +40,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server may take to send its challenge and the worker its ready byte,
 /// unless the spec says `handshake_timeout=`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A connected stream socket, TCP or Unix.
-#[derive(Debug)]
-pub(crate) enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-
-    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.shutdown(how),
-            Stream::Unix(s) => s.shutdown(how),
-        }
-    }
-
-    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(t),
-            Stream::Unix(s) => s.set_read_timeout(t),
-        }
-    }
-
-    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(t),
-            Stream::Unix(s) => s.set_write_timeout(t),
-        }
-    }
-
-    pub(crate) fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_nonblocking(on),
-            Stream::Unix(s) => s.set_nonblocking(on),
-        }
-    }
-}
-
-impl AsRawFd for Stream {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Read for &Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).read(buf),
-            Stream::Unix(s) => (&*s).read(buf),
-        }
-    }
-}
-
-impl Write for &Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).write(buf),
-            Stream::Unix(s) => (&*s).write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Where a `socket=` value points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target {
-    Tcp { host: String, port: u16 },
-    Unix(PathBuf),
-}
-
-impl Target {
-    /// Parses `HOST:PORT`, `[IPV6]:PORT` or `unix:PATH`.
-    pub(crate) fn parse(addr: &str) -> std::result::Result<Target, String> {
-        if let Some(path) = addr.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err("unix: needs a path, as in socket=unix:/run/execnet.sock".into());
-            }
-            return Ok(Target::Unix(PathBuf::from(path)));
-        }
-        let (host, port) = split_host_port(addr)?;
-        Ok(Target::Tcp { host: host.to_string(), port })
-    }
-
-    fn connect(&self, timeout: Duration) -> std::result::Result<Stream, String> {
-        match self {
-            Target::Unix(path) => UnixStream::connect(path).map(Stream::Unix).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => format!("no Unix socket at {}", path.display()),
-                io::ErrorKind::ConnectionRefused => {
-                    format!("connection refused: nothing listens on the Unix socket {}", path.display())
-                }
-                _ => format!("cannot connect to the Unix socket {}: {e}", path.display()),
-            }),
-            Target::Tcp { host, port } => {
-                let addrs: Vec<_> = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(|e| format!("host not found: cannot resolve {host:?} ({e})"))?
-                    .collect();
-                if addrs.is_empty() {
-                    return Err(format!("host not found: {host:?} has no addresses"));
-                }
-                let mut last = String::new();
-                for addr in &addrs {
-                    match TcpStream::connect_timeout(addr, timeout) {
-                        Ok(s) => {
-                            let _ = s.set_nodelay(true);
-                            return Ok(Stream::Tcp(s));
-                        }
-                        Err(e) => {
-                            last = match e.kind() {
-                                io::ErrorKind::ConnectionRefused => format!(
-                                    "connection refused: nothing listens on {addr} (start a server with `execnet serve --listen {addr}`)"
-                                ),
-                                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                                    format!("no answer from {addr} within {timeout:?} (connect_timeout)")
-                                }
-                                _ => format!("cannot connect to {addr}: {e}"),
-                            }
-                        }
-                    }
-                }
-                Err(last)
-            }
-        }
-    }
-}
-
-/// Splits `HOST:PORT` or `[IPV6]:PORT`.
-pub(crate) fn split_host_port(addr: &str) -> std::result::Result<(&str, u16), String> {
-    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("{addr:?}: an IPv6 address needs its closing bracket, as in [::1]:8888"))?;
-        let port = after
-            .strip_prefix(':')
-            .ok_or_else(|| format!("{addr:?}: the port is missing, as in [::1]:8888"))?;
-        (host, port)
-    } else {
-        let (host, port) = addr
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{addr:?} is not HOST:PORT (for example 127.0.0.1:8888)"))?;
-        if host.contains(':') {
-            return Err(format!("{addr:?}: put an IPv6 address in brackets, as in [::1]:8888"));
-        }
-        (host, port)
-    };
-    if host.is_empty() {
-        return Err(format!("{addr:?}: the host is missing, as in 127.0.0.1:8888"));
-    }
-    let port = port.parse().map_err(|_| format!("{addr:?}: {port:?} is not a port number"))?;
-    Ok((host, port))
-}
 
 fn seconds(spec: &XSpec, key: &str, default: Duration) -> Result<Duration> {
     match spec.get(key) {
@@ -450,11 +281,8 @@ impl Write for SocketWriter {
 /// The reason of an `EXECNET-REFUSED` line waiting on the socket, without consuming it.
 fn peek_refusal(stream: &Stream) -> Option<String> {
     let mut buf = [0u8; 512];
-    // SAFETY: recv writes at most buf.len() bytes into buf.
-    let n = unsafe {
-        libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    let text = String::from_utf8_lossy(buf.get(..usize::try_from(n).ok()?)?).into_owned();
+    let n = crate::sys::recv_peek(stream.as_raw_fd(), &mut buf, true).ok()?;
+    let text = String::from_utf8_lossy(buf.get(..n)?).into_owned();
     let reason = text.strip_prefix(auth::REFUSED)?;
     Some(reason.lines().next().unwrap_or("").to_string())
 }
@@ -462,138 +290,5 @@ fn peek_refusal(stream: &Stream) -> Option<String> {
 impl Drop for SocketWriter {
     fn drop(&mut self) {
         let _ = self.0.shutdown(Shutdown::Write);
-    }
-}
-
-/// Python run inside a gateway by [`Gateway::new_remote_socket`] and `installvia=`: a
-/// socket server for one connection, in the style of execnet's `socketserver.py`.
-const REMOTE_SERVER: &str = r#"
-import ast
-import socket
-
-
-def serve_one(channel, host, port, accept_timeout, max_line):
-    family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    listener = socket.socket(family, kind, proto)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(sockaddr)
-        listener.listen(1)
-        channel.send(tuple(listener.getsockname()[:2]))
-        listener.settimeout(accept_timeout)
-        clientsock, address = listener.accept()
-    finally:
-        listener.close()
-    clientsock.settimeout(accept_timeout)
-    reader = clientsock.makefile("rb")
-    try:
-        line = reader.readline(max_line + 1)
-    finally:
-        reader.close()
-    if not line.endswith(b"\n"):
-        clientsock.close()
-        raise ValueError("the client sent no complete bootstrap line")
-    clientsock.settimeout(None)
-    source = ast.literal_eval(line.decode("utf-8").rstrip())
-    if isinstance(source, bytes):
-        source = source.decode("utf-8")
-    exec(compile(source + "\n", "<socket server>", "exec"), {"clientsock": clientsock, "address": address})
-"#;
-
-#[derive(Serialize)]
-struct ServeOneArgs<'a> {
-    host: &'a str,
-    port: u16,
-    accept_timeout: f64,
-    max_line: usize,
-}
-
-/// Starts a one-connection socket server inside `gw`, bound to `bind` (`HOST:PORT`, port
-/// 0 for any free one); returns the address to connect to and the server's channel.
-pub(crate) fn start_remote_server(gw: &Gateway, bind: &str) -> Result<(String, Channel)> {
-    let (host, port) = split_host_port(bind).map_err(|reason| Error::Spec {
-        spec: bind.to_string(),
-        reason: format!("the bind address of a remote socket server: {reason}"),
-    })?;
-    let args = ServeOneArgs {
-        host,
-        port,
-        accept_timeout: DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64(),
-        max_line: crate::server::DEFAULT_MAX_LINE,
-    };
-    let source = Source::call(REMOTE_SERVER, "serve_one", &args)?.with_file_name("<execnet-rs socket server>");
-    let channel = gw.remote_exec(source)?;
-    let (real_host, real_port): (String, u16) = channel.receive_timeout(DEFAULT_HANDSHAKE_TIMEOUT)?;
-    let connect_host = match real_host.as_str() {
-        "" | "0.0.0.0" => "127.0.0.1",
-        "::" => "::1",
-        other => other,
-    };
-    let addr = if connect_host.contains(':') {
-        format!("[{connect_host}]:{real_port}")
-    } else {
-        format!("{connect_host}:{real_port}")
-    };
-    Ok((addr, channel))
-}
-
-impl Gateway {
-    /// A gateway to the socket server at `addr` (`HOST:PORT`, `[IPV6]:PORT` or
-    /// `unix:PATH`), in the default group; the same as
-    /// `makegateway("socket=ADDR")`.
-    pub fn socket(addr: &str) -> Result<Gateway> {
-        crate::makegateway(format!("socket={addr}"))
-    }
-
-    /// Starts a socket server for one connection inside `gw` (the worker runs it with
-    /// remote_exec; nothing is installed), bound to `bind` such as `"127.0.0.1:0"`, and
-    /// returns a new gateway connected to it (in the default group). The new worker runs
-    /// in `gw`'s process, in the thread of that execution. execnet's
-    /// `SocketGateway.new_remote(gw, ("127.0.0.1", 0))`.
-    pub fn new_remote_socket(gw: &Gateway, bind: &str) -> Result<Gateway> {
-        let (addr, _server) = start_remote_server(gw, bind)?;
-        Gateway::socket(&addr)
-    }
-
-    /// `socket//installvia=ID`: a server inside `host` (bound to the spec's socket value,
-    /// default 127.0.0.1:0), then a gateway `id` connected to it.
-    pub(crate) fn start_installvia(spec: &XSpec, id: &str, host: &Gateway) -> Result<Gateway> {
-        let bind = spec.socket().unwrap_or("127.0.0.1:0");
-        let (addr, _server) = start_remote_server(host, bind)?;
-        let rewritten: Vec<String> = spec
-            .as_str()
-            .split("//")
-            .map(|part| {
-                if part == "socket" || part.starts_with("socket=") {
-                    format!("socket={addr}")
-                } else {
-                    part.to_string()
-                }
-            })
-            .collect();
-        let spec: XSpec = rewritten.join("//").parse()?;
-        Gateway::start(&spec, id)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_addresses() {
-        assert_eq!(
-            Target::parse("127.0.0.1:8888").unwrap(),
-            Target::Tcp { host: "127.0.0.1".into(), port: 8888 }
-        );
-        assert_eq!(Target::parse("[::1]:0").unwrap(), Target::Tcp { host: "::1".into(), port: 0 });
-        assert_eq!(
-            Target::parse("localhost:1").unwrap(),
-            Target::Tcp { host: "localhost".into(), port: 1 }
-        );
-        assert_eq!(Target::parse("unix:/tmp/s").unwrap(), Target::Unix("/tmp/s".into()));
-        for bad in ["", "host", "::1:80", "[::1]80", "[::1", ":80", "h:99999", "h:x", "unix:"] {
-            assert!(Target::parse(bad).is_err(), "{bad}");
-        }
     }
 }

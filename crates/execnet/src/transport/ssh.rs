@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::{exit_code_of, Connection, ExplainLoss};
 use crate::error::{Error, LostInfo, Result};
-use crate::gateway::Gateway;
+use crate::sync::lock;
 use crate::worker::{WorkerConfig, BOOTSTRAP_ONELINER};
 use crate::xspec::XSpec;
 
@@ -61,21 +61,6 @@ const SSH_PROGRAM: &str = "ssh";
 
 /// Seconds a shared master connection stays up without sessions (`ssh_share` bare).
 const DEFAULT_SHARE_PERSIST_SECS: u32 = 60;
-
-impl Gateway {
-    /// An ssh gateway to `host` (anything `ssh=` accepts, such as `user@host` or
-    /// `-p 2222 host`) with the default remote `python3`, in the default group.
-    ///
-    /// ```no_run
-    /// # fn main() -> execnet::Result<()> {
-    /// let gw = execnet::Gateway::ssh("build@example.org")?;
-    /// println!("{:?}", gw.rinfo()?);
-    /// # Ok(()) }
-    /// ```
-    pub fn ssh(host: &str) -> Result<Gateway> {
-        crate::makegateway(format!("ssh={host}"))
-    }
-}
 
 /// Starts `ssh HOSTARGS PYTHON -u -c BOOTSTRAP` for `spec`.
 pub(crate) fn spawn(spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
@@ -151,13 +136,13 @@ impl SshTarget {
             }
             remote_command.push(' ');
         }
-        remote_command.push_str(&python);
-        remote_command.push_str(" -u");
-        if spec.dont_write_bytecode() {
-            remote_command.push_str(" -B");
+        // The interpreter goes to the remote shell as written; its arguments are quoted.
+        let argv = crate::worker::python_command([python.as_str()], spec.dont_write_bytecode(), BOOTSTRAP_ONELINER);
+        remote_command.push_str(&argv[0]);
+        for arg in &argv[1..] {
+            remote_command.push(' ');
+            remote_command.push_str(&sh_quote(arg));
         }
-        remote_command.push_str(" -c ");
-        remote_command.push_str(&sh_quote(BOOTSTRAP_ONELINER));
         Ok(SshTarget { host_args, config_file, python, remote_command })
     }
 
@@ -312,7 +297,7 @@ struct Shares {
 
 fn shares() -> MutexGuard<'static, Shares> {
     static SHARES: OnceLock<Mutex<Shares>> = OnceLock::new();
-    SHARES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
+    lock(SHARES.get_or_init(Default::default))
 }
 
 /// The private directory for control sockets, created (mode 0700) on first use.
@@ -352,10 +337,7 @@ fn register_cleanup() {
         extern "C" fn at_exit() {
             let _ = std::panic::catch_unwind(stop_shared_connections);
         }
-        // SAFETY: registering a plain extern "C" function with the C runtime.
-        unsafe {
-            libc::atexit(at_exit);
-        }
+        crate::sys::at_exit(at_exit);
     });
 }
 
@@ -387,7 +369,7 @@ fn shared_master(spec: &XSpec, target: &SshTarget, persist: u32) -> Result<PathB
             })
             .clone()
     };
-    let _starting = master.starting.lock().unwrap_or_else(|e| e.into_inner());
+    let _starting = lock(&master.starting);
     if master.socket.exists() {
         if std::os::unix::net::UnixStream::connect(&master.socket).is_ok() {
             return Ok(master.socket.clone());
@@ -449,7 +431,7 @@ pub fn stop_shared_connections() {
         (masters, shares.dir.take())
     };
     for master in masters {
-        let _guard = master.starting.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&master.starting);
         if !master.socket.exists() {
             continue;
         }

@@ -34,8 +34,9 @@ use super::ssh::{share_persist, SshTarget};
 use super::{Connection, ExplainLoss};
 use crate::error::{Error, LostInfo, Result};
 use crate::gateway::{describe_exit, Gateway, Source};
-use crate::worker::{self, WorkerConfig, BOOTSTRAP_ONELINER};
-use crate::xspec::XSpec;
+use crate::sync::lock;
+use crate::worker::{self, WorkerConfig, BOOTSTRAP_ONELINER, DEFAULT_PYTHON};
+use crate::xspec::{Transport, XSpec};
 use crate::{Channel, Value};
 
 /// The relay the via gateway runs: `relay(channel, argv, env, own_python)`.
@@ -151,12 +152,9 @@ struct RelayArgs {
 /// Starts the worker for `spec` from inside `via`'s worker and relays its bytes.
 pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Result<Connection> {
     let (args, program, ssh_explain): (RelayArgs, String, Option<ExplainLoss>) = match spec.transport()? {
-        "popen" => {
-            let mut argv = vec![spec.python().unwrap_or("python3").to_string(), "-u".into()];
-            if spec.dont_write_bytecode() {
-                argv.push("-B".into());
-            }
-            argv.extend(["-c".to_string(), BOOTSTRAP_ONELINER.to_string()]);
+        Transport::Popen => {
+            let python = spec.python().unwrap_or(DEFAULT_PYTHON);
+            let argv = worker::python_command([python], spec.dont_write_bytecode(), BOOTSTRAP_ONELINER);
             let program = match spec.python() {
                 Some(python) => format!("{python} on gateway {}", via.id()),
                 None => format!("the python of gateway {}", via.id()),
@@ -164,7 +162,7 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
             let own_python = spec.python().is_none();
             (RelayArgs { argv, env: spec.env().clone(), own_python }, program, None)
         }
-        "ssh" => {
+        Transport::Ssh(_) => {
             if share_persist(spec)?.is_some() {
                 return Err(spec.invalid(
                     "ssh_share does not combine with via=: the ssh client runs on the via gateway's machine",
@@ -175,15 +173,20 @@ pub(crate) fn connect(via: &Gateway, spec: &XSpec, config: &WorkerConfig) -> Res
             let args = RelayArgs { argv: target.command_line(), env: BTreeMap::new(), own_python: false };
             (args, program, Some(target.explainer()))
         }
-        "exec" | "docker" | "podman" | "kubectl" | "sudo" => {
+        Transport::Exec(_)
+        | Transport::Docker(_)
+        | Transport::Podman(_)
+        | Transport::Kubectl(_)
+        | Transport::Sudo(_) => {
             let target = ExecTarget::from_spec(spec)?;
             let program = format!("{} on gateway {}", target.display(), via.id());
             let args = RelayArgs { argv: target.command_line().to_vec(), env: BTreeMap::new(), own_python: false };
             (args, program, Some(target.explainer()))
         }
-        other => {
+        other @ Transport::Socket(_) => {
             return Err(spec.invalid(format!(
-                "via= works with popen, ssh and command (exec=, sudo=, ...) specs, not with {other}"
+                "via= works with popen, ssh and command (exec=, sudo=, ...) specs, not with {}",
+                other.key()
             )))
         }
     };
@@ -235,12 +238,12 @@ struct RelayEnd {
 
 impl RelayEnd {
     fn explain(&self, info: &mut LostInfo, ready: bool, program: &str, ssh: Option<&ExplainLoss>) {
-        if let Some(text) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(text) = lock(&self.failed).clone() {
             info.reason = format!("could not start {program}: {text}");
             return;
         }
         if info.exit_status.is_none() {
-            let code = *self.returncode.lock().unwrap_or_else(|e| e.into_inner());
+            let code = *lock(&self.returncode);
             info.exit_status = code.map(|c| match i32::try_from(c) {
                 Ok(c) if c < 0 => describe_exit(None, Some(-c)),
                 Ok(c) => describe_exit(Some(c), None),
@@ -290,10 +293,10 @@ impl RelayReader {
                         }
                     }
                     [Value::Str(tag), Value::Int(code)] if tag == "exit" => {
-                        *self.end.returncode.lock().unwrap_or_else(|e| e.into_inner()) = code.as_i64();
+                        *lock(&self.end.returncode) = code.as_i64();
                     }
                     [Value::Str(tag), Value::Str(text)] if tag == "failed" => {
-                        *self.end.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
+                        *lock(&self.end.failed) = Some(text.clone());
                     }
                     _ => return Err(unexpected(&Value::Tuple(parts))),
                 },

@@ -83,13 +83,13 @@ pub fn lookup(python: &str) -> CacheEntry {
         return CacheEntry::default();
     };
     let path = dir.join(format!("worker-{}.b64", key(&interpreter, &meta)));
-    if let Some(code) = crate::gateway::lock(memo()).get(&path) {
+    if let Some(code) = crate::sync::lock(memo()).get(&path) {
         return CacheEntry { path: Some(path), code: Some(code.clone()) };
     }
     match read_entry(&path) {
         Some(code) => {
             let code: Arc<str> = code.into();
-            crate::gateway::lock(memo()).insert(path.clone(), code.clone());
+            crate::sync::lock(memo()).insert(path.clone(), code.clone());
             CacheEntry { path: Some(path), code: Some(code) }
         }
         None => {
@@ -106,7 +106,7 @@ pub fn lookup(python: &str) -> CacheEntry {
 
 /// Forgets what was read (for tests that change the cache under a running process).
 pub fn forget() {
-    crate::gateway::lock(memo()).clear();
+    crate::sync::lock(memo()).clear();
 }
 
 /// An entry's bytes (magic number and marshal data), decoded from its base64 text;

@@ -22,6 +22,31 @@ pub const WORKER_SOURCE: &str = include_str!("worker.py");
 /// The program given to `python -c`: read one line, evaluate it to a string, run that.
 pub const BOOTSTRAP_ONELINER: &str = "import sys;exec(eval(sys.stdin.readline()))";
 
+/// The interpreter a local worker runs when the spec has no `python=` (popen, also on
+/// the far side of a via gateway, and the socket server's default).
+pub const DEFAULT_PYTHON: &str = "python3";
+
+/// The command line that starts an interpreter as a worker: `PYTHON... -u [-B] -c
+/// PROGRAM`, with `python` the interpreter command as words (`["nice", "python3"]`),
+/// `-B` for `dont_write_bytecode`, and `program` the `-c` program that reads the rest
+/// ([`BOOTSTRAP_ONELINER`], or popen's raw loader). Every transport that starts an
+/// interpreter builds its command here: popen, via's relay, the command transports
+/// (exec, docker, ...) and ssh's remote command.
+pub fn python_command<S: Into<String>>(
+    python: impl IntoIterator<Item = S>,
+    dont_write_bytecode: bool,
+    program: &str,
+) -> Vec<String> {
+    let mut argv: Vec<String> = python.into_iter().map(Into::into).collect();
+    argv.push("-u".into());
+    if dont_write_bytecode {
+        argv.push("-B".into());
+    }
+    argv.push("-c".into());
+    argv.push(program.into());
+    argv
+}
+
 /// The ready byte the worker writes once it serves frames.
 pub const READY_BYTE: u8 = b'1';
 
@@ -283,5 +308,11 @@ mod tests {
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.is_ascii());
         assert!(cfg.python_kwargs().contains("env={'A': '1'}"));
+    }
+
+    #[test]
+    fn python_command_lines() {
+        assert_eq!(python_command(["python3"], false, "P"), ["python3", "-u", "-c", "P"]);
+        assert_eq!(python_command(["nice", "python3"], true, "P"), ["nice", "python3", "-u", "-B", "-c", "P"]);
     }
 }
