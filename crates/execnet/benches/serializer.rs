@@ -103,20 +103,33 @@ struct Payload {
     bytes: Vec<u8>,
     dumps: Dumper,
     loads_typed: Loader,
+    /// Clones (and drops) the loaded typed value: what making and freeing the result
+    /// costs with no loading at all, the floor under `loads_typed`.
+    clone_typed: Box<dyn Fn()>,
+    /// The same for the loaded `Value`, the floor under `loads_value`.
+    clone_value: Box<dyn Fn()>,
 }
 
 fn payload<T>(name: &'static str, make: fn() -> T) -> Payload
 where
-    T: Serialize + serde::de::DeserializeOwned + 'static,
+    T: Serialize + serde::de::DeserializeOwned + Clone + 'static,
 {
     let value = make();
     let bytes = execnet::dumps(&value).expect("dumps");
+    let typed: T = execnet::loads(&bytes).expect("loads");
+    let loaded: Value = execnet::loads(&bytes).expect("loads");
     Payload {
         name,
         bytes,
         dumps: Box::new(move || execnet::dumps(black_box(&value)).expect("dumps")),
         loads_typed: Box::new(|b| {
             black_box(execnet::loads::<T>(black_box(b)).expect("loads"));
+        }),
+        clone_typed: Box::new(move || {
+            black_box(black_box(&typed).clone());
+        }),
+        clone_value: Box::new(move || {
+            black_box(black_box(&loaded).clone());
         }),
     }
 }
@@ -142,6 +155,8 @@ fn bench(c: &mut Criterion, payloads: &[Payload]) {
         group.bench_function(BenchmarkId::new("loads_value", p.name), |b| {
             b.iter(|| black_box(execnet::loads::<Value>(black_box(&p.bytes)).expect("loads")))
         });
+        group.bench_function(BenchmarkId::new("clone_typed", p.name), |b| b.iter(|| (p.clone_typed)()));
+        group.bench_function(BenchmarkId::new("clone_value", p.name), |b| b.iter(|| (p.clone_value)()));
     }
     group.finish();
 }
@@ -212,6 +227,39 @@ fn compare_with_execnet(dir: &Path, payloads: &[Payload]) {
         );
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    loads_against_dumps(dir, payloads);
+}
+
+/// The second table: loads against dumps (the target is at least 0.5) and against the
+/// floor, the clone of the loaded result (making and freeing the output alone, which no
+/// loader can beat). All in MB/s of serialized bytes.
+fn loads_against_dumps(dir: &Path, payloads: &[Payload]) {
+    println!("\nloads against dumps and against the output's floor (a clone of the loaded result, made and dropped), MB/s of serialized bytes\n");
+    println!("| payload | dumps | loads_typed | typed / dumps | floor typed | typed / floor | loads_value | value / dumps | floor value | value / floor |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for p in payloads {
+        let mbps = |op| criterion_seconds(dir, op, p.name).map(|s| p.bytes.len() as f64 / s / 1e6);
+        let (d, lt, ct, lv, cv) =
+            (mbps("dumps"), mbps("loads_typed"), mbps("clone_typed"), mbps("loads_value"), mbps("clone_value"));
+        let f = |x: Option<f64>| x.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
+        let r = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.name,
+            f(d),
+            f(lt),
+            r(lt, d),
+            f(ct),
+            r(lt, ct),
+            f(lv),
+            r(lv, d),
+            f(cv),
+            r(lv, cv)
+        );
+    }
 }
 
 /// `<target dir>/criterion`: this binary lives in `<target dir>/<profile>/deps/`.
