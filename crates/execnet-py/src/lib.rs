@@ -10,7 +10,7 @@ use std::time::Duration;
 use execnet::{Complex, Dict, Int, Value};
 use num_bigint::BigInt;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyEOFError, PyException, PyOSError, PyValueError};
+use pyo3::exceptions::{PyEOFError, PyException, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet,
@@ -34,7 +34,11 @@ fn to_pyerr(e: execnet::Error) -> PyErr {
         E::DataFormat { .. } => DataFormatError::new_err(e.to_string()),
         E::Spawn { .. } => HostNotFound::new_err(e.to_string()),
         E::Spec { .. } => PyValueError::new_err(e.to_string()),
+        // As execnet: misusing a channel (receive with a callback, a second callback)
+        // raises IOError, which is OSError.
+        E::Misuse(_) => PyOSError::new_err(e.to_string()),
         E::Io(_) => PyOSError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
     }
 }
 

@@ -4,7 +4,10 @@ use std::fmt;
 use std::time::Duration;
 
 /// Everything that can go wrong talking to a gateway.
+///
+/// New variants may be added: a `match` outside this crate needs a `_ =>` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Code on the remote side raised; `traceback` is the remote, formatted traceback.
     #[error("remote error:\n{traceback}")]
@@ -48,6 +51,12 @@ pub enum Error {
     #[error("invalid gateway spec {spec:?}: {reason}")]
     Spec { spec: String, reason: String },
 
+    /// The API was used in a way it does not allow: a bad argument or configuration, or
+    /// an operation the object's state forbids (such as `receive` on a channel that has a
+    /// callback). The text says what was wrong.
+    #[error("{0}")]
+    Misuse(String),
+
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -67,9 +76,9 @@ pub struct LostInfo {
     pub gateway: String,
     /// What was observed, such as "connection closed" or a frame error.
     pub reason: String,
-    /// How the worker process ended, when it is known (for example "exit status: 3"
-    /// or "signal: 9 (SIGKILL)").
-    pub exit_status: Option<String>,
+    /// How the worker process ended, when it is known (displayed, for example, as
+    /// "exit status 3" or "signal 9 (SIGKILL)").
+    pub exit_status: Option<ExitStatus>,
     /// The last lines the worker wrote to its stderr (at most a few KiB).
     pub stderr_tail: String,
 }
@@ -87,7 +96,69 @@ impl fmt::Display for LostInfo {
     }
 }
 
+/// How a worker process ended: [`LostInfo::exit_status`].
+///
+/// Displayed as "exit status N" or "signal N (NAME)".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal with this number ended it.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The exit code, for [`ExitStatus::Code`].
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Code(c) => Some(*c),
+            ExitStatus::Signal(_) => None,
+        }
+    }
+
+    /// The signal number, for [`ExitStatus::Signal`].
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Signal(s) => Some(*s),
+            ExitStatus::Code(_) => None,
+        }
+    }
+
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit status {code}"),
+            ExitStatus::Signal(sig) => write!(f, "signal {sig} ({})", signal_name(*sig)),
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGINT => "SIGINT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
 impl Error {
+    pub(crate) fn misuse(message: impl Into<String>) -> Error {
+        Error::Misuse(message.into())
+    }
+
     pub(crate) fn data_format(message: impl Into<String>, offset: Option<usize>) -> Error {
         Error::DataFormat { message: message.into(), offset }
     }
@@ -128,6 +199,7 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::Spec { spec, reason } => Error::Spec { spec: spec.clone(), reason: reason.clone() },
+            Error::Misuse(message) => Error::Misuse(message.clone()),
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         }
     }
@@ -147,3 +219,33 @@ impl serde::de::Error for Error {
 
 /// `Result<T, execnet::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_display_as_before() {
+        assert_eq!(ExitStatus::Code(3).to_string(), "exit status 3");
+        assert_eq!(ExitStatus::Signal(9).to_string(), "signal 9 (SIGKILL)");
+        assert_eq!(ExitStatus::Signal(64).to_string(), "signal 64 (signal)");
+        let info = LostInfo {
+            gateway: "gw0".into(),
+            reason: "connection closed".into(),
+            exit_status: Some(ExitStatus::Signal(11)),
+            stderr_tail: "boom\n".into(),
+        };
+        assert_eq!(
+            info.to_string(),
+            "gateway gw0 lost: connection closed; worker process ended with signal 11 (SIGSEGV); \
+             its stderr ended with:\nboom"
+        );
+    }
+
+    #[test]
+    fn misuse_displays_its_message() {
+        let e = Error::misuse("channel 3 already has a callback");
+        assert_eq!(e.to_string(), "channel 3 already has a callback");
+        assert!(matches!(e.duplicate(), Error::Misuse(m) if m == "channel 3 already has a callback"));
+    }
+}

@@ -41,7 +41,7 @@ pub mod wire;
 pub mod worker;
 pub mod xspec;
 
-pub use error::{Error, LostInfo, Result};
+pub use error::{Error, ExitStatus, LostInfo, Result};
 pub use gateway::channel::{Channel, ChannelReader, ChannelWriter};
 pub use gateway::imports::{ImportForwarding, ImportServer, ImportStats};
 pub use gateway::output::{Output, OutputCapture, OutputStream};

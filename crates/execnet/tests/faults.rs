@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{eventually, popen, process_alive, LONG};
-use execnet::Error;
+use execnet::{Error, ExitStatus};
 
 /// How a worker is made to die mid-conversation.
 #[derive(Clone, Copy, Debug)]
@@ -87,9 +87,9 @@ fn death_wakes_everything(death: Death) {
         }
     }
     let want_status = match death {
-        Death::SigKill => "signal 9 (SIGKILL)",
-        Death::OsExit => "exit status 3",
-        Death::Segfault => "signal 11 (SIGSEGV)",
+        Death::SigKill => ExitStatus::Signal(9),
+        Death::OsExit => ExitStatus::Code(3),
+        Death::Segfault => ExitStatus::Signal(11),
     };
     for t in threads {
         let (r, when) = t.join().unwrap();
@@ -97,7 +97,9 @@ fn death_wakes_everything(death: Death) {
         assert!(late < Duration::from_secs(1), "{death:?}: returned {late:?} after the death");
         match r {
             Err(Error::GatewayLost(info)) => {
-                assert_eq!(info.exit_status.as_deref(), Some(want_status), "{death:?}: {info}");
+                assert_eq!(info.exit_status, Some(want_status), "{death:?}: {info}");
+                let text = want_status.to_string();
+                assert!(info.to_string().contains(&format!("ended with {text}")), "{death:?}: {info}");
                 assert!(info.stderr_tail.contains("marker-before-death"), "{death:?}: {info}");
             }
             other => panic!("{death:?}: expected GatewayLost, got {other:?}"),
@@ -214,7 +216,7 @@ fn terminate_interrupts_code_so_finally_blocks_run() {
             }
             assert!(marker.exists(), "{what}: the finally block did not run");
             let status = gw.lost_info().unwrap().exit_status;
-            assert_eq!(status.as_deref(), Some("exit status 0"), "{what}: not a clean exit");
+            assert_eq!(status, Some(ExitStatus::Code(0)), "{what}: not a clean exit");
             // The interrupt is the shutdown's doing, not an error of the code: the channel
             // ends with the gateway, as for code the exit cuts short.
             assert!(matches!(ch.waitclose(Some(LONG)), Err(Error::GatewayLost(_))), "{what}");
@@ -243,7 +245,7 @@ fn terminate_ends_code_that_ignores_the_interrupt() {
             let took = t0.elapsed();
             assert!(took < timeout + Duration::from_secs(1), "{what}: terminate took {took:?}");
             assert_reaped(pid, &what);
-            let status = gw.lost_info().unwrap().exit_status.unwrap_or_default();
+            let status = gw.lost_info().unwrap().exit_status.map(|s| s.to_string()).unwrap_or_default();
             if timeout < Duration::from_millis(800) {
                 assert_eq!(status, "signal 9 (SIGKILL)", "{what}");
             } else {
@@ -279,7 +281,7 @@ fn group_terminate_interrupts_every_gateway_in_parallel() {
     for (pid, marker, gw) in expected {
         assert_reaped(pid, gw.id());
         assert!(marker.exists(), "{}: the finally block did not run", gw.id());
-        assert_eq!(gw.lost_info().unwrap().exit_status.as_deref(), Some("exit status 0"), "{}", gw.id());
+        assert_eq!(gw.lost_info().unwrap().exit_status, Some(ExitStatus::Code(0)), "{}", gw.id());
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{eventually, popen, process_alive, LONG};
-use execnet::{Error, Group, MultiChannel, Value};
+use execnet::{Error, ExitStatus, Group, MultiChannel, Value};
 
 fn gw() -> execnet::Gateway {
     execnet::makegateway(popen("")).expect("popen gateway")
@@ -156,7 +156,7 @@ fn not_a_python_is_reported_as_lost_with_details() {
     let err = gw.remote_exec("channel.send(1)").and_then(|ch| ch.receive::<i32>()).unwrap_err();
     match err {
         Error::GatewayLost(info) => {
-            assert_eq!(info.exit_status.as_deref(), Some("exit status 1"), "{info}");
+            assert_eq!(info.exit_status, Some(ExitStatus::Code(1)), "{info}");
         }
         other => panic!("expected a lost gateway, got {other}"),
     }
@@ -200,6 +200,45 @@ fn receive_timeout_and_waitclose_timeout() {
     let err = ch.waitclose(Some(Duration::from_millis(100))).unwrap_err();
     assert!(err.is_timeout(), "{err}");
     ch.send(&()).unwrap();
+    ch.waitclose(Some(LONG)).unwrap();
+}
+
+#[test]
+fn try_receive_returns_at_once_then_yields_the_item() {
+    let gw = gw();
+    let ch = gw.remote_exec("channel.send(channel.receive() + 1)").unwrap();
+    let start = Instant::now();
+    assert_eq!(ch.try_receive::<i64>().unwrap(), None);
+    assert!(start.elapsed() < Duration::from_millis(100), "took {:?}", start.elapsed());
+    ch.send(&41).unwrap();
+    let mut got = None;
+    assert!(eventually(LONG, || {
+        got = ch.try_receive::<i64>().unwrap();
+        got.is_some()
+    }));
+    assert_eq!(got, Some(42));
+    // Once the remote code has finished and the queue is drained: the end of the
+    // channel, as receive reports it.
+    ch.waitclose(Some(LONG)).unwrap();
+    let err = ch.try_receive::<i64>().unwrap_err();
+    assert!(err.is_end_of_channel(), "{err}");
+}
+
+#[test]
+fn receive_deadline_times_out_at_once_when_past_and_succeeds_before_it() {
+    let gw = gw();
+    let ch = gw.remote_exec("channel.send(channel.receive() * 2)").unwrap();
+    let start = Instant::now();
+    let err = ch.receive_deadline::<i64>(start - Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert!(start.elapsed() < Duration::from_millis(100), "took {:?}", start.elapsed());
+    let start = Instant::now();
+    let err = ch.receive_deadline::<i64>(start + Duration::from_millis(200)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    ch.send(&21).unwrap();
+    let got: i64 = ch.receive_deadline(Instant::now() + LONG).unwrap();
+    assert_eq!(got, 42);
     ch.waitclose(Some(LONG)).unwrap();
 }
 
@@ -263,8 +302,10 @@ fn callback_with_endmarker() {
     .unwrap();
     done_rx.recv_timeout(LONG).unwrap();
     assert_eq!(*got.lock().unwrap(), vec![0, 1, 2, 3, 4, -1]);
-    // receive on a channel with a callback is refused
-    assert!(ch.receive::<i64>().is_err());
+    // receive on a channel with a callback is refused, as a misuse
+    let err = ch.receive::<i64>().unwrap_err();
+    assert!(matches!(err, Error::Misuse(_)), "{err:?}");
+    assert!(err.to_string().contains("has a callback"), "{err}");
 }
 
 /// A callback is dropped once it has had the end, not kept with the channel: what it
@@ -715,7 +756,7 @@ fn killed_worker_is_reported_with_status_and_stderr() {
     let err = waiter.join().unwrap().unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(2));
     let Error::GatewayLost(info) = err else { panic!("expected lost, got {err}") };
-    assert_eq!(info.exit_status.as_deref(), Some("exit status 3"), "{info}");
+    assert_eq!(info.exit_status, Some(ExitStatus::Code(3)), "{info}");
     assert!(info.stderr_tail.contains("last words"), "{info}");
 }
 
@@ -917,7 +958,7 @@ fn a_receiver_reading_for_itself_learns_of_a_lost_gateway() {
     });
     let began = Instant::now();
     match ch.receive::<i64>() {
-        Err(Error::GatewayLost(info)) => assert!(info.exit_status.unwrap_or_default().contains("SIGKILL")),
+        Err(Error::GatewayLost(info)) => assert_eq!(info.exit_status, Some(ExitStatus::Signal(libc::SIGKILL))),
         other => panic!("expected a lost gateway, got {other:?}"),
     }
     assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());

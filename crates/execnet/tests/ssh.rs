@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::sshd::{sshd, Sshd};
 use common::{eventually, process_alive, LONG};
-use execnet::{Error, Gateway, Group, MultiChannel, Value};
+use execnet::{Error, ExitStatus, Gateway, Group, MultiChannel, Value};
 use serde_bytes::ByteBuf;
 
 fn server() -> Option<&'static Sshd> {
@@ -179,7 +179,7 @@ fn remote_worker_killed_is_reported() {
         .remote_exec("import os, sys\nsys.stderr.write('last words\\n'); sys.stderr.flush()\nos._exit(3)")
         .unwrap();
     let info = lost(ch.receive::<Value>().unwrap_err());
-    assert_eq!(info.exit_status.as_deref(), Some("exit status 3"), "{info}");
+    assert_eq!(info.exit_status, Some(ExitStatus::Code(3)), "{info}");
     assert!(info.stderr_tail.contains("last words"), "{info}");
 }
 
@@ -192,7 +192,7 @@ fn wrong_port_says_unreachable() {
     let gw = execnet::makegateway(format!("ssh={}", s.host_args(port, &s.key))).unwrap();
     let info = lost(gw.rinfo().unwrap_err());
     assert!(info.reason.contains("host unreachable"), "{info}");
-    assert_eq!(info.exit_status.as_deref(), Some("exit status 255"), "{info}");
+    assert_eq!(info.exit_status, Some(ExitStatus::Code(255)), "{info}");
     assert!(info.stderr_tail.contains("Connection refused"), "ssh's own message: {info}");
 }
 
@@ -229,7 +229,7 @@ fn missing_remote_python_is_named() {
     let err = gw.remote_exec("channel.send(1)").and_then(|ch| ch.receive::<i32>()).unwrap_err();
     let info = lost(err);
     assert!(info.reason.contains("did not find the interpreter \"/nonexistent/python3.99\""), "{info}");
-    assert_eq!(info.exit_status.as_deref(), Some("exit status 127"), "{info}");
+    assert_eq!(info.exit_status, Some(ExitStatus::Code(127)), "{info}");
     assert!(info.stderr_tail.contains("/nonexistent/python3.99"), "the remote shell's message: {info}");
     let text = Error::GatewayLost(info).to_string();
     assert!(text.contains("python="), "{text}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::sshd::sshd;
 use common::{eventually, popen, process_alive, LONG};
-use execnet::{Error, Gateway, Group, Value};
+use execnet::{Error, ExitStatus, Gateway, Group, Value};
 
 /// (pid, parent pid) of the worker behind `gw`.
 fn pids(gw: &Gateway) -> (u32, u32) {
@@ -107,7 +107,7 @@ fn via_errors_are_explained() {
     // a worker that fails at start: its stderr and exit status come through the relay
     let gw = group.makegateway("popen//via=m//chdir=/proc/no/such/dir").unwrap();
     let info = lost(gw.rinfo().unwrap_err());
-    assert_eq!(info.exit_status.as_deref(), Some("exit status 1"), "{info}");
+    assert_eq!(info.exit_status, Some(ExitStatus::Code(1)), "{info}");
     assert!(info.stderr_tail.contains("cannot change into directory"), "{info}");
     // transports the relay cannot carry, and direct starts of via specs
     let err = group.makegateway("socket=127.0.0.1:1//via=m").unwrap_err();
@@ -134,7 +134,7 @@ fn ssh_via_popen() {
     let bad = group.makegateway(format!("{}//via=jump", s.spec("python=/nonexistent/py"))).unwrap();
     let info = lost(bad.rinfo().unwrap_err());
     assert!(info.reason.contains("did not find the interpreter"), "{info}");
-    assert_eq!(info.exit_status.as_deref(), Some("exit status 127"), "{info}");
+    assert_eq!(info.exit_status, Some(ExitStatus::Code(127)), "{info}");
     let err = group.makegateway(format!("{}//via=jump", s.spec("ssh_share"))).unwrap_err();
     assert!(err.to_string().contains("ssh_share does not combine with via="), "{err}");
 }

@@ -370,6 +370,27 @@ impl Channel {
         self.receive_inner(Some(timeout))
     }
 
+    /// Like [`Channel::receive_timeout`] with an absolute deadline: gives up with
+    /// [`Error::Timeout`] at `deadline`. A deadline already past still returns an item
+    /// that is queued (or has arrived unread), and otherwise times out at once. Handy for
+    /// one time limit over several receives.
+    pub fn receive_deadline<T: DeserializeOwned>(&self, deadline: Instant) -> Result<T> {
+        self.receive_timeout(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Receives an item if one is there, without waiting: `Ok(Some(item))` for an item
+    /// already queued (or already arrived and not yet read), `Ok(None)` when none has
+    /// come yet. The errors are those of [`Channel::receive`]: once the peer closed the
+    /// channel and the queue is drained, [`Error::EndOfChannel`], [`Error::Remote`] or
+    /// [`Error::GatewayLost`]; never [`Error::Timeout`].
+    pub fn try_receive<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        match self.receive_inner(Some(Duration::ZERO)) {
+            Ok(item) => Ok(Some(item)),
+            Err(Error::Timeout(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn receive_inner<T: DeserializeOwned>(&self, timeout: Option<Duration>) -> Result<T> {
         let payload = self.next_payload(timeout)?;
         wire::with_gateway(self.h.gateway.inner.uid, || wire::de::from_payload(&payload))
@@ -385,10 +406,7 @@ impl Channel {
         let mut read_here = true;
         loop {
             if inner.callback.is_some() {
-                return Err(Error::Io(std::io::Error::other(format!(
-                    "cannot receive on channel {}: it has a callback",
-                    state.id
-                ))));
+                return Err(Error::misuse(format!("cannot receive on channel {}: it has a callback", state.id)));
             }
             if let Some(item) = inner.queue.pop_front() {
                 state.budget.sub(item_cost(item.len()));
@@ -610,10 +628,7 @@ impl Channel {
         let state = &self.h.state;
         let mut inner = lock(&state.inner);
         if inner.callback.is_some() {
-            return Err(Error::Io(std::io::Error::other(format!(
-                "channel {} already has a callback",
-                state.id
-            ))));
+            return Err(Error::misuse(format!("channel {} already has a callback", state.id)));
         }
         inner.callback = Some(cb.clone());
         // Lock the callback before releasing the state so that the reader thread, which

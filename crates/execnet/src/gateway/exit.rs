@@ -3,7 +3,7 @@
 //! still running; kill at the deadline), written once for one gateway and for many
 //! ([`terminate_all`]), and the loss report once the connection is gone.
 
-use std::process::{Child, ExitStatus};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread;
@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use super::channel::EndReason;
 use super::{Gateway, GatewayInner};
-use crate::error::LostInfo;
+use crate::error::{ExitStatus, LostInfo};
 use crate::sync::lock;
 use crate::sys;
 
 /// The local process serving a gateway (popen, ssh, exec), if any, and how it ends.
 pub(super) struct Process {
     child: Mutex<Option<Child>>,
-    exit_status: OnceLock<String>,
+    exit_status: OnceLock<Option<ExitStatus>>,
     /// Forces a connection without a local child closed (see `Connection::force_close`).
     force_close: Option<Box<dyn Fn() + Send + Sync>>,
     /// A process of this host that SIGINT reaches: a popen worker (an ssh gateway's
@@ -54,7 +54,7 @@ impl Process {
         lock(&self.child).as_ref().map(Child::id)
     }
 
-    fn record(&self, status: ExitStatus) {
+    fn record(&self, status: std::process::ExitStatus) {
         let _ = self.exit_status.set(describe_status(status));
     }
 
@@ -246,7 +246,7 @@ impl GatewayInner {
         let mut info = LostInfo {
             gateway: self.id.clone(),
             reason,
-            exit_status: self.process.exit_status.get().cloned(),
+            exit_status: self.process.exit_status.get().copied().flatten(),
             stderr_tail: self.stderr_tail.text(),
         };
         if let (Some(explain), false, false) = (&self.explain_loss, exiting, terminated) {
@@ -261,34 +261,13 @@ impl GatewayInner {
     }
 }
 
-fn describe_status(status: ExitStatus) -> String {
+/// The status of a reaped process; `None` for one that neither exited nor was killed
+/// (a stopped process, which `wait` does not report).
+fn describe_status(status: std::process::ExitStatus) -> Option<ExitStatus> {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (None, None) => status.to_string(),
-        (code, signal) => describe_exit(code, signal),
-    }
-}
-
-/// "exit status N" or "signal N (NAME)", as [`LostInfo::exit_status`] says it (transports
-/// that learn a remote process's end use it too; see `transport::exit_code_of`).
-pub(crate) fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
-    match (code, signal) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => format!("signal {sig} ({})", signal_name(sig)),
-        (None, None) => "an unknown status".to_string(),
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGINT => "SIGINT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGHUP => "SIGHUP",
-        _ => "signal",
+        (Some(code), _) => Some(ExitStatus::Code(code)),
+        (None, Some(sig)) => Some(ExitStatus::Signal(sig)),
+        (None, None) => None,
     }
 }

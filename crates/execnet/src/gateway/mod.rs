@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-pub(crate) use self::exit::{describe_exit, terminate_all};
+pub(crate) use self::exit::terminate_all;
 pub use self::source::Source;
 use self::stderr::StderrTail;
 use crate::error::{Error, LostInfo, Result};

@@ -163,8 +163,8 @@ impl RSync {
 
     /// Brings every target added since the last send in line with the source tree, all
     /// at once. Errors: the failure of the first target (in the order added) that failed,
-    /// once every target has finished; [`Error::Io`] when there are no targets or the
-    /// source cannot be listed. [`RSync::send_each`] gives every target's result.
+    /// once every target has finished; [`Error::Misuse`] when there are no targets,
+    /// [`Error::Io`] when the source cannot be listed. [`RSync::send_each`] gives every target's result.
     pub fn send(&mut self) -> Result<Vec<TargetReport>> {
         self.send_each(&|_| {})?.into_iter().collect()
     }
@@ -175,10 +175,7 @@ impl RSync {
     /// source that cannot be listed.
     pub fn send_each(&mut self, progress: &(dyn Fn(Progress<'_>) + Sync)) -> Result<Vec<Result<TargetReport>>> {
         if self.targets.is_empty() {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "rsync: no targets to send to (add_target first)",
-            )));
+            return Err(Error::misuse("rsync: no targets to send to (add_target first)"));
         }
         let (entries, files) = self.listing()?;
         let targets = std::mem::take(&mut self.targets);

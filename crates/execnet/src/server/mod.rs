@@ -163,14 +163,14 @@ pub fn load_token_file(path: &Path) -> Result<Vec<u8>> {
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(invalid_input(format!(
+        return Err(Error::misuse(format!(
             "the token file {} can be read by other users (mode {mode:04o}): run chmod 600 on it",
             path.display()
         )));
     }
     let token = auth::read_token_file(path)?;
     if token.len() < MIN_TOKEN_LEN {
-        return Err(invalid_input(format!(
+        return Err(Error::misuse(format!(
             "the token in {} is {} bytes long: use at least {MIN_TOKEN_LEN} random bytes, for example \
              `head -c 32 /dev/urandom | base64 > FILE`",
             path.display(),
@@ -306,13 +306,13 @@ impl Server {
     /// rules on non-loopback addresses).
     pub fn bind(config: ServeConfig) -> Result<Server> {
         if config.listen.is_empty() && config.unix.is_none() {
-            return Err(invalid_input("nothing to listen on: give a TCP address or a Unix socket path".into()));
+            return Err(Error::misuse("nothing to listen on: give a TCP address or a Unix socket path"));
         }
         if config.max_connections == 0 {
-            return Err(invalid_input("the connection limit must be at least 1".into()));
+            return Err(Error::misuse("the connection limit must be at least 1"));
         }
         if config.token.as_ref().is_some_and(|t| t.is_empty()) {
-            return Err(invalid_input("the access token is empty".into()));
+            return Err(Error::misuse("the access token is empty"));
         }
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
@@ -465,7 +465,7 @@ impl Server {
 /// Resolves a listen address (`HOST:PORT` or `[IPV6]:PORT`).
 fn resolve_listen(spec: &str) -> Result<Vec<SocketAddr>> {
     crate::net::split_host_port(spec)
-        .map_err(|reason| invalid_input(format!("cannot listen on {spec}: {reason}")))?;
+        .map_err(|reason| Error::misuse(format!("cannot listen on {spec}: {reason}")))?;
     let addrs: Vec<SocketAddr> = spec
         .to_socket_addrs()
         .map_err(|e| invalid_input(format!("cannot listen on {spec}: cannot resolve it ({e})")))?
@@ -489,7 +489,7 @@ fn check_exposure(spec: &str, addrs: &[SocketAddr], config: &ServeConfig) -> Res
         );
         return Ok(());
     }
-    Err(invalid_input(format!(
+    Err(Error::misuse(format!(
         "refusing to listen on {spec} ({open}) without an access token: it is not a loopback \
          address, and anyone who can connect to it could run code as this user. Configure a token \
          (execnet serve --token-file FILE; clients add //token_file=FILE to their spec), or, on a \

@@ -167,7 +167,7 @@ impl ExecTarget {
         if ready {
             return;
         }
-        let code = exit_code_of(info.exit_status.as_deref());
+        let code = exit_code_of(info.exit_status);
         if let Some(why) = classify(self.kind, &info.stderr_tail, code) {
             info.reason = format!("{} failed: {why}", self.display());
             return;

@@ -125,9 +125,9 @@ impl<P: Write + std::os::fd::AsRawFd> Write for GrowingPipe<P> {
     }
 }
 
-/// The exit code in a [`LostInfo::exit_status`] text ("exit status 255" gives 255).
-pub(crate) fn exit_code_of(status: Option<&str>) -> Option<i32> {
-    status?.strip_prefix("exit status ")?.trim().parse().ok()
+/// The exit code in a [`LostInfo::exit_status`], if the process exited.
+pub(crate) fn exit_code_of(status: Option<crate::ExitStatus>) -> Option<i32> {
+    status?.code()
 }
 
 #[cfg(test)]
@@ -156,10 +156,11 @@ mod tests {
 
     #[test]
     fn exit_codes_read_back_from_status_texts() {
-        let text = crate::gateway::describe_exit(Some(255), None);
-        assert_eq!(exit_code_of(Some(&text)), Some(255));
-        let text = crate::gateway::describe_exit(None, Some(9));
-        assert_eq!(exit_code_of(Some(&text)), None);
+        use crate::ExitStatus;
+        assert_eq!(exit_code_of(Some(ExitStatus::Code(255))), Some(255));
+        assert_eq!(ExitStatus::Code(255).to_string(), "exit status 255");
+        assert_eq!(exit_code_of(Some(ExitStatus::Signal(9))), None);
+        assert_eq!(ExitStatus::Signal(9).to_string(), "signal 9 (SIGKILL)");
         assert_eq!(exit_code_of(None), None);
     }
 }

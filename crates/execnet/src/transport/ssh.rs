@@ -214,7 +214,7 @@ pub(crate) fn sh_quote(s: &str) -> String {
 
 /// Rewrites the reason of a lost ssh gateway from ssh's exit status and messages.
 pub(crate) fn explain(info: &mut LostInfo, ready: bool, host: &str, python: &str) {
-    let code = exit_code_of(info.exit_status.as_deref());
+    let code = exit_code_of(info.exit_status);
     let reason = match (ready, code) {
         (false, Some(255)) => {
             format!("ssh could not open a session on {host}: {}", classify(&info.stderr_tail))
@@ -537,22 +537,22 @@ mod tests {
 
     #[test]
     fn lost_info_is_explained() {
-        let info = |status: &str, stderr: &str| LostInfo {
+        let info = |code: i32, stderr: &str| LostInfo {
             gateway: "gw0".into(),
             reason: "ssh h ended before the worker was ready".into(),
-            exit_status: Some(status.into()),
+            exit_status: Some(crate::ExitStatus::Code(code)),
             stderr_tail: stderr.into(),
         };
-        let mut i = info("exit status 255", "ssh: connect to host h port 1: Connection refused\n");
+        let mut i = info(255, "ssh: connect to host h port 1: Connection refused\n");
         explain(&mut i, false, "h", "python3");
         assert!(i.reason.starts_with("ssh could not open a session on h: host unreachable"), "{}", i.reason);
-        let mut i = info("exit status 127", "bash: line 1: nopython: command not found\n");
+        let mut i = info(127, "bash: line 1: nopython: command not found\n");
         explain(&mut i, false, "h", "nopython");
         assert!(i.reason.contains("did not find the interpreter \"nopython\""), "{}", i.reason);
-        let mut i = info("exit status 1", "Traceback ...\n");
+        let mut i = info(1, "Traceback ...\n");
         explain(&mut i, false, "h", "python3");
         assert_eq!(i.reason, "ssh h ended before the worker was ready");
-        let mut i = info("exit status 255", "Connection to h closed by remote host.\n");
+        let mut i = info(255, "Connection to h closed by remote host.\n");
         i.reason = "the worker closed the connection".into();
         explain(&mut i, true, "h", "python3");
         assert!(i.reason.starts_with("the ssh connection to h broke"), "{}", i.reason);

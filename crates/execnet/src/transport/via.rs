@@ -32,8 +32,8 @@ use serde::Serialize;
 use super::exec::ExecTarget;
 use super::ssh::{share_persist, SshTarget};
 use super::{Connection, ExplainLoss};
-use crate::error::{Error, LostInfo, Result};
-use crate::gateway::{describe_exit, Gateway, Source};
+use crate::error::{Error, ExitStatus, LostInfo, Result};
+use crate::gateway::{Gateway, Source};
 use crate::sync::lock;
 use crate::worker::{self, WorkerConfig, BOOTSTRAP_ONELINER, DEFAULT_PYTHON};
 use crate::xspec::{Transport, XSpec};
@@ -244,10 +244,11 @@ impl RelayEnd {
         }
         if info.exit_status.is_none() {
             let code = *lock(&self.returncode);
-            info.exit_status = code.map(|c| match i32::try_from(c) {
-                Ok(c) if c < 0 => describe_exit(None, Some(-c)),
-                Ok(c) => describe_exit(Some(c), None),
-                Err(_) => format!("exit status {c}"),
+            // Python's returncode: -N when signal N ended the process.
+            info.exit_status = code.and_then(|c| match i32::try_from(c) {
+                Ok(c) if c < 0 => c.checked_neg().map(ExitStatus::Signal),
+                Ok(c) => Some(ExitStatus::Code(c)),
+                Err(_) => None,
             });
         }
         if let Some(explain) = ssh {
