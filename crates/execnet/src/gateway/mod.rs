@@ -52,7 +52,10 @@ pub const DEFAULT_QUEUE_LIMIT: usize = 64 << 20;
 
 fn registry() -> MutexGuard<'static, HashMap<u64, Weak<GatewayHandle>>> {
     static REGISTRY: OnceLock<Mutex<HashMap<u64, Weak<GatewayHandle>>>> = OnceLock::new();
-    lock(REGISTRY.get_or_init(Default::default))
+    lock(REGISTRY.get_or_init(|| {
+        crate::wire::set_channel_resolver(lookup_channel);
+        Mutex::default()
+    }))
 }
 
 /// Turns `(gateway uid, channel id)` from received data into a live channel handle.

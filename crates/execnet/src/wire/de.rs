@@ -368,7 +368,7 @@ fn build_value(tape: &Tape<'_>, item: &Item<'_>) -> Result<super::value::Value> 
 /// The channel a loaded CHANNEL names, in the gateway the load runs for.
 fn lookup_channel(id: i32) -> Result<crate::Channel> {
     let uid = channel_uid(None)?;
-    crate::gateway::lookup_channel(uid, id).map_err(<Error as de::Error>::custom)
+    super::resolve_channel(uid, id).map_err(<Error as de::Error>::custom)
 }
 
 /// A deserializer over one node (of a loaded tape or of a `Value`). When `TAGGED`, as

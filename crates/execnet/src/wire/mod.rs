@@ -13,7 +13,8 @@
 //! is being sent on ([`with_gateway`]). When loading, opcode `B` is presented to the
 //! visitor as `visit_newtype_struct` over the same `(uid, id)` tuple, where uid is the
 //! gateway of the current [`with_gateway`] scope; outside such a scope it is an error.
-//! [`crate::gateway::lookup_channel`] turns `(uid, id)` into a live `Channel`.
+//! The gateway layer hands in the function that turns `(uid, id)` into a live
+//! `Channel` ([`set_channel_resolver`]); this module never calls into gateways itself.
 
 pub mod de;
 pub mod frame;
@@ -89,6 +90,28 @@ pub(crate) fn with_gateway<R>(uid: u64, f: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(CURRENT_GATEWAY.with(|c| c.replace(Some(uid))));
     f()
+}
+
+/// How `(gateway uid, channel id)` in loaded data becomes a live channel handle.
+pub(crate) type ChannelResolver = fn(u64, i32) -> Result<crate::Channel>;
+
+static CHANNEL_RESOLVER: std::sync::OnceLock<ChannelResolver> = std::sync::OnceLock::new();
+
+/// Hands the wire format the gateway layer's [`ChannelResolver`]; the gateway registry
+/// does so when it is first used, before any gateway (and so any channel) exists.
+pub(crate) fn set_channel_resolver(resolve: ChannelResolver) {
+    let _ = CHANNEL_RESOLVER.set(resolve);
+}
+
+/// The live channel that `(uid, id)` in loaded data names.
+pub(crate) fn resolve_channel(uid: u64, id: i32) -> Result<crate::Channel> {
+    match CHANNEL_RESOLVER.get() {
+        Some(resolve) => resolve(uid, id),
+        None => Err(crate::Error::data_format(
+            format!("channel {id} arrived for a gateway that no longer exists"),
+            None,
+        )),
+    }
 }
 
 /// The gateway of the innermost [`with_gateway`] scope on this thread.

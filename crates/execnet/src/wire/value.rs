@@ -1222,7 +1222,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
                     }
                     CHANNEL_TOKEN => {
                         let (uid, id): (u64, i32) = map.next_value()?;
-                        let ch = crate::gateway::lookup_channel(uid, id).map_err(de::Error::custom)?;
+                        let ch = super::resolve_channel(uid, id).map_err(de::Error::custom)?;
                         Some(Value::Channel(ch))
                     }
                     DICT_TOKEN => Some(Value::Dict(map.next_value()?)),

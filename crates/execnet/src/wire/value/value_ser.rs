@@ -122,7 +122,7 @@ impl Serializer for ValueSer {
                         "the channel token must wrap (gateway uid: u64, id: i32), found {inner}"
                     ));
                 };
-                Ok(Value::Channel(crate::gateway::lookup_channel(uid, id)?))
+                Ok(Value::Channel(crate::wire::resolve_channel(uid, id)?))
             }
             COMPLEX_TOKEN => {
                 let inner = v.serialize(ValueSer)?;
