@@ -32,14 +32,41 @@ WORKER_PATH = Path(__file__).resolve().parents[2] / "crates" / "execnet" / "src"
 WORKER_SOURCE = WORKER_PATH.read_text(encoding="utf-8")
 BOOTSTRAP = "import sys;exec(eval(sys.stdin.readline()))"
 
-STATUS = 0
-RECONFIGURE = 1
-GATEWAY_TERMINATE = 2
-CHANNEL_EXEC = 3
-CHANNEL_DATA = 4
-CHANNEL_CLOSE = 5
-CHANNEL_CLOSE_ERROR = 6
-CHANNEL_LAST_MESSAGE = 7
+
+
+def _load_worker():
+    """worker.py loaded into this (CPython) process as a module (it starts nothing)."""
+    module = types.ModuleType("execnet_worker_under_test")
+    exec(compile(WORKER_SOURCE, str(WORKER_PATH), "exec"), module.__dict__)
+    return module
+
+
+WORKER = _load_worker()
+
+# The message codes and opcodes, read from the worker rather than written again here.
+STATUS = WORKER.STATUS
+RECONFIGURE = WORKER.RECONFIGURE
+GATEWAY_TERMINATE = WORKER.GATEWAY_TERMINATE
+CHANNEL_EXEC = WORKER.CHANNEL_EXEC
+CHANNEL_DATA = WORKER.CHANNEL_DATA
+CHANNEL_CLOSE = WORKER.CHANNEL_CLOSE
+CHANNEL_CLOSE_ERROR = WORKER.CHANNEL_CLOSE_ERROR
+CHANNEL_LAST_MESSAGE = WORKER.CHANNEL_LAST_MESSAGE
+OP = WORKER.Op
+
+
+def payload(*parts):
+    """A payload written by hand: opcode names (the worker's Op), ints (i32 operands)
+    and bytes (as they are)."""
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(bytes((getattr(OP, part),)))
+        elif isinstance(part, int):
+            out.append(struct.pack("!i", part))
+        else:
+            out.append(part)
+    return b"".join(out)
 
 HEADER = struct.Struct("!bii")
 TIMEOUT = 10.0  # generous upper bound for anything that should happen "soon"
@@ -399,9 +426,7 @@ def worker(spawn):
 @pytest.fixture(scope="session")
 def worker_module():
     """worker.py loaded into this (CPython) process, for direct serializer tests."""
-    module = types.ModuleType("execnet_worker_under_test")
-    exec(compile(WORKER_SOURCE, str(WORKER_PATH), "exec"), module.__dict__)
-    return module
+    return WORKER
 
 
 def wait_until(predicate, timeout=TIMEOUT, interval=0.01):

@@ -9,7 +9,7 @@ import math
 import struct
 
 import pytest
-from conftest import Channel, dumps, loads
+from conftest import Channel, dumps, loads, payload
 from execnet import gateway_base
 
 # Values whose execnet serialization has a fixed byte order (no sets with
@@ -78,10 +78,10 @@ def test_protocol_example(worker_module):
 
 
 def test_ints_below_i32_use_longint(worker_module):
-    payload = worker_module.dumps(-(2**31) - 1)
-    assert payload == b"H" + struct.pack("!i", 11) + b"-2147483649" + b"Q"
+    dumped = worker_module.dumps(-(2**31) - 1)
+    assert dumped == payload("LONGINT", 11, b"-2147483649", "STOP")
     # execnet loads it correctly even though it cannot dump it
-    assert gateway_base.loads_internal(payload) == -(2**31) - 1
+    assert gateway_base.loads_internal(dumped) == -(2**31) - 1
 
 
 def test_nan_round_trip(worker_module):
@@ -110,10 +110,10 @@ def test_channel_dumps_like_execnet(worker_module):
 @pytest.mark.parametrize(
     "payload, expected",
     [
-        (b"G" + struct.pack("!i", -5) + b"Q", -5),
-        (b"I" + struct.pack("!i", 3) + b"123Q", 123),
-        (b"M" + struct.pack("!i", 2) + b"\xe4\xf6Q", "\u00e4\u00f6"),
-        (b"S" + struct.pack("!i", 2) + "\u00e4".encode() + b"Q", "\u00e4"),
+        (payload("LONG", -5, "STOP"), -5),
+        (payload("LONGLONG", 3, b"123", "STOP"), 123),
+        (payload("PY2STRING", 2, b"\xe4\xf6", "STOP"), "\u00e4\u00f6"),
+        (payload("UNICODE", 2, "\u00e4".encode(), "STOP"), "\u00e4"),
     ],
     ids=["G-long", "I-longlong", "M-py2string", "S-unicode"],
 )
@@ -124,29 +124,29 @@ def test_legacy_opcodes(worker_module, payload, expected):
 
 BAD_PAYLOADS = {
     "empty": b"",
-    "no stop": b"L",
+    "no stop": payload("NONE"),
     "unknown opcode": b"Z",
-    "nothing on stack": b"Q",
-    "two objects": b"LLQ",
-    "stray bytes after stop": b"LQL",
-    "truncated int": b"F\x00\x00Q",
-    "truncated float": b"D\x00\x00\x00Q",
-    "negative length": b"N\xff\xff\xff\xffQ",
-    "length past end": b"A\x00\x00\x10\x00abcQ",
-    "huge list": b"K\x7f\xff\xff\xffQ",
-    "negative list": b"K\xff\xff\xff\xffQ",
-    "tuple with too few items": b"L@\x00\x00\x00\x02Q",
-    "negative tuple": b"@\xff\xff\xff\xffQ",
-    "setitem on short stack": b"JLPQ",
-    "setitem into int": b"F\x00\x00\x00\x01LLPQ",
-    "list index out of range": b"K\x00\x00\x00\x01F\x00\x00\x00\x05LPQ",
-    "list index not int": b"K\x00\x00\x00\x01LLPQ",
-    "unhashable key": b"JK\x00\x00\x00\x00LPQ",
-    "unhashable set item": b"K\x00\x00\x00\x00O\x00\x00\x00\x01Q",
-    "invalid utf-8": b"N\x00\x00\x00\x01\xffQ",
-    "bad longint digits": b"H\x00\x00\x00\x031a2Q",
-    "longint with spaces": b"H\x00\x00\x00\x03 12Q",
-    "empty longint": b"H\x00\x00\x00\x00Q",
+    "nothing on stack": payload("STOP"),
+    "two objects": payload("NONE", "NONE", "STOP"),
+    "stray bytes after stop": payload("NONE", "STOP", "NONE"),
+    "truncated int": payload("INT", b"\x00\x00", "STOP"),
+    "truncated float": payload("FLOAT", b"\x00\x00\x00", "STOP"),
+    "negative length": payload("PY3STRING", -1, "STOP"),
+    "length past end": payload("BYTES", 0x1000, b"abc", "STOP"),
+    "huge list": payload("NEWLIST", 0x7FFFFFFF, "STOP"),
+    "negative list": payload("NEWLIST", -1, "STOP"),
+    "tuple with too few items": payload("NONE", "BUILDTUPLE", 2, "STOP"),
+    "negative tuple": payload("BUILDTUPLE", -1, "STOP"),
+    "setitem on short stack": payload("NEWDICT", "NONE", "SETITEM", "STOP"),
+    "setitem into int": payload("INT", 1, "NONE", "NONE", "SETITEM", "STOP"),
+    "list index out of range": payload("NEWLIST", 1, "INT", 5, "NONE", "SETITEM", "STOP"),
+    "list index not int": payload("NEWLIST", 1, "NONE", "NONE", "SETITEM", "STOP"),
+    "unhashable key": payload("NEWDICT", "NEWLIST", 0, "NONE", "SETITEM", "STOP"),
+    "unhashable set item": payload("NEWLIST", 0, "SET", 1, "STOP"),
+    "invalid utf-8": payload("PY3STRING", 1, b"\xff", "STOP"),
+    "bad longint digits": payload("LONGINT", 3, b"1a2", "STOP"),
+    "longint with spaces": payload("LONGINT", 3, b" 12", "STOP"),
+    "empty longint": payload("LONGINT", 0, "STOP"),
 }
 
 

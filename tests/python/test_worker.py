@@ -18,6 +18,7 @@ from conftest import (
     STATUS,
     Channel,
     dumps,
+    payload,
     wait_until,
 )
 
@@ -160,18 +161,18 @@ def test_worker_serializer_matches_execnet_for_values_made_remotely(worker):
 
 
 @pytest.mark.parametrize(
-    "payload, expected",
+    "data, expected",
     [
-        (b"G" + struct.pack("!i", -5) + b"Q", -5),
-        (b"I" + struct.pack("!i", 2) + b"77Q", 77),
-        (b"M" + struct.pack("!i", 1) + b"\xe9Q", "\u00e9"),
-        (b"S" + struct.pack("!i", 2) + b"\xc3\xa9Q", "\u00e9"),
+        (payload("LONG", -5, "STOP"), -5),
+        (payload("LONGLONG", 2, b"77", "STOP"), 77),
+        (payload("PY2STRING", 1, b"\xe9", "STOP"), "\u00e9"),
+        (payload("UNICODE", 2, b"\xc3\xa9", "STOP"), "\u00e9"),
     ],
     ids=["G", "I", "M", "S"],
 )
-def test_legacy_opcodes_over_the_wire(worker, payload, expected):
+def test_legacy_opcodes_over_the_wire(worker, data, expected):
     channel = worker.exec_(ECHO)
-    worker.send(CHANNEL_DATA, channel, payload)
+    worker.send(CHANNEL_DATA, channel, data)
     assert worker.receive(channel) == expected
     worker.send(CHANNEL_CLOSE, channel)
 
@@ -189,7 +190,7 @@ def test_bad_data_payload_closes_that_channel_only(worker):
             """
         )
     )
-    worker.send(CHANNEL_DATA, channel, b"K\x7f\xff\xff\xffQ")  # a list of 2**31-1 items
+    worker.send(CHANNEL_DATA, channel, payload("NEWLIST", 0x7FFFFFFF, "STOP"))  # 2**31-1 items
     text = worker.expect_close_error(channel)
     assert "LoadError" in text and "bad list length" in text
     assert wait_until(lambda: "remote saw LoadError" in worker.stderr)
@@ -197,16 +198,15 @@ def test_bad_data_payload_closes_that_channel_only(worker):
 
 
 def test_loader_robustness_under_this_interpreter(worker):
-    # The same checks as test_serializer.py, run by the remote interpreter.
-    (results,) = worker.run(
+    # The same bad payloads as test_serializer.py, loaded by the remote interpreter.
+    from test_serializer import BAD_PAYLOADS
+
+    channel = worker.exec_(
         src(
             """
             import __main__
-            bad = [b"", b"Z", b"LLQ", b"N\\xff\\xff\\xff\\xffQ", b"A\\x00\\x00\\x10\\x00abcQ",
-                   b"K\\x7f\\xff\\xff\\xffQ", b"L@\\x00\\x00\\x00\\x02Q", b"JLPQ",
-                   b"JK\\x00\\x00\\x00\\x00LPQ", b"N\\x00\\x00\\x00\\x01\\xffQ", b"F\\x00Q"]
             results = []
-            for payload in bad:
+            for payload in channel.receive():
                 try:
                     __main__.loads(payload)
                 except __main__.LoadError as exc:
@@ -217,6 +217,9 @@ def test_loader_robustness_under_this_interpreter(worker):
             """
         )
     )
+    worker.send(CHANNEL_DATA, channel, dumps(list(BAD_PAYLOADS.values())))
+    results = worker.receive(channel)
+    assert len(results) == len(BAD_PAYLOADS)
     assert None not in results and all(results)
 
 

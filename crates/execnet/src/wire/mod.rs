@@ -1,6 +1,7 @@
 //! The wire format: frames (PROTOCOL.md section 2) and serialized objects (section 3).
 //!
 //! * [`frame`]: the 9-byte frame header and message codes.
+//! * [`opcode`]: the object format's opcodes, by name.
 //! * [`ser`] / [`de`]: serde `Serializer` and `Deserializer` for the opcode format, so that
 //!   any `Serialize` can be sent and any `DeserializeOwned` received.
 //! * [`value`]: [`Value`], which holds any Python value the format carries.
@@ -18,6 +19,7 @@
 
 pub mod de;
 pub mod frame;
+pub mod opcode;
 pub mod pyrepr;
 pub mod ser;
 pub(crate) mod shared;

@@ -29,6 +29,7 @@ use super::{
     current_gateway, BIGINT_TOKEN, CHANNEL_TOKEN, COMPLEX_TOKEN, FROZENSET_TOKEN, MAX_DEPTH, SET_TOKEN,
     TUPLE_TOKEN,
 };
+use crate::wire::opcode as op;
 use crate::error::{Error, Result};
 
 /// Appends the serialized object (opcodes, ending with STOP) to `out`. On error, `out`
@@ -38,7 +39,7 @@ pub fn to_payload<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result
     let mut ser = PayloadSer { out, depth: 0, key_mode: 0 };
     match value.serialize(&mut ser) {
         Ok(()) => {
-            out.push(b'Q');
+            out.push(op::STOP);
             Ok(())
         }
         Err(e) => {
@@ -92,7 +93,7 @@ impl PayloadSer<'_> {
     fn write_i64(&mut self, v: i64) {
         match i32::try_from(v) {
             Ok(i) => {
-                self.out.push(b'F');
+                self.out.push(op::INT);
                 self.out.extend_from_slice(&i.to_be_bytes());
             }
             Err(_) => self.write_long_text(v),
@@ -100,7 +101,7 @@ impl PayloadSer<'_> {
     }
 
     fn write_long_text(&mut self, v: impl std::fmt::Display) {
-        self.out.push(b'H');
+        self.out.push(op::LONGINT);
         let at = self.out.len();
         self.out.extend_from_slice(&[0; 4]);
         write!(self.out, "{v}").expect("writing to a Vec cannot fail");
@@ -117,7 +118,7 @@ impl PayloadSer<'_> {
 
     fn write_str(&mut self, s: &str) -> Result<()> {
         let len = len_i32(s.len(), "a str")?;
-        self.out.push(b'N');
+        self.out.push(op::PY3STRING);
         self.out.extend_from_slice(&len);
         self.out.extend_from_slice(s.as_bytes());
         Ok(())
@@ -142,7 +143,7 @@ impl PayloadSer<'_> {
         };
         match current_gateway() {
             Some(g) if g == uid => {
-                self.out.push(b'B');
+                self.out.push(op::CHANNEL);
                 self.out.extend_from_slice(&id.to_be_bytes());
                 Ok(())
             }
@@ -166,7 +167,7 @@ impl PayloadSer<'_> {
         let Some((re, im)) = pair else {
             return fail(format!("the complex token must wrap (re: f64, im: f64), found {inner}"));
         };
-        self.out.push(b'T');
+        self.out.push(op::COMPLEX);
         self.out.extend_from_slice(&re.to_bits().to_be_bytes());
         self.out.extend_from_slice(&im.to_bits().to_be_bytes());
         Ok(())
@@ -200,7 +201,7 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
     type SerializeStructVariant = MapSer<'a, 'o>;
 
     fn serialize_bool(self, v: bool) -> Result<()> {
-        self.out.push(if v { b'R' } else { b'C' });
+        self.out.push(if v { op::TRUE } else { op::FALSE });
         Ok(())
     }
     fn serialize_i8(self, v: i8) -> Result<()> {
@@ -256,7 +257,7 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
         self.serialize_f64(v as f64)
     }
     fn serialize_f64(self, v: f64) -> Result<()> {
-        self.out.push(b'D');
+        self.out.push(op::FLOAT);
         self.out.extend_from_slice(&v.to_bits().to_be_bytes());
         Ok(())
     }
@@ -268,13 +269,13 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
         let len = len_i32(v.len(), "a bytes object")?;
-        self.out.push(b'A');
+        self.out.push(op::BYTES);
         self.out.extend_from_slice(&len);
         self.out.extend_from_slice(v);
         Ok(())
     }
     fn serialize_none(self) -> Result<()> {
-        self.out.push(b'L');
+        self.out.push(op::NONE);
         Ok(())
     }
     fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<()> {
@@ -295,9 +296,9 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
             CHANNEL_TOKEN => self.write_channel(to_value(v)?),
             COMPLEX_TOKEN => self.write_complex(to_value(v)?),
             BIGINT_TOKEN => self.write_bigint(to_value(v)?),
-            TUPLE_TOKEN => v.serialize(CollSer { ser: self, op: b'@' }),
-            SET_TOKEN => v.serialize(CollSer { ser: self, op: b'O' }),
-            FROZENSET_TOKEN => v.serialize(CollSer { ser: self, op: b'E' }),
+            TUPLE_TOKEN => v.serialize(CollSer { ser: self, op: op::BUILDTUPLE }),
+            SET_TOKEN => v.serialize(CollSer { ser: self, op: op::SET }),
+            FROZENSET_TOKEN => v.serialize(CollSer { ser: self, op: op::FROZENSET }),
             _ => v.serialize(self),
         }
     }
@@ -310,10 +311,10 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
         v: &T,
     ) -> Result<()> {
         self.enter("dict", false)?;
-        self.out.push(b'J');
+        self.out.push(op::NEWDICT);
         self.write_str(variant)?;
         v.serialize(&mut *self)?;
-        self.out.push(b'P');
+        self.out.push(op::SETITEM);
         self.leave();
         Ok(())
     }
@@ -323,7 +324,7 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
         if let Some(n) = len {
             len_i32(n, "a list")?;
         }
-        self.out.push(b'K');
+        self.out.push(op::NEWLIST);
         let count_at = self.out.len();
         self.out.extend_from_slice(&[0; 4]);
         Ok(ListSer { ser: self, count: 0, count_at })
@@ -331,7 +332,7 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
 
     fn serialize_tuple(self, _len: usize) -> Result<TupleSer<'a, 'o>> {
         self.enter("tuple", true)?;
-        Ok(TupleSer { ser: self, count: 0, op: b'@', variant: false })
+        Ok(TupleSer { ser: self, count: 0, op: op::BUILDTUPLE, variant: false })
     }
 
     fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<TupleSer<'a, 'o>> {
@@ -346,15 +347,15 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
         _len: usize,
     ) -> Result<TupleSer<'a, 'o>> {
         self.enter("dict", false)?;
-        self.out.push(b'J');
+        self.out.push(op::NEWDICT);
         self.write_str(variant)?;
         self.enter("tuple", true)?;
-        Ok(TupleSer { ser: self, count: 0, op: b'@', variant: true })
+        Ok(TupleSer { ser: self, count: 0, op: op::BUILDTUPLE, variant: true })
     }
 
     fn serialize_map(self, _len: Option<usize>) -> Result<MapSer<'a, 'o>> {
         self.enter("dict", false)?;
-        self.out.push(b'J');
+        self.out.push(op::NEWDICT);
         Ok(MapSer { ser: self, variant: false })
     }
 
@@ -370,10 +371,10 @@ impl<'a, 'o> Serializer for &'a mut PayloadSer<'o> {
         _len: usize,
     ) -> Result<MapSer<'a, 'o>> {
         self.enter("dict", false)?;
-        self.out.push(b'J');
+        self.out.push(op::NEWDICT);
         self.write_str(variant)?;
         self.enter("dict", false)?;
-        self.out.push(b'J');
+        self.out.push(op::NEWDICT);
         Ok(MapSer { ser: self, variant: true })
     }
 
@@ -395,10 +396,10 @@ impl ser::SerializeSeq for ListSer<'_, '_> {
 
     fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
         let i = len_i32(self.count, "a list")?;
-        self.ser.out.push(b'F');
+        self.ser.out.push(op::INT);
         self.ser.out.extend_from_slice(&i);
         v.serialize(&mut *self.ser)?;
-        self.ser.out.push(b'P');
+        self.ser.out.push(op::SETITEM);
         self.count += 1;
         Ok(())
     }
@@ -429,17 +430,17 @@ impl TupleSer<'_, '_> {
 
     fn finish(self) -> Result<()> {
         let what = match self.op {
-            b'@' => "a tuple",
-            b'O' => "a set",
+            op::BUILDTUPLE => "a tuple",
+            op::SET => "a set",
             _ => "a frozenset",
         };
         self.ser.write_op_count(self.op, self.count, what)?;
-        if self.op != b'@' {
+        if self.op != op::BUILDTUPLE {
             self.ser.key_mode -= 1;
         }
         self.ser.leave();
         if self.variant {
-            self.ser.out.push(b'P');
+            self.ser.out.push(op::SETITEM);
             self.ser.leave();
         }
         Ok(())
@@ -501,7 +502,7 @@ impl MapSer<'_, '_> {
     fn finish(self) -> Result<()> {
         self.ser.leave();
         if self.variant {
-            self.ser.out.push(b'P');
+            self.ser.out.push(op::SETITEM);
             self.ser.leave();
         }
         Ok(())
@@ -521,7 +522,7 @@ impl ser::SerializeMap for MapSer<'_, '_> {
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
         v.serialize(&mut *self.ser)?;
-        self.ser.out.push(b'P');
+        self.ser.out.push(op::SETITEM);
         Ok(())
     }
 
@@ -537,7 +538,7 @@ impl ser::SerializeStruct for MapSer<'_, '_> {
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<()> {
         self.ser.write_str(key)?;
         v.serialize(&mut *self.ser)?;
-        self.ser.out.push(b'P');
+        self.ser.out.push(op::SETITEM);
         Ok(())
     }
 
@@ -568,16 +569,16 @@ struct CollSer<'a, 'o> {
 impl<'a, 'o> CollSer<'a, 'o> {
     fn type_name(&self) -> &'static str {
         match self.op {
-            b'@' => "tuple",
-            b'O' => "set",
+            op::BUILDTUPLE => "tuple",
+            op::SET => "set",
             _ => "frozenset",
         }
     }
 
     fn start(self) -> Result<TupleSer<'a, 'o>> {
         let name = self.type_name();
-        self.ser.enter(name, self.op != b'O')?;
-        if self.op != b'@' {
+        self.ser.enter(name, self.op != op::SET)?;
+        if self.op != op::BUILDTUPLE {
             // Set members must be hashable.
             self.ser.key_mode += 1;
         }

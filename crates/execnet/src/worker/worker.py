@@ -367,6 +367,35 @@ class LoadError(DataFormatError):
     """A payload is not a well-formed serialized object."""
 
 
+class Op:
+    """The opcodes of the object format, by name (the host's table is wire/opcode.rs).
+
+    G, I, M and S are legacy (Python 2 era) opcodes: loaded, never written.
+    """
+
+    BUILDTUPLE = 0x40  # @
+    BYTES = 0x41  # A
+    CHANNEL = 0x42  # B
+    FALSE = 0x43  # C
+    FLOAT = 0x44  # D
+    FROZENSET = 0x45  # E
+    INT = 0x46  # F
+    LONG = 0x47  # G
+    LONGINT = 0x48  # H
+    LONGLONG = 0x49  # I
+    NEWDICT = 0x4A  # J
+    NEWLIST = 0x4B  # K
+    NONE = 0x4C  # L
+    PY2STRING = 0x4D  # M
+    PY3STRING = 0x4E  # N
+    SET = 0x4F  # O
+    SETITEM = 0x50  # P
+    STOP = 0x51  # Q
+    TRUE = 0x52  # R
+    UNICODE = 0x53  # S
+    COMPLEX = 0x54  # T
+
+
 # An opcode byte followed by one operand.
 _OP_I32 = struct.Struct("!Bi")
 _OP_F64 = struct.Struct("!Bd")
@@ -376,8 +405,13 @@ _I32 = struct.Struct("!i")
 _F64 = struct.Struct("!d")
 _F64_F64 = struct.Struct("!dd")
 
-_STOP = b"Q"
-_SETITEM = b"P"
+# The opcodes without operands, as the bytes dumps() appends.
+_STOP = bytes((Op.STOP,))
+_SETITEM = bytes((Op.SETITEM,))
+_NONE = bytes((Op.NONE,))
+_TRUE = bytes((Op.TRUE,))
+_FALSE = bytes((Op.FALSE,))
+_NEWDICT = bytes((Op.NEWDICT,))
 
 
 def dumps(obj):
@@ -419,30 +453,30 @@ def _dump_count(opcode, count):
 
 
 def _dump_none(out, obj):
-    out.append(b"L")
+    out.append(_NONE)
 
 
 def _dump_bool(out, obj):
-    out.append(b"R" if obj else b"C")
+    out.append(_TRUE if obj else _FALSE)
 
 
 def _dump_int(out, obj):
     if _I32_MIN <= obj <= _I32_MAX:
-        out.append(_OP_I32.pack(0x46, obj))  # F: fits 32 bits
+        out.append(_OP_I32.pack(Op.INT, obj))  # fits 32 bits
         return
     try:
         digits = str(obj).encode("ascii")
     except ValueError as exc:  # more digits than int/str conversion allows
         raise DumpError("can't serialize int: %s" % exc) from None
-    _dump_sized(out, 0x48, digits)  # H: decimal text
+    _dump_sized(out, Op.LONGINT, digits)  # decimal text
 
 
 def _dump_float(out, obj):
-    out.append(_OP_F64.pack(0x44, obj))  # D
+    out.append(_OP_F64.pack(Op.FLOAT, obj))
 
 
 def _dump_complex(out, obj):
-    out.append(_OP_F64_F64.pack(0x54, obj.real, obj.imag))  # T
+    out.append(_OP_F64_F64.pack(Op.COMPLEX, obj.real, obj.imag))
 
 
 def _dump_str(out, obj):
@@ -450,26 +484,27 @@ def _dump_str(out, obj):
         data = obj.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise DumpError("can't serialize str: not UTF-8 encodable (%s)" % exc) from None
-    _dump_sized(out, 0x4E, data)  # N
+    _dump_sized(out, Op.PY3STRING, data)
 
 
 def _dump_bytes(out, obj):
-    _dump_sized(out, 0x41, obj)  # A
+    _dump_sized(out, Op.BYTES, obj)
 
 
 def _dump_list(out, obj):
-    # K n, then for each element: INT index, element, SETITEM.
-    out.append(_dump_count(0x4B, len(obj)))
+    # NEWLIST n, then for each element: INT index, element, SETITEM.
+    out.append(_dump_count(Op.NEWLIST, len(obj)))
     pack = _OP_I32.pack
+    int_op = Op.INT
     for index, item in enumerate(obj):
-        out.append(pack(0x46, index))
+        out.append(pack(int_op, index))
         _dump(out, item)
         out.append(_SETITEM)
 
 
 def _dump_dict(out, obj):
-    # J, then for each entry: key, value, SETITEM.
-    out.append(b"J")
+    # NEWDICT, then for each entry: key, value, SETITEM.
+    out.append(_NEWDICT)
     for key, value in obj.items():
         _dump(out, key)
         _dump(out, value)
@@ -479,23 +514,23 @@ def _dump_dict(out, obj):
 def _dump_tuple(out, obj):
     for item in obj:
         _dump(out, item)
-    out.append(_dump_count(0x40, len(obj)))  # @
+    out.append(_dump_count(Op.BUILDTUPLE, len(obj)))
 
 
 def _dump_set(out, obj):
     for item in obj:
         _dump(out, item)
-    out.append(_dump_count(0x4F, len(obj)))  # O
+    out.append(_dump_count(Op.SET, len(obj)))
 
 
 def _dump_frozenset(out, obj):
     for item in obj:
         _dump(out, item)
-    out.append(_dump_count(0x45, len(obj)))  # E
+    out.append(_dump_count(Op.FROZENSET, len(obj)))
 
 
 def _dump_channel(out, obj):
-    out.append(_OP_I32.pack(0x42, obj.id))  # B
+    out.append(_OP_I32.pack(Op.CHANNEL, obj.id))
 
 
 # Exact type -> dumper; Channel is added once the class exists.
@@ -529,7 +564,7 @@ def loads(data, gateway=None):
         while pos < end:
             opcode = data[pos]
             pos += 1
-            if opcode == 0x51:  # Q: STOP
+            if opcode == Op.STOP:
                 if len(stack) != 1:
                     raise LoadError("STOP with %d objects on the stack, expected 1" % len(stack))
                 if pos != end:
@@ -674,26 +709,26 @@ def _load_channel(data, pos, stack, gateway):
 
 # Opcode byte -> loader.  G, I, M and S are legacy (Python 2 era) opcodes.
 _LOADERS = {
-    0x40: _collection_loader(tuple),  # @ BUILDTUPLE
-    0x41: _load_bytes,  # A BYTES
-    0x42: _load_channel,  # B CHANNEL
-    0x43: _load_false,  # C FALSE
-    0x44: _load_float,  # D FLOAT
-    0x45: _collection_loader(frozenset),  # E FROZENSET
-    0x46: _load_int,  # F INT
-    0x47: _load_int,  # G LONG (legacy)
-    0x48: _load_longint,  # H LONGINT
-    0x49: _load_longint,  # I LONGLONG (legacy)
-    0x4A: _load_newdict,  # J NEWDICT
-    0x4B: _load_newlist,  # K NEWLIST
-    0x4C: _load_none,  # L NONE
-    0x4D: _load_py2str,  # M PY2STRING (legacy, latin-1)
-    0x4E: _load_str,  # N PY3STRING
-    0x4F: _collection_loader(set),  # O SET
-    0x50: _load_setitem,  # P SETITEM
-    0x52: _load_true,  # R TRUE
-    0x53: _load_str,  # S UNICODE (legacy)
-    0x54: _load_complex,  # T COMPLEX
+    Op.BUILDTUPLE: _collection_loader(tuple),
+    Op.BYTES: _load_bytes,
+    Op.CHANNEL: _load_channel,
+    Op.FALSE: _load_false,
+    Op.FLOAT: _load_float,
+    Op.FROZENSET: _collection_loader(frozenset),
+    Op.INT: _load_int,
+    Op.LONG: _load_int,
+    Op.LONGINT: _load_longint,
+    Op.LONGLONG: _load_longint,
+    Op.NEWDICT: _load_newdict,
+    Op.NEWLIST: _load_newlist,
+    Op.NONE: _load_none,
+    Op.PY2STRING: _load_py2str,  # latin-1
+    Op.PY3STRING: _load_str,
+    Op.SET: _collection_loader(set),
+    Op.SETITEM: _load_setitem,
+    Op.TRUE: _load_true,
+    Op.UNICODE: _load_str,
+    Op.COMPLEX: _load_complex,
 }
 
 

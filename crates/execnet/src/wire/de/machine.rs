@@ -12,6 +12,7 @@ use num_traits::ToPrimitive;
 use super::tape::Item;
 use super::MAX_INT_DIGITS;
 use crate::error::{Error, Result};
+use crate::wire::opcode as op;
 use crate::wire::shared::{Dedup, PyKeyIn};
 use crate::wire::MAX_DEPTH;
 
@@ -100,33 +101,6 @@ where
 /// (the machine's hot loop passes results through registers, not memory).
 type Step<T> = std::result::Result<T, Box<Error>>;
 
-pub(crate) fn op_name(op: u8) -> &'static str {
-    match op {
-        b'@' => "BUILDTUPLE",
-        b'A' => "BYTES",
-        b'B' => "CHANNEL",
-        b'C' => "FALSE",
-        b'D' => "FLOAT",
-        b'E' => "FROZENSET",
-        b'F' => "INT",
-        b'G' => "LONG",
-        b'H' => "LONGINT",
-        b'I' => "LONGLONG",
-        b'J' => "NEWDICT",
-        b'K' => "NEWLIST",
-        b'L' => "NONE",
-        b'M' => "PY2STRING",
-        b'N' => "PY3STRING",
-        b'O' => "SET",
-        b'P' => "SETITEM",
-        b'Q' => "STOP",
-        b'R' => "TRUE",
-        b'S' => "UNICODE",
-        b'T' => "COMPLEX",
-        _ => "unknown",
-    }
-}
-
 #[cold]
 fn err<T>(msg: String, offset: usize) -> Step<T> {
     Err(Box::new(Error::data_format(msg, Some(offset))))
@@ -134,7 +108,7 @@ fn err<T>(msg: String, offset: usize) -> Step<T> {
 
 /// The opcodes of scalars (see [`Machine::scalar`]).
 fn is_scalar_op(op: u8) -> bool {
-    matches!(op, b'A' | b'B' | b'C' | b'D' | b'F' | b'G' | b'H' | b'I' | b'L' | b'M' | b'N' | b'R' | b'S' | b'T')
+    matches!(op, op::BYTES | op::CHANNEL | op::FALSE | op::FLOAT | op::INT | op::LONG | op::LONGINT | op::LONGLONG | op::NONE | op::PY2STRING | op::PY3STRING | op::TRUE | op::UNICODE | op::COMPLEX)
 }
 
 fn check_depth(depth: u32, at: usize) -> Step<()> {
@@ -236,7 +210,7 @@ where
 
     #[cold]
     fn truncated<T>(&self, n: usize, at: usize) -> Step<T> {
-        let op = op_name(self.buf[at]);
+        let op = op::name(self.buf[at]);
         err(format!("truncated input: {op} at byte {at} needs {n} operand bytes, only {} left", self.left()), self.pos)
     }
 
@@ -258,7 +232,7 @@ where
 
     #[cold]
     fn bad_len<T>(&self, n: i32, at: usize) -> Step<T> {
-        let op = op_name(self.buf[at]);
+        let op = op::name(self.buf[at]);
         if n < 0 {
             return err(format!("negative length {n} in {op} at byte {at}"), at + 1);
         }
@@ -268,7 +242,7 @@ where
     /// A count operand of BUILDTUPLE, SET, FROZENSET: not negative, not beyond the stack.
     fn read_count(&mut self, at: usize) -> Step<usize> {
         let n = self.read_i32(at)?;
-        let op = op_name(self.buf[at]);
+        let op = op::name(self.buf[at]);
         if n < 0 {
             return err(format!("negative item count {n} in {op} at byte {at}"), at + 1);
         }
@@ -312,17 +286,17 @@ where
             };
             self.pos += 1;
             match op {
-                b'J' => {
+                op::NEWDICT => {
                     self.open_starts.push(self.open.len());
                     let obj = self.b.open_dict();
                     self.stack.push(Slot { obj, shape: Shape::Dict, depth: 1, hashable: false });
                 }
-                b'K' => self.newlist(at)?,
-                b'P' => self.setitem(at)?,
-                b'@' => self.collection(Collection::Tuple, at)?,
-                b'O' => self.collection(Collection::Set, at)?,
-                b'E' => self.collection(Collection::FrozenSet, at)?,
-                b'Q' => {
+                op::NEWLIST => self.newlist(at)?,
+                op::SETITEM => self.setitem(at)?,
+                op::BUILDTUPLE => self.collection(Collection::Tuple, at)?,
+                op::SET => self.collection(Collection::Set, at)?,
+                op::FROZENSET => self.collection(Collection::FrozenSet, at)?,
+                op::STOP => {
                     if self.stack.len() != 1 {
                         return err(
                             format!(
@@ -354,11 +328,11 @@ where
     #[inline(always)]
     fn scalar(&mut self, op: u8, at: usize) -> Step<Item<'a>> {
         Ok(match op {
-            b'L' => Item::None,
-            b'R' => Item::True,
-            b'C' => Item::False,
-            b'F' | b'G' => Item::Int(self.read_i32(at)? as i64),
-            b'H' | b'I' => {
+            op::NONE => Item::None,
+            op::TRUE => Item::True,
+            op::FALSE => Item::False,
+            op::INT | op::LONG => Item::Int(self.read_i32(at)? as i64),
+            op::LONGINT | op::LONGLONG => {
                 let n = self.read_len(at)?;
                 let text = self.take(n, at)?;
                 match parse_int_text(text, at)? {
@@ -366,14 +340,14 @@ where
                     Err(big) => self.b.big(big),
                 }
             }
-            b'D' => Item::Float(f64::from_be_bytes(self.take(8, at)?.try_into().expect("8 bytes"))),
-            b'T' => {
+            op::FLOAT => Item::Float(f64::from_be_bytes(self.take(8, at)?.try_into().expect("8 bytes"))),
+            op::COMPLEX => {
                 let b = self.take(16, at)?;
                 let re = f64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
                 let im = f64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
                 Item::Complex(re, im)
             }
-            b'N' | b'S' => {
+            op::PY3STRING | op::UNICODE => {
                 let n = self.read_len(at)?;
                 let start = self.pos;
                 let b = self.take(n, at)?;
@@ -381,11 +355,11 @@ where
                     Some(s) => Item::Str(s),
                     None => {
                         let valid = std::str::from_utf8(b).map_or_else(|e| e.valid_up_to(), |_| 0);
-                        return err(format!("invalid UTF-8 in the {} at byte {at}", op_name(op)), start + valid);
+                        return err(format!("invalid UTF-8 in the {} at byte {at}", op::name(op)), start + valid);
                     }
                 }
             }
-            b'M' => {
+            op::PY2STRING => {
                 let n = self.read_len(at)?;
                 let b = self.take(n, at)?;
                 if b.is_ascii() {
@@ -394,11 +368,11 @@ where
                     self.b.latin1(b.iter().map(|&c| c as char).collect())
                 }
             }
-            b'A' => {
+            op::BYTES => {
                 let n = self.read_len(at)?;
                 Item::Bytes(self.take(n, at)?)
             }
-            b'B' => Item::Channel(self.read_i32(at)? as i64),
+            op::CHANNEL => Item::Channel(self.read_i32(at)? as i64),
             _ => {
                 let shown = if op.is_ascii_graphic() { format!(" ({:?})", op as char) } else { String::new() };
                 return err(format!("unknown opcode 0x{op:02x}{shown} at byte {at}"), at);
@@ -417,7 +391,7 @@ where
     #[inline(always)]
     fn place_scalar(&mut self, item: Item<'a>) -> Step<()> {
         let next = self.buf.get(self.pos).copied();
-        if next == Some(b'P') {
+        if next == Some(op::SETITEM) {
             if let [.., target, key] = &self.stack[..] {
                 if key.depth == 0 {
                     let place = match target.shape {
@@ -444,7 +418,7 @@ where
                 let at = self.pos;
                 self.pos += 1;
                 let value = self.scalar(op, at)?;
-                if self.buf.get(self.pos) == Some(&b'P') {
+                if self.buf.get(self.pos) == Some(&op::SETITEM) {
                     match shape {
                         Shape::List(n) => {
                             let slot = match item {
@@ -596,7 +570,7 @@ where
                     return err(
                         format!(
                             "{} at byte {at}: unhashable member of type {}",
-                            op_name(self.buf[at]),
+                            op::name(self.buf[at]),
                             B::type_name(&slot.obj)
                         ),
                         at,
