@@ -908,6 +908,18 @@ mod tests {
         let p = &p[..];
         let (a, b) = (from_payload::<Value>(p), load_via_serde(p));
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        // A channel (outside a gateway) where SETITEM wants an int index or a container:
+        // the direct builder cannot make the channel, and still names its type (the
+        // loads_value fuzz target found it saying NoneType).
+        for (h, what) in [
+            ("4B 00000001 42 00000007 4C 50 51", "list index must be an int, not channel"),
+            ("42 00000007 4C 4C 50 51", "SETITEM at byte 7 on a channel"),
+        ] {
+            let p = unhex(h);
+            let direct = outcome(&from_payload::<Value>(&p));
+            assert!(direct.contains(what), "{direct}");
+            assert_eq!(direct, outcome(&load_via_tape(&p)));
+        }
     }
 
     #[test]

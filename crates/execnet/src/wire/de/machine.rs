@@ -32,6 +32,10 @@ enum Shape {
     List(usize),
     /// A dict: every dict on the stack is still open, taking entries.
     Dict,
+    /// A channel, which a builder may not be able to make (outside a gateway the direct
+    /// builder puts a placeholder in its place and fails the load at the end), so its
+    /// type is known here for the messages.
+    Channel,
     /// Anything else (SETITEM on it is an error).
     Other,
 }
@@ -144,8 +148,9 @@ struct Slot<O> {
 }
 
 impl<O> Slot<O> {
-    fn scalar(obj: O) -> Self {
-        Slot { obj, shape: Shape::Other, depth: 0, hashable: true }
+    fn scalar(obj: O, item: &Item<'_>) -> Self {
+        let shape = if matches!(item, Item::Channel(_)) { Shape::Channel } else { Shape::Other };
+        Slot { obj, shape, depth: 0, hashable: true }
     }
 }
 
@@ -190,6 +195,14 @@ where
             open_starts: Vec::new(),
             dedup: Dedup::default(),
             list_budget: buf.len(),
+        }
+    }
+
+    /// The Python type name of a stack entry.
+    fn type_name(slot: &Slot<B::Obj>) -> &'static str {
+        match slot.shape {
+            Shape::Channel => "channel",
+            _ => B::type_name(&slot.obj),
         }
     }
 
@@ -265,7 +278,7 @@ where
         match slot.shape {
             Shape::List(n) => self.b.finish_list(&mut obj, n),
             Shape::Dict => return self.close_dict(),
-            Shape::Other => {}
+            Shape::Channel | Shape::Other => {}
         }
         obj
     }
@@ -401,7 +414,7 @@ where
                         },
                         // A scalar key is hashable.
                         Shape::Dict => Some(Place::Dict),
-                        Shape::Other => None,
+                        Shape::Channel | Shape::Other => None,
                     };
                     if let Some(place) = place {
                         let key = self.stack.pop().expect("a key").obj;
@@ -414,7 +427,7 @@ where
             }
         } else if let (Some(op), Some(target)) = (next, self.stack.last()) {
             let shape = target.shape;
-            if is_scalar_op(op) && !matches!(shape, Shape::Other) {
+            if is_scalar_op(op) && matches!(shape, Shape::List(_) | Shape::Dict) {
                 let at = self.pos;
                 self.pos += 1;
                 let value = self.scalar(op, at)?;
@@ -442,14 +455,14 @@ where
                         }
                     }
                 }
-                let (key, value) = (self.b.scalar(item), self.b.scalar(value));
-                self.stack.push(Slot::scalar(key));
-                self.stack.push(Slot::scalar(value));
+                let (key_obj, value_obj) = (self.b.scalar(item), self.b.scalar(value));
+                self.stack.push(Slot::scalar(key_obj, &item));
+                self.stack.push(Slot::scalar(value_obj, &value));
                 return Ok(());
             }
         }
         let obj = self.b.scalar(item);
-        self.stack.push(Slot::scalar(obj));
+        self.stack.push(Slot::scalar(obj, &item));
         Ok(())
     }
 
@@ -508,7 +521,11 @@ where
         let depth = target.depth.max(1 + key.depth.max(value.depth));
         let place = match target.shape {
             Shape::List(n) => {
-                let shown = match self.b.index(&key.obj) {
+                let index = match key.shape {
+                    Shape::Channel => Index::NotInt("channel"),
+                    _ => self.b.index(&key.obj),
+                };
+                let shown = match index {
                     Index::Small(i) => match list_slot(i, n) {
                         Some(slot) => Ok(slot),
                         None => Err(i.to_string()),
@@ -537,11 +554,11 @@ where
                 }
                 Place::Dict
             }
-            Shape::Other => {
+            Shape::Channel | Shape::Other => {
                 return err(
                     format!(
                         "SETITEM at byte {at} on a {}: only a list or a dict takes items",
-                        B::type_name(&target.obj)
+                        Self::type_name(target)
                     ),
                     at,
                 )
@@ -586,7 +603,7 @@ where
             match self.stack[i].shape {
                 Shape::List(n) => self.b.finish_list(&mut self.stack[i].obj, n),
                 Shape::Dict => self.stack[i].obj = self.close_dict(),
-                Shape::Other => {}
+                Shape::Channel | Shape::Other => {}
             }
             self.stack[i].shape = Shape::Other;
         }
