@@ -1,6 +1,6 @@
 //! Channels: two-way, ordered message pipes between host code and one remote execution.
 //!
-//! The gateway's frame reader delivers items into a [`ChannelState`] (queue or callback);
+//! The gateway's frame reader delivers items into a `ChannelState` (queue or callback);
 //! [`Channel`] handles are what users hold. A channel ends in two halves: this side
 //! closing (`close`, or dropping the last handle) stops sending; the peer closing (or
 //! the gateway being lost) ends receiving once the queue is drained.
