@@ -226,6 +226,7 @@ impl FromIterator<Channel> for MultiChannel {
 }
 
 impl MultiChannel {
+    /// Groups the given channels, in this order.
     pub fn new(channels: Vec<Channel>) -> MultiChannel {
         MultiChannel { channels }
     }
@@ -235,10 +236,12 @@ impl MultiChannel {
         &self.channels
     }
 
+    /// The number of channels.
     pub fn len(&self) -> usize {
         self.channels.len()
     }
 
+    /// True when it holds no channels.
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty()
     }
