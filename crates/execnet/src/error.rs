@@ -6,6 +6,28 @@ use std::time::Duration;
 /// Everything that can go wrong talking to a gateway.
 ///
 /// New variants may be added: a `match` outside this crate needs a `_ =>` arm.
+///
+/// ```
+/// // A payload in the versioned form whose object starts with an unknown opcode.
+/// let err = execnet::loads::<execnet::Value>(b"\x02Z").unwrap_err();
+/// match err {
+///     execnet::Error::DataFormat { offset, .. } => assert_eq!(offset, Some(0)),
+///     other => panic!("unexpected error: {other}"),
+/// }
+/// ```
+///
+/// Code that raises remotely comes back as [`Error::Remote`]:
+///
+/// ```no_run
+/// # fn main() -> execnet::Result<()> {
+/// let gw = execnet::makegateway("popen")?;
+/// let ch = gw.remote_exec("raise ValueError('boom')")?;
+/// match ch.waitclose(None) {
+///     Err(execnet::Error::Remote { traceback }) => assert!(traceback.contains("ValueError: boom")),
+///     other => panic!("unexpected result: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

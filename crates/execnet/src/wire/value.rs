@@ -65,6 +65,25 @@ pub struct Dict {
 }
 
 /// Any Python value the wire format carries.
+///
+/// Build one from Rust values with `From`/`Into`; it displays as the Python literal, and
+/// goes through [`dumps`](crate::dumps) and [`loads`](crate::loads) unchanged.
+///
+/// ```
+/// use execnet::{Dict, Value};
+///
+/// let mut dict = Dict::new();
+/// dict.insert("name", "gw0");
+/// dict.insert("ports", vec![8888, 8889]);
+/// let value = Value::from(dict);
+/// assert_eq!(value.to_string(), "{'name': 'gw0', 'ports': [8888, 8889]}");
+///
+/// let back: Value = execnet::loads(&execnet::dumps(&value)?)?;
+/// assert_eq!(back, value);
+/// let name = back.as_dict().and_then(|d| d.get(&Value::from("name")));
+/// assert_eq!(name.and_then(Value::as_str), Some("gw0"));
+/// # Ok::<(), execnet::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Value {
     /// `None` (the default).
