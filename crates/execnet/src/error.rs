@@ -6,33 +6,71 @@ use std::time::Duration;
 /// Everything that can go wrong talking to a gateway.
 ///
 /// New variants may be added: a `match` outside this crate needs a `_ =>` arm.
+///
+/// ```
+/// // A payload in the versioned form whose object starts with an unknown opcode.
+/// let err = execnet::loads::<execnet::Value>(b"\x02Z").unwrap_err();
+/// match err {
+///     execnet::Error::DataFormat { offset, .. } => assert_eq!(offset, Some(0)),
+///     other => panic!("unexpected error: {other}"),
+/// }
+/// ```
+///
+/// Code that raises remotely comes back as [`Error::Remote`]:
+///
+/// ```no_run
+/// # fn main() -> execnet::Result<()> {
+/// let gw = execnet::makegateway("popen")?;
+/// let ch = gw.remote_exec("raise ValueError('boom')")?;
+/// match ch.waitclose(None) {
+///     Err(execnet::Error::Remote { traceback }) => assert!(traceback.contains("ValueError: boom")),
+///     other => panic!("unexpected result: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Code on the remote side raised; `traceback` is the remote, formatted traceback.
     #[error("remote error:\n{traceback}")]
-    Remote { traceback: String },
+    Remote {
+        /// The formatted traceback of the exception, as the remote side printed it.
+        traceback: String,
+    },
 
     /// A receive or wait did not complete within the given time.
     #[error("timed out after {0:?}")]
-    Timeout(Duration),
+    Timeout(
+        /// The timeout that ran out.
+        Duration,
+    ),
 
     /// The peer closed the channel and every item it sent has been received.
     #[error("end of channel {id}: the other side closed it")]
-    EndOfChannel { id: i32 },
+    EndOfChannel {
+        /// The id of the channel.
+        id: i32,
+    },
 
     /// This side closed the channel (or sent its last message): nothing more can be sent.
     #[error("channel {id} is closed for sending")]
-    ChannelClosed { id: i32 },
+    ChannelClosed {
+        /// The id of the channel.
+        id: i32,
+    },
 
     /// The connection to the worker broke: the process died, or the peer sent bad frames.
     #[error("{0}")]
-    GatewayLost(LostInfo),
+    GatewayLost(
+        /// Which gateway was lost, why, and how its process ended.
+        LostInfo,
+    ),
 
     /// Bytes that are not a valid frame or serialized object, or a value that
     /// cannot be written in the format.
     #[error("data format error: {message}{}", at_offset(*offset))]
     DataFormat {
+        /// What is wrong with the data.
         message: String,
         /// Byte offset in the payload where the problem was found, when known.
         offset: Option<usize>,
@@ -41,25 +79,44 @@ pub enum Error {
     /// The worker process could not be started.
     #[error("cannot start a gateway for spec {spec:?} (key {key:?}, program {program:?}): {reason}")]
     Spawn {
+        /// The gateway spec being started, as a string (empty when no spec is involved,
+        /// such as when reading a worker source from a local interpreter).
         spec: String,
+        /// What was being started: the transport's spec key (`popen`, `python`, `ssh`,
+        /// `socket`, `exec`, ...) or the feature that ran the program (`ssh_share`,
+        /// `forward_imports`, `worker`).
         key: String,
+        /// The program that was run (or, for `socket`, the address connected to).
         program: String,
+        /// Why it failed.
         reason: String,
     },
 
     /// A gateway specification string is malformed or asks for something impossible.
     #[error("invalid gateway spec {spec:?}: {reason}")]
-    Spec { spec: String, reason: String },
+    Spec {
+        /// The spec string as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The API was used in a way it does not allow: a bad argument or configuration, or
     /// an operation the object's state forbids (such as `receive` on a channel that has a
     /// callback). The text says what was wrong.
     #[error("{0}")]
-    Misuse(String),
+    Misuse(
+        /// What was wrong.
+        String,
+    ),
 
     /// An operating-system error.
     #[error(transparent)]
-    Io(#[from] std::io::Error),
+    Io(
+        /// The underlying I/O error.
+        #[from]
+        std::io::Error,
+    ),
 }
 
 fn at_offset(offset: Option<usize>) -> String {

@@ -28,6 +28,8 @@
 //! [`xspec`] (gateway specifications), [`server`] (the socket server of `execnet serve`),
 //! [`rsync`] (directory sync to the workers).
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod gateway;
 pub mod multi;

@@ -38,6 +38,18 @@ struct Members {
 /// (in parallel). The [default group](default_group), which [`crate::makegateway`] uses,
 /// only keeps track of its gateways: each lives as long as some handle to it, and those
 /// still alive are exited when the program ends.
+///
+/// ```no_run
+/// # fn main() -> execnet::Result<()> {
+/// let group = execnet::Group::new();
+/// group.makegateway("popen//id=a")?;
+/// group.makegateway("popen//id=b")?;
+/// assert!(group.get("a").is_some());
+/// let pids: Vec<i64> = group.remote_exec("import os; channel.send(os.getpid())")?.receive_each()?;
+/// assert_eq!(pids.len(), 2);
+/// group.terminate(std::time::Duration::from_secs(5));
+/// # Ok(()) }
+/// ```
 pub struct Group {
     members: Mutex<Members>,
     owning: bool,
@@ -214,6 +226,23 @@ pub fn makegateway(spec: impl ToXSpec) -> Result<Gateway> {
 }
 
 /// Several channels used as one: receive from each, or from whichever has an item.
+///
+/// ```no_run
+/// # fn main() -> execnet::Result<()> {
+/// let gw = execnet::makegateway("popen")?;
+/// let multi = execnet::MultiChannel::new(vec![
+///     gw.remote_exec("channel.send(1)")?,
+///     gw.remote_exec("channel.send(2)")?,
+/// ]);
+/// let mut queue = multi.make_receive_queue::<i64>()?;
+/// let mut sum = 0;
+/// while let Ok((_channel, item)) = queue.get() {
+///     // `None` means that channel closed; `get` fails once all have.
+///     sum += item.unwrap_or(0);
+/// }
+/// assert_eq!(sum, 3);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct MultiChannel {
     channels: Vec<Channel>,
@@ -226,6 +255,7 @@ impl FromIterator<Channel> for MultiChannel {
 }
 
 impl MultiChannel {
+    /// Groups the given channels, in this order.
     pub fn new(channels: Vec<Channel>) -> MultiChannel {
         MultiChannel { channels }
     }
@@ -235,10 +265,12 @@ impl MultiChannel {
         &self.channels
     }
 
+    /// The number of channels.
     pub fn len(&self) -> usize {
         self.channels.len()
     }
 
+    /// True when it holds no channels.
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty()
     }

@@ -198,6 +198,7 @@ impl XSpec {
         &self.env
     }
 
+    /// True when the spec has the `popen` key (a local Python subprocess).
     pub fn is_popen(&self) -> bool {
         self.has("popen")
     }

@@ -1,6 +1,6 @@
 //! Channels: two-way, ordered message pipes between host code and one remote execution.
 //!
-//! The gateway's frame reader delivers items into a [`ChannelState`] (queue or callback);
+//! The gateway's frame reader delivers items into a `ChannelState` (queue or callback);
 //! [`Channel`] handles are what users hold. A channel ends in two halves: this side
 //! closing (`close`, or dropping the last handle) stops sending; the peer closing (or
 //! the gateway being lost) ends receiving once the queue is drained.
@@ -287,6 +287,17 @@ impl Drop for ChannelHandle {
 /// Sync`). A channel can itself be sent inside data; the remote side gets a working
 /// channel object. When the last handle is dropped without [`Channel::close`], the
 /// channel is closed, as execnet does when a channel object is garbage collected.
+///
+/// ```no_run
+/// # fn main() -> execnet::Result<()> {
+/// let gw = execnet::makegateway("popen")?;
+/// let ch = gw.remote_exec("for item in channel:\n    channel.send(item * 2)")?;
+/// ch.send(&21)?;
+/// assert_eq!(ch.receive::<i64>()?, 42);
+/// ch.close()?; // ends the remote loop
+/// ch.waitclose(None)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Channel {
     pub(crate) h: Arc<ChannelHandle>,

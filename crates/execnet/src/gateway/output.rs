@@ -41,7 +41,9 @@ const OUTPUT_SOURCE: &str = include_str!("output.py");
 /// Which remote stream a piece of output was written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OutputStream {
+    /// The remote `sys.stdout`.
     Stdout,
+    /// The remote `sys.stderr`.
     Stderr,
 }
 
@@ -60,7 +62,9 @@ impl OutputStream {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "(String, String)")]
 pub struct Output {
+    /// The stream the text was written to.
     pub stream: OutputStream,
+    /// The text, as written.
     pub text: String,
 }
 

@@ -100,11 +100,28 @@ pub struct TargetReport {
 #[derive(Debug)]
 pub enum Progress<'a> {
     /// The target said what it needs: `files` files of `bytes` bytes in all.
-    Needs { gateway: &'a str, files: usize, bytes: u64 },
+    Needs {
+        /// The id of the target's gateway.
+        gateway: &'a str,
+        /// How many files it needs.
+        files: usize,
+        /// Their total size, in bytes.
+        bytes: u64,
+    },
     /// One file's contents were sent.
-    Sent { gateway: &'a str, path: &'a str, bytes: u64 },
+    Sent {
+        /// The id of the target's gateway.
+        gateway: &'a str,
+        /// The file's path, relative to the source directory.
+        path: &'a str,
+        /// The size of its contents, in bytes.
+        bytes: u64,
+    },
     /// The target is in sync (or failed: see the result of the send).
-    Finished { gateway: &'a str },
+    Finished {
+        /// The id of the target's gateway.
+        gateway: &'a str,
+    },
 }
 
 type Filter = Box<dyn Fn(&Path) -> bool + Send + Sync>;

@@ -1,7 +1,7 @@
 //! Transports: how the bytes of a gateway reach a worker.
 //!
 //! A transport starts (or connects to) a bare Python interpreter that runs the
-//! bootstrap one-liner, and hands the gateway a [`Connection`]: a byte stream each way,
+//! bootstrap one-liner, and hands the gateway a `Connection`: a byte stream each way,
 //! and the local process, if there is one, with its stderr.
 
 pub mod exec;

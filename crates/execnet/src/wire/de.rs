@@ -2,7 +2,7 @@
 //!
 //! Objects are postfix programs (a tuple's length comes after its items, while a list
 //! or dict is announced first and filled by SETITEMs), so one stack machine
-//! ([`machine`]) runs over the whole payload once and checks everything: opcodes,
+//! (`machine`) runs over the whole payload once and checks everything: opcodes,
 //! lengths, stack shapes, hashability, UTF-8, nesting depth
 //! ([`MAX_DEPTH`](super::MAX_DEPTH)), int sizes ([`MAX_INT_DIGITS`]), the memory lists
 //! may announce; errors carry the byte offset. Duplicate dict keys and set members are
@@ -13,14 +13,14 @@
 //!
 //! The machine builds the object with a builder, in one of two ways:
 //!
-//! * into a [`Value`](super::value::Value) directly ([`direct`]), when the whole payload
+//! * into a [`Value`](super::value::Value) directly (`direct`), when the whole payload
 //!   is loaded as a `Value` (`loads::<Value>`, a `Value` received from a channel, the
 //!   bindings): no intermediate form at all;
-//! * onto a [`tape`], for every other type: the object laid out flat, a few vectors for
+//! * onto a `tape`, for every other type: the object laid out flat, a few vectors for
 //!   the whole payload rather than one per container, with strs and bytes borrowed from
 //!   the payload. The tape is then walked top-down and handed to serde visitors, one
-//!   [`Node`] at a time; only big ints and non-ASCII PY2STRINGs are copied out. The same
-//!   deserializer ([`TreeDe`]) presents `Value` trees ([`Tree`] nodes, for
+//!   `Node` at a time; only big ints and non-ASCII PY2STRINGs are copied out. The same
+//!   deserializer (`TreeDe`) presents `Value` trees (`Tree` nodes, for
 //!   `from_value`), so that both take Python forms to serde alike, and a `Value` nested
 //!   in a typed result is built from the tape in one step (`build_value`).
 //!
@@ -84,7 +84,7 @@ pub fn from_payload_borrowed<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Resul
 }
 
 /// The deserializer of a whole payload: a `Value` asks for [`VALUE_TOKEN`] first, and
-/// gets one built by the stack machine itself ([`direct`]); every other type gets the
+/// gets one built by the stack machine itself (`direct`); every other type gets the
 /// tape, walked by [`TreeDe`].
 struct PayloadDe<'a> {
     payload: &'a [u8],

@@ -14,13 +14,23 @@ pub const DEFAULT_MAX_MESSAGE: usize = 1 << 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i8)]
 pub enum Code {
+    /// Asks the peer for its status; the answer (channel and execution counts, execution
+    /// model) comes back as data on the frame's channel, which is then closed.
     Status = 0,
+    /// Changes string-coercion settings; only Python 2 peers cared, and both sides ignore it.
     Reconfigure = 1,
+    /// The sender is shutting the gateway down; nothing follows it.
     GatewayTerminate = 2,
+    /// Runs the source code in the payload remotely, attached to the frame's channel.
     ChannelExec = 3,
+    /// One serialized item sent on the frame's channel.
     ChannelData = 4,
+    /// The sender closed the channel: nothing more comes from it.
     ChannelClose = 5,
+    /// The sender closed the channel with an error; the payload is the error text (for a
+    /// remote execution, its traceback).
     ChannelCloseError = 6,
+    /// The sender will send nothing more on the channel, but may still be sent to on it.
     ChannelLastMessage = 7,
 }
 
@@ -58,8 +68,11 @@ impl Code {
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The message code.
     pub code: Code,
+    /// The id of the channel the frame is about (0 for gateway-wide messages).
     pub channel: i32,
+    /// The length of the payload that follows, in bytes.
     pub len: usize,
 }
 

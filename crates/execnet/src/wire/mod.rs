@@ -4,18 +4,18 @@
 //! * [`opcode`]: the object format's opcodes, by name.
 //! * [`ser`] / [`de`]: serde `Serializer` and `Deserializer` for the opcode format, so that
 //!   any `Serialize` can be sent and any `DeserializeOwned` received.
-//! * [`value`]: [`Value`], which holds any Python value the format carries.
+//! * [`value`]: [`Value`](value::Value), which holds any Python value the format carries.
 //!
 //! ## Channels inside data
 //!
 //! A [`crate::Channel`] serializes as the newtype struct [`CHANNEL_TOKEN`] wrapping the
 //! tuple `(gateway_uid: u64, channel_id: i32)`. The serializer of this module writes it as
 //! opcode `B` with the id, after checking that the channel belongs to the gateway the data
-//! is being sent on ([`with_gateway`]). When loading, opcode `B` is presented to the
+//! is being sent on (`with_gateway`). When loading, opcode `B` is presented to the
 //! visitor as `visit_newtype_struct` over the same `(uid, id)` tuple, where uid is the
-//! gateway of the current [`with_gateway`] scope; outside such a scope it is an error.
+//! gateway of the current `with_gateway` scope; outside such a scope it is an error.
 //! The gateway layer hands in the function that turns `(uid, id)` into a live
-//! `Channel` ([`set_channel_resolver`]); this module never calls into gateways itself.
+//! `Channel` (`set_channel_resolver`); this module never calls into gateways itself.
 
 pub mod de;
 pub mod frame;
@@ -116,7 +116,7 @@ pub(crate) fn resolve_channel(uid: u64, id: i32) -> Result<crate::Channel> {
     }
 }
 
-/// The gateway of the innermost [`with_gateway`] scope on this thread.
+/// The gateway of the innermost `with_gateway` scope on this thread.
 pub(crate) fn current_gateway() -> Option<u64> {
     CURRENT_GATEWAY.with(|c| c.get())
 }

@@ -52,7 +52,9 @@ pub(crate) enum IntRepr {
 /// A Python complex number.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Complex {
+    /// The real part.
     pub re: f64,
+    /// The imaginary part.
     pub im: f64,
 }
 
@@ -63,21 +65,53 @@ pub struct Dict {
 }
 
 /// Any Python value the wire format carries.
+///
+/// Build one from Rust values with `From`/`Into`; it displays as the Python literal, and
+/// goes through [`dumps`](crate::dumps) and [`loads`](crate::loads) unchanged.
+///
+/// ```
+/// use execnet::{Dict, Value};
+///
+/// let mut dict = Dict::new();
+/// dict.insert("name", "gw0");
+/// dict.insert("ports", vec![8888, 8889]);
+/// let value = Value::from(dict);
+/// assert_eq!(value.to_string(), "{'name': 'gw0', 'ports': [8888, 8889]}");
+///
+/// let back: Value = execnet::loads(&execnet::dumps(&value)?)?;
+/// assert_eq!(back, value);
+/// let name = back.as_dict().and_then(|d| d.get(&Value::from("name")));
+/// assert_eq!(name.and_then(Value::as_str), Some("gw0"));
+/// # Ok::<(), execnet::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Value {
+    /// `None` (the default).
     #[default]
     None,
+    /// `True` or `False`.
     Bool(bool),
+    /// An `int` of any size.
     Int(Int),
+    /// A `float`.
     Float(f64),
+    /// A `complex`.
     Complex(Complex),
+    /// A `str` (Python 2 `str` and `unicode` load as this too).
     Str(String),
+    /// A `bytes` object.
     Bytes(Vec<u8>),
+    /// A `list`.
     List(Vec<Value>),
+    /// A `tuple`.
     Tuple(Vec<Value>),
+    /// A `dict`.
     Dict(Dict),
+    /// A `set`, its members in the order they were written.
     Set(Vec<Value>),
+    /// A `frozenset`, its members in the order they were written.
     FrozenSet(Vec<Value>),
+    /// A channel of the gateway the value was received from (or is to be sent on).
     Channel(Channel),
 }
 
@@ -292,6 +326,7 @@ impl<'de> Deserialize<'de> for Int {
 // ---------------------------------------------------------------------------------------
 
 impl Complex {
+    /// The complex number `re + im*j`.
     pub fn new(re: f64, im: f64) -> Complex {
         Complex { re, im }
     }
@@ -487,10 +522,12 @@ impl Dict {
         self.entries
     }
 
+    /// The number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// True when the dict has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -623,6 +660,7 @@ impl Value {
         }
     }
 
+    /// True for `None`.
     pub fn is_none(&self) -> bool {
         matches!(self, Value::None)
     }
@@ -632,6 +670,7 @@ impl Value {
         super::shared::py_hashable(self)
     }
 
+    /// A bool; None for any other kind of value.
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Value::Bool(b) => Some(*b),
@@ -639,6 +678,7 @@ impl Value {
         }
     }
 
+    /// An int; None for any other kind of value.
     pub fn as_int(&self) -> Option<&Int> {
         match self {
             Value::Int(i) => Some(i),
@@ -665,6 +705,7 @@ impl Value {
         }
     }
 
+    /// A complex; None for any other kind of value.
     pub fn as_complex(&self) -> Option<Complex> {
         match self {
             Value::Complex(c) => Some(*c),
@@ -672,6 +713,7 @@ impl Value {
         }
     }
 
+    /// A str; None for any other kind of value.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -679,6 +721,7 @@ impl Value {
         }
     }
 
+    /// A bytes object; None for any other kind of value.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Value::Bytes(b) => Some(b),
@@ -686,6 +729,7 @@ impl Value {
         }
     }
 
+    /// The items of a list; None for any other kind of value.
     pub fn as_list(&self) -> Option<&[Value]> {
         match self {
             Value::List(v) => Some(v),
@@ -693,6 +737,7 @@ impl Value {
         }
     }
 
+    /// The items of a list, mutably; None for any other kind of value.
     pub fn as_list_mut(&mut self) -> Option<&mut Vec<Value>> {
         match self {
             Value::List(v) => Some(v),
@@ -700,6 +745,7 @@ impl Value {
         }
     }
 
+    /// The items of a tuple; None for any other kind of value.
     pub fn as_tuple(&self) -> Option<&[Value]> {
         match self {
             Value::Tuple(v) => Some(v),
@@ -707,6 +753,7 @@ impl Value {
         }
     }
 
+    /// The members of a set; None for any other kind of value.
     pub fn as_set(&self) -> Option<&[Value]> {
         match self {
             Value::Set(v) => Some(v),
@@ -714,6 +761,7 @@ impl Value {
         }
     }
 
+    /// The members of a frozenset; None for any other kind of value.
     pub fn as_frozenset(&self) -> Option<&[Value]> {
         match self {
             Value::FrozenSet(v) => Some(v),
@@ -729,6 +777,7 @@ impl Value {
         }
     }
 
+    /// A dict; None for any other kind of value.
     pub fn as_dict(&self) -> Option<&Dict> {
         match self {
             Value::Dict(d) => Some(d),
@@ -736,6 +785,7 @@ impl Value {
         }
     }
 
+    /// A dict, mutably; None for any other kind of value.
     pub fn as_dict_mut(&mut self) -> Option<&mut Dict> {
         match self {
             Value::Dict(d) => Some(d),
@@ -743,6 +793,7 @@ impl Value {
         }
     }
 
+    /// A channel; None for any other kind of value.
     pub fn as_channel(&self) -> Option<&Channel> {
         match self {
             Value::Channel(c) => Some(c),

@@ -63,7 +63,12 @@ pub enum WorkerSource {
     Builtin,
     /// execnet's worker: the source of `execnet.gateway_base`, and for socket gateways
     /// the source of the class `execnet.gateway_socket.SocketIO`.
-    Execnet { gateway_base: String, socket_io: String },
+    Execnet {
+        /// The source of the module `execnet.gateway_base`.
+        gateway_base: String,
+        /// The source of the class `execnet.gateway_socket.SocketIO`.
+        socket_io: String,
+    },
 }
 
 impl WorkerSource {
@@ -97,10 +102,15 @@ impl WorkerSource {
 /// Settings the worker applies before it writes the ready byte.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerConfig {
+    /// The gateway id (such as `gw0`), which the worker uses as its own id.
     pub id: String,
+    /// How the worker runs remote executions.
     pub execmodel: ExecModel,
+    /// A directory the worker creates if needed and changes into.
     pub chdir: Option<String>,
+    /// An increment to the worker's niceness (`os.nice`), where the platform has it.
     pub nice: Option<i32>,
+    /// Environment variables the worker sets in its `os.environ`.
     pub env: BTreeMap<String, String>,
     /// The worker program to ship.
     pub worker: WorkerSource,
