@@ -210,6 +210,11 @@ cat "${CARGO_TARGET_DIR:-target}/tmp/conformance-matrix.txt"
 stage "cargo test (doc tests)"
 cargo test --workspace --doc "${LOCKED[@]}"
 
+# The library's documentation: every public item documented (lib.rs warns on missing
+# docs) and every intra-doc link resolving; a warning fails the stage.
+stage "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p execnet --no-deps "${LOCKED[@]}"
+
 # The seed's examples, run as a user would run them (each asserts what it shows).
 stage "examples"
 for example in crates/execnet/examples/*.rs; do
