@@ -15,7 +15,11 @@ use crate::wire::value::{Complex, Dict, Int, IntRepr, Value};
 pub(crate) fn load_value(payload: &[u8]) -> Result<Value> {
     let (builder, value) = machine::run(payload, ValueBuilder::default())?;
     match builder.channel_error {
-        Some(e) => Err(e),
+        // A channel could not be looked up, but a later SETITEM may have replaced it (or
+        // a later equal dict key its entry): the tape path decides, which looks up only
+        // the channels the result holds. (Only data holding channels loaded outside a
+        // gateway gets here.)
+        Some(_) => super::value_from_tape(payload),
         None => Ok(value),
     }
 }
@@ -27,7 +31,7 @@ struct ValueBuilder {
     strings: Vec<String>,
     /// The first channel that could not be looked up. The machine goes on (the rest of
     /// the payload is still checked, as the tape path checks all of it before it looks
-    /// channels up), and this error is the load's.
+    /// channels up), and then [`load_value`] asks the tape path.
     channel_error: Option<Error>,
 }
 
