@@ -852,11 +852,6 @@ mod tests {
         })
     }
 
-    /// A `Value` built from the tape, as one nested in a typed result is.
-    fn load_via_tape(payload: &[u8]) -> Result<Value> {
-        value_from_tape(payload)
-    }
-
     /// What a load made of a payload, comparable across the ways of loading.
     fn outcome(r: &Result<Value>) -> String {
         match r {
@@ -875,7 +870,7 @@ mod tests {
             let payload = to_payload_vec(&v).unwrap();
             let direct: Value = from_payload(&payload).unwrap();
             let serde = load_via_serde(&payload).unwrap();
-            let tape = load_via_tape(&payload).unwrap();
+            let tape = value_from_tape(&payload).unwrap();
             proptest::prop_assert_eq!(format!("{direct:?}"), format!("{serde:?}"));
             proptest::prop_assert_eq!(format!("{direct:?}"), format!("{tape:?}"));
         }
@@ -897,7 +892,7 @@ mod tests {
                 payload.truncate(cut % (payload.len() + 1));
             }
             let direct = from_payload::<Value>(&payload);
-            proptest::prop_assert_eq!(outcome(&direct), outcome(&load_via_tape(&payload)));
+            proptest::prop_assert_eq!(outcome(&direct), outcome(&value_from_tape(&payload)));
             // What the machine refuses, every way refuses the same (a well-formed payload
             // can still fail to load, when it holds a channel and no gateway is there).
             if let Err(e) = validate_payload(&payload) {
@@ -926,7 +921,7 @@ mod tests {
             let p = unhex(h);
             let direct = outcome(&from_payload::<Value>(&p));
             assert!(direct.contains(what), "{direct}");
-            assert_eq!(direct, outcome(&load_via_tape(&p)));
+            assert_eq!(direct, outcome(&value_from_tape(&p)));
         }
     }
 

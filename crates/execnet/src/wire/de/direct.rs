@@ -6,7 +6,7 @@
 use num_bigint::BigInt;
 
 use super::machine::{self, Builder, Collection, Index};
-use super::tape::Item;
+use super::tape::{Item, Oversized};
 use crate::error::{Error, Result};
 use crate::wire::shared::short_int_text;
 use crate::wire::value::{Complex, Dict, Int, IntRepr, Value};
@@ -27,8 +27,7 @@ pub(crate) fn load_value(payload: &[u8]) -> Result<Value> {
 #[derive(Default)]
 struct ValueBuilder {
     /// The big ints and Latin-1 strs read so far, until their items are made values.
-    bigs: Vec<BigInt>,
-    strings: Vec<String>,
+    oversized: Oversized,
     /// The first channel that could not be looked up. The machine goes on (the rest of
     /// the payload is still checked, as the tape path checks all of it before it looks
     /// channels up), and then [`load_value`] asks the tape path.
@@ -54,8 +53,8 @@ impl<'a> Builder<'a> for ValueBuilder {
             Item::Str(s) => Value::Str(s.to_owned()),
             Item::Bytes(b) => Value::Bytes(b.to_vec()),
             Item::Complex(re, im) => Value::Complex(Complex::new(re, im)),
-            Item::Big(i) => Value::Int(Int::from_big(std::mem::take(&mut self.bigs[i]))),
-            Item::Latin1(i) => Value::Str(std::mem::take(&mut self.strings[i])),
+            Item::Big(i) => Value::Int(Int::from_big(std::mem::take(&mut self.oversized.bigs[i]))),
+            Item::Latin1(i) => Value::Str(std::mem::take(&mut self.oversized.strings[i])),
             Item::Channel(id) => self.channel(id as i32),
             Item::List(_) | Item::Tuple(_) | Item::Dict(_) | Item::Set(_) | Item::FrozenSet(_) => {
                 unreachable!("the machine makes containers with the builder, never as scalar items")
@@ -64,13 +63,11 @@ impl<'a> Builder<'a> for ValueBuilder {
     }
 
     fn big(&mut self, b: BigInt) -> Item<'a> {
-        self.bigs.push(b);
-        Item::Big(self.bigs.len() - 1)
+        self.oversized.big(b)
     }
 
     fn latin1(&mut self, s: String) -> Item<'a> {
-        self.strings.push(s);
-        Item::Latin1(self.strings.len() - 1)
+        self.oversized.latin1(s)
     }
 
     fn list(&mut self, n: usize) -> Value {

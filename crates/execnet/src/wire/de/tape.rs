@@ -40,12 +40,13 @@ pub(crate) enum Item<'a> {
     True,
     False,
     Int(i64),
-    /// An int outside the i64 range: its index in [`Tape::bigs`].
+    /// An int outside the i64 range: its index in [`Oversized::bigs`].
     Big(usize),
     Float(f64),
     Complex(f64, f64),
     Str(&'a str),
-    /// A PY2STRING that is not ASCII, decoded as Latin-1: its index in [`Tape::strings`].
+    /// A PY2STRING that is not ASCII, decoded as Latin-1: its index in
+    /// [`Oversized::strings`].
     Latin1(usize),
     Bytes(&'a [u8]),
     List(Span),
@@ -86,8 +87,29 @@ impl Item<'_> {
 pub(crate) struct Tape<'a> {
     items: Vec<Item<'a>>,
     entries: Vec<(Item<'a>, Item<'a>)>,
-    bigs: Vec<BigInt>,
-    strings: Vec<String>,
+    oversized: Oversized,
+}
+
+/// The scalars that do not fit in an [`Item`], which names them by index: kept by each
+/// builder until its items are made into objects.
+#[derive(Default)]
+pub(crate) struct Oversized {
+    pub(crate) bigs: Vec<BigInt>,
+    pub(crate) strings: Vec<String>,
+}
+
+impl Oversized {
+    /// Keeps an int outside the i64 range; the item names it.
+    pub(crate) fn big<'a>(&mut self, b: BigInt) -> Item<'a> {
+        self.bigs.push(b);
+        Item::Big(self.bigs.len() - 1)
+    }
+
+    /// Keeps a Latin-1 str; the item names it.
+    pub(crate) fn latin1<'a>(&mut self, s: String) -> Item<'a> {
+        self.strings.push(s);
+        Item::Latin1(self.strings.len() - 1)
+    }
 }
 
 impl<'a> Tape<'a> {
@@ -102,11 +124,11 @@ impl<'a> Tape<'a> {
     }
 
     pub(crate) fn big(&self, index: usize) -> &BigInt {
-        &self.bigs[index]
+        &self.oversized.bigs[index]
     }
 
     pub(crate) fn string(&self, index: usize) -> &str {
-        &self.strings[index]
+        &self.oversized.strings[index]
     }
 }
 
@@ -153,13 +175,11 @@ impl<'a> Builder<'a> for Tape<'a> {
     }
 
     fn big(&mut self, b: BigInt) -> Item<'a> {
-        self.bigs.push(b);
-        Item::Big(self.bigs.len() - 1)
+        self.oversized.big(b)
     }
 
     fn latin1(&mut self, s: String) -> Item<'a> {
-        self.strings.push(s);
-        Item::Latin1(self.strings.len() - 1)
+        self.oversized.latin1(s)
     }
 
     /// A list's items get their places on the tape when it is announced.
