@@ -18,7 +18,7 @@ use std::time::Duration;
 ///
 /// Code that raises remotely comes back as [`Error::Remote`]:
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> execnet::Result<()> {
 /// let gw = execnet::makegateway("popen")?;
 /// let ch = gw.remote_exec("raise ValueError('boom')")?;

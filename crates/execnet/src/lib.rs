@@ -8,7 +8,7 @@
 //! `DeserializeOwned` one; a remote exception comes back as [`Error::Remote`] with the
 //! remote traceback. [`Group`] and [`MultiChannel`] handle many gateways at once.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> execnet::Result<()> {
 //! let gw = execnet::makegateway("popen")?;
 //! let ch = gw.remote_exec(r#"
@@ -55,3 +55,10 @@ pub use wire::value::{from_value, to_value, Complex, Dict, FrozenSet, Int, Set, 
 pub use wire::{dumps, loads};
 pub use worker::WorkerSource;
 pub use xspec::{ExecModel, ToXSpec, Transport, XSpec};
+
+/// The README's Rust snippets (copied by build.rs), compiled and run by `cargo test --doc`.
+/// A failure reads `ReadmeSnippets (line N)`: line N of `$OUT_DIR/readme_snippets.md`,
+/// where each snippet is headed by the README line it comes from.
+#[cfg(doctest)]
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/readme_snippets.md"))]
+pub struct ReadmeSnippets;

@@ -39,7 +39,7 @@ struct Members {
 /// only keeps track of its gateways: each lives as long as some handle to it, and those
 /// still alive are exited when the program ends.
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> execnet::Result<()> {
 /// let group = execnet::Group::new();
 /// group.makegateway("popen//id=a")?;
@@ -214,7 +214,7 @@ pub fn default_group() -> &'static Group {
 
 /// Starts a gateway in the [default group](default_group).
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> execnet::Result<()> {
 /// let gw = execnet::makegateway("popen//python=python3")?;
 /// let ch = gw.remote_exec("channel.send(6 * 7)")?;
@@ -227,7 +227,7 @@ pub fn makegateway(spec: impl ToXSpec) -> Result<Gateway> {
 
 /// Several channels used as one: receive from each, or from whichever has an item.
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> execnet::Result<()> {
 /// let gw = execnet::makegateway("popen")?;
 /// let multi = execnet::MultiChannel::new(vec![

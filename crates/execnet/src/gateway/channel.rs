@@ -288,7 +288,7 @@ impl Drop for ChannelHandle {
 /// channel object. When the last handle is dropped without [`Channel::close`], the
 /// channel is closed, as execnet does when a channel object is garbage collected.
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> execnet::Result<()> {
 /// let gw = execnet::makegateway("popen")?;
 /// let ch = gw.remote_exec("for item in channel:\n    channel.send(item * 2)")?;

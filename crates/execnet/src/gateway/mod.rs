@@ -127,6 +127,18 @@ channel.send(dict(
 ///
 /// When the last `Gateway` handle and the last [`Channel`] of it are dropped, the worker
 /// is asked to exit and its process is reaped (killed after [`DEFAULT_EXIT_TIMEOUT`]).
+///
+/// ```
+/// # fn main() -> execnet::Result<()> {
+/// let gw = execnet::makegateway("popen//id=local")?;
+/// assert_eq!(gw.id(), "local");
+/// let info = gw.rinfo()?; // the worker's interpreter, platform, cwd and pid
+/// let ch = gw.remote_exec("import os; channel.send(os.getpid())")?;
+/// assert_eq!(ch.receive::<u32>()?, info.pid);
+/// gw.exit()?;
+/// assert!(gw.remote_exec("pass").is_err()); // an exited gateway refuses new work
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Gateway {
     pub(crate) inner: Arc<GatewayInner>,

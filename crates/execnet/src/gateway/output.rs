@@ -7,7 +7,7 @@
 //! at pipes too, so that subprocesses' output comes back as well. Socket workers keep
 //! their fds (they belong to the server); their `sys.stdout`/`sys.stderr` are captured.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> execnet::Result<()> {
 //! let gw = execnet::makegateway("popen")?;
 //! let output = gw.capture_output()?;

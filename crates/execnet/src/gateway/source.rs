@@ -12,7 +12,7 @@ use crate::wire::value::{to_value, Value};
 /// A `&str` or `String` converts into a `Source` with its common indentation removed
 /// (like Python's `textwrap.dedent`), so indented raw strings work:
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> execnet::Result<()> {
 /// let gw = execnet::makegateway("popen")?;
 /// let ch = gw.remote_exec(r#"
