@@ -1,6 +1,8 @@
 //! The loader into typed data through serde: a struct (from a dict with string keys or
 //! a sequence), an enum, integers of fixed width, strings, bytes, maps, options and
-//! tuples, as application code receives them.
+//! tuples, as application code receives them. Each load is made twice, on the
+//! streaming path (with the tape behind it) and on the tape alone, and the two must
+//! give the same result or the same error.
 #![no_main]
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +39,7 @@ struct Record {
     tags: Vec<String>,
     #[serde(with = "serde_bytes_like")]
     blob: Vec<u8>,
-    counts: HashMap<String, i64>,
+    counts: BTreeMap<String, i64>,
     ordered: BTreeMap<i64, Option<String>>,
     kind: Kind,
     nested: Option<Box<Record>>,
@@ -68,14 +70,37 @@ mod serde_bytes_like {
     }
 }
 
+/// The outcome of a load, comparable across the two paths.
+fn outcome<T: std::fmt::Debug>(r: &execnet::Result<T>) -> String {
+    match r {
+        Ok(v) => format!("ok {v:?}"),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// Loads `payload` as a `T` both ways; they must agree. `norm` makes results comparable
+/// (a HashMap's order differs from one map to another).
+fn both<'a, T, U: std::fmt::Debug>(payload: &'a [u8], norm: impl Fn(T) -> U)
+where
+    T: Deserialize<'a>,
+{
+    let fast = de::from_payload_borrowed::<T>(payload).map(&norm);
+    let tape = de::from_payload_tape::<T>(payload).map(&norm);
+    assert_eq!(outcome(&fast), outcome(&tape), "the streaming path and the tape differ");
+}
+
+fn same<T>(t: T) -> T {
+    t
+}
+
 fn typed(payload: &[u8]) {
-    let _ = de::from_payload::<Record>(payload);
-    let _ = de::from_payload::<Vec<Record>>(payload);
-    let _ = de::from_payload::<Kind>(payload);
-    let _ = de::from_payload::<(String, Option<String>, Option<String>, Value)>(payload);
-    let _ = de::from_payload::<Vec<i64>>(payload);
-    let _ = de::from_payload::<HashMap<String, Vec<u8>>>(payload);
-    let _ = de::from_payload_borrowed::<(&str, &[u8])>(payload);
+    both::<Record, _>(payload, same);
+    both::<Vec<Record>, _>(payload, same);
+    both::<Kind, _>(payload, same);
+    both::<(String, Option<String>, Option<String>, Value), _>(payload, same);
+    both::<Vec<i64>, _>(payload, same);
+    both::<HashMap<String, Vec<u8>>, _>(payload, |m| m.into_iter().collect::<BTreeMap<_, _>>());
+    both::<(&str, &[u8]), _>(payload, same);
 }
 
 fuzz_target!(|data: &[u8]| {

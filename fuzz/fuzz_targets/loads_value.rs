@@ -19,7 +19,7 @@ static GLOBAL: limits::Ceiling = limits::Ceiling;
 /// or the same error.
 fn check_both_paths(payload: &[u8]) {
     let direct = de::from_payload::<Value>(payload);
-    let via_tape = de::from_payload::<Option<Value>>(payload).map(|v| v.unwrap_or(Value::None));
+    let via_tape = de::from_payload_tape::<Option<Value>>(payload).map(|v| v.unwrap_or(Value::None));
     match (&direct, &via_tape) {
         (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "direct and tape loads differ"),
         (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "direct and tape loads fail differently"),

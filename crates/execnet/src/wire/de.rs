@@ -28,6 +28,13 @@
 //! the same payloads with the same messages (a property test and the `loads_value` fuzz
 //! target hold them to it).
 //!
+//! Before all that, a load tries the streaming path (`stream`): for the layout every
+//! dumper writes (lists and dicts announced first, scalars, str keys), serde's visitors
+//! read the opcodes as they come, with no tape. It makes what the tape would, and gives
+//! up at anything else and at any error; then the load starts again as above, so every
+//! message still comes from the machine (a property test and the `loads_typed` fuzz
+//! target compare the two paths).
+//!
 //! ## How Python types meet serde
 //!
 //! `deserialize_any` presents None as unit, bool, int (i64, else u64, i128, u128),
@@ -64,6 +71,7 @@ use crate::error::{Error, Result};
 
 mod direct;
 mod machine;
+mod stream;
 mod tape;
 
 use tape::{Item, Tape};
@@ -80,6 +88,17 @@ pub fn from_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
 /// Like [`from_payload`], but the result may borrow strs and bytes from the payload
 /// (`&str`, `&[u8]` with `#[serde(borrow)]`, `Cow`).
 pub fn from_payload_borrowed<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T> {
+    if let Some(v) = stream::load(payload) {
+        return Ok(v);
+    }
+    from_payload_tape(payload)
+}
+
+/// [`from_payload_borrowed`] without the streaming path: the stack machine, then the
+/// tape (or the direct `Value`), which is what decides every load the streaming path
+/// gives up on. Public for the fuzz targets, which hold both paths to the same results.
+#[doc(hidden)]
+pub fn from_payload_tape<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T> {
     T::deserialize(PayloadDe { payload })
 }
 

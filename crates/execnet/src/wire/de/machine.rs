@@ -127,7 +127,7 @@ fn check_depth(depth: u32, at: usize) -> Step<()> {
 /// across its two word stores, a store-forwarding stall on every str (15% of loading
 /// records_100).
 #[inline(never)]
-fn utf8(b: &[u8]) -> Option<&str> {
+pub(super) fn utf8(b: &[u8]) -> Option<&str> {
     std::str::from_utf8(b).ok()
 }
 
@@ -627,7 +627,7 @@ where
 /// Parses the text of a LONGINT as Python's `int(bytes)` does: surrounding ASCII
 /// whitespace, an optional sign, digits with single underscores between them. An int
 /// outside the i64 range comes back as `Ok(Err(big))`.
-fn parse_int_text(text: &[u8], at: usize) -> Step<std::result::Result<i64, BigInt>> {
+pub(super) fn parse_int_text(text: &[u8], at: usize) -> Step<std::result::Result<i64, BigInt>> {
     let bad = || {
         let shown: String = String::from_utf8_lossy(&text[..text.len().min(40)]).into_owned();
         Box::new(Error::data_format(

@@ -1,0 +1,757 @@
+//! The streaming fast path of typed loads: serde visitors read the opcodes directly,
+//! with no tape, for payloads in the layout every dumper writes.
+//!
+//! A dumper writes a list as `NEWLIST n` and then `INT i, item, SETITEM` for `i` in
+//! `0..n`, and a dict as `NEWDICT` and then `key, value, SETITEM` per entry. Read in
+//! that order, such a payload is a prefix form that serde can walk as it reads: no
+//! object waits for a later opcode. This path takes exactly that layout, with scalars
+//! and str keys, and hands every node to the visitor as [`TreeDe`](super::TreeDe)
+//! would hand the same node of the tape.
+//!
+//! It gives up (and the load starts again on the tape, which is the authority) at the
+//! first thing outside that layout or that needs more than a glance: tuples, sets and
+//! other postfix forms, channels, complex numbers, big ints, Latin-1 strs, non-str dict
+//! keys, a dict key seen twice in one dict or more than [`MAX_KEYS`] keys, a magic key,
+//! a list filled out of order, `IgnoredAny`, a nested `Value`, and every error at all,
+//! the visitor's included. So a typed load returns from here only when every check of
+//! the stack machine would pass and the tape would give the same result, and every
+//! error and every message still comes from the tape. A failed attempt costs the part
+//! of the payload read until then.
+
+use serde::de::{self, value::BorrowedStrDeserializer, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::machine::parse_int_text;
+use crate::error::{Error, Result};
+use crate::wire::opcode as op;
+use crate::wire::{CHANNEL_TOKEN, MAGIC_PREFIX, MAX_DEPTH, VALUE_TOKEN};
+
+/// The most keys a dict may have on this path; a bigger one goes to the tape (its keys
+/// are checked for duplicates one against another here).
+pub(crate) const MAX_KEYS: usize = 32;
+
+/// Loads `payload` as a `T` on the streaming path: `None` when it gives up.
+pub(crate) fn load<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Option<T> {
+    let mut s = Stream { buf: payload, pos: 0, budget: payload.len(), depth: 0, keys: Vec::new(), last_str: None, gave_up: false };
+    let out = T::deserialize(StreamDe { s: &mut s });
+    // The object must be all of the payload: STOP, and nothing after it.
+    let whole = s.pos + 1 == payload.len() && payload[s.pos] == op::STOP;
+    match out {
+        Ok(v) if whole && !s.gave_up => Some(v),
+        _ => None,
+    }
+}
+
+/// The reading position and what the checks need to know.
+struct Stream<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// List slots still allowed (the machine's `list_budget`).
+    budget: usize,
+    /// Containers open around the position.
+    depth: usize,
+    /// The keys of the dicts being read, each dict's after its parents'.
+    keys: Vec<&'a str>,
+    /// The str read last and where its opcode was (a dict key's, for the checks after
+    /// its visitor saw it).
+    last_str: Option<(usize, &'a str)>,
+    /// Set at the first reason to give up, and at any error: nothing read after it is
+    /// trusted, even if a visitor swallowed the error.
+    gave_up: bool,
+}
+
+/// The error that ends an attempt; its text is never shown (the tape's is).
+#[cold]
+fn give_up() -> Error {
+    Error::data_format("left to the tape", None)
+}
+
+impl<'a> Stream<'a> {
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(s)
+    }
+
+    #[inline(always)]
+    fn i32(&mut self) -> Option<i32> {
+        let b = self.take(4)?;
+        Some(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A length operand, not negative and not beyond the bytes left.
+    #[inline(always)]
+    fn len(&mut self) -> Option<usize> {
+        let n = usize::try_from(self.i32()?).ok()?;
+        (n <= self.buf.len() - self.pos).then_some(n)
+    }
+
+    /// Consumes `op` if it comes next.
+    #[inline(always)]
+    fn eat(&mut self, op: u8) -> Option<()> {
+        (self.peek()? == op).then(|| self.pos += 1)
+    }
+
+    /// The str of a str opcode (already consumed): UTF-8 checked, or ASCII for PY2STRING.
+    #[inline(always)]
+    fn str_of(&mut self, op: u8) -> Option<&'a str> {
+        let at = self.pos - 1;
+        let n = self.len()?;
+        let b = self.take(n)?;
+        let s = if op == op::PY2STRING {
+            if !b.is_ascii() {
+                return None;
+            }
+            std::str::from_utf8(b).ok()?
+        } else {
+            super::machine::utf8(b)?
+        };
+        self.last_str = Some((at, s));
+        Some(s)
+    }
+}
+
+fn is_str_op(op: u8) -> bool {
+    matches!(op, op::PY3STRING | op::UNICODE | op::PY2STRING)
+}
+
+/// A deserializer of the node at the stream's position.
+struct StreamDe<'s, 'a> {
+    s: &'s mut Stream<'a>,
+}
+
+impl<'s, 'a> StreamDe<'s, 'a> {
+    /// `r`, having given up if it is an error.
+    #[inline(always)]
+    fn watch<T>(s: &mut Stream<'a>, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            s.gave_up = true;
+        }
+        r
+    }
+
+    #[cold]
+    fn stop<T>(self) -> Result<T> {
+        self.s.gave_up = true;
+        Err(give_up())
+    }
+
+    /// The node as [`TreeDe`](super::TreeDe)'s `deserialize_any` presents it.
+    fn any<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+        if self.s.gave_up {
+            return Err(give_up());
+        }
+        let Some(op) = self.s.peek() else { return self.stop() };
+        self.s.pos += 1;
+        let r = match op {
+            op::NONE => v.visit_unit(),
+            op::TRUE => v.visit_bool(true),
+            op::FALSE => v.visit_bool(false),
+            op::INT | op::LONG => match self.s.i32() {
+                Some(i) => v.visit_i64(i as i64),
+                None => return self.stop(),
+            },
+            op::LONGINT | op::LONGLONG => {
+                let at = self.s.pos - 1;
+                let text = match self.s.len().and_then(|n| self.s.take(n)) {
+                    Some(t) => t,
+                    None => return self.stop(),
+                };
+                match parse_int_text(text, at) {
+                    Ok(Ok(i)) => v.visit_i64(i),
+                    _ => return self.stop(),
+                }
+            }
+            op::FLOAT => match self.s.take(8) {
+                Some(b) => v.visit_f64(f64::from_be_bytes(b.try_into().expect("8 bytes"))),
+                None => return self.stop(),
+            },
+            op::PY3STRING | op::UNICODE | op::PY2STRING => match self.s.str_of(op) {
+                Some(s) => v.visit_borrowed_str(s),
+                None => return self.stop(),
+            },
+            op::BYTES => match self.s.len().and_then(|n| self.s.take(n)) {
+                Some(b) => v.visit_borrowed_bytes(b),
+                None => return self.stop(),
+            },
+            op::NEWLIST => return self.list(v),
+            op::NEWDICT => return self.dict(v),
+            _ => return self.stop(),
+        };
+        Self::watch(self.s, r)
+    }
+
+    /// A list, NEWLIST (consumed) and its count first.
+    fn list<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+        let s = self.s;
+        let n = match s.i32().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n <= s.buf.len() - s.pos && n <= s.budget && s.depth < MAX_DEPTH => n,
+            _ => {
+                s.gave_up = true;
+                return Err(give_up());
+            }
+        };
+        s.budget -= n;
+        s.depth += 1;
+        let mut items = Items { s, next: 0, len: n };
+        let r = v.visit_seq(&mut items);
+        let left = items.len - items.next;
+        let s = items.s;
+        s.depth -= 1;
+        if left != 0 {
+            s.gave_up = true;
+        }
+        Self::watch(s, r)
+    }
+
+    /// A dict, NEWDICT consumed.
+    fn dict<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+        let s = self.s;
+        if s.depth >= MAX_DEPTH {
+            s.gave_up = true;
+            return Err(give_up());
+        }
+        s.depth += 1;
+        let start = s.keys.len();
+        let mut entries = Entries { s, start };
+        let r = v.visit_map(&mut entries);
+        let s = entries.s;
+        s.depth -= 1;
+        s.keys.truncate(start);
+        // The visitor may stop before the end: then entries are left, which the tape
+        // would report.
+        if !matches!(s.peek(), Some(op::SETITEM | op::STOP)) {
+            s.gave_up = true;
+        }
+        Self::watch(s, r)
+    }
+}
+
+/// The items of a list being read.
+struct Items<'s, 'a> {
+    s: &'s mut Stream<'a>,
+    next: usize,
+    len: usize,
+}
+
+impl<'a> SeqAccess<'a> for Items<'_, 'a> {
+    type Error = Error;
+
+    fn next_element_seed<S: DeserializeSeed<'a>>(&mut self, seed: S) -> Result<Option<S::Value>> {
+        if self.next == self.len {
+            return Ok(None);
+        }
+        let s = &mut *self.s;
+        // `INT i` with `i` the next index, in order.
+        if s.gave_up || s.eat(op::INT).is_none() || s.i32().and_then(|i| usize::try_from(i).ok()) != Some(self.next) {
+            s.gave_up = true;
+            return Err(give_up());
+        }
+        let item = seed.deserialize(StreamDe { s: &mut *s });
+        let item = StreamDe::watch(s, item)?;
+        if s.eat(op::SETITEM).is_none() {
+            s.gave_up = true;
+            return Err(give_up());
+        }
+        self.next += 1;
+        Ok(Some(item))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.len - self.next)
+    }
+}
+
+/// The entries of a dict being read.
+struct Entries<'s, 'a> {
+    s: &'s mut Stream<'a>,
+    /// Where this dict's keys begin in [`Stream::keys`].
+    start: usize,
+}
+
+impl<'a> MapAccess<'a> for Entries<'_, 'a> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        let s = &mut *self.s;
+        match s.peek() {
+            // The dict ends where its container's SETITEM, or STOP, comes.
+            Some(op::SETITEM | op::STOP) if !s.gave_up => return Ok(None),
+            Some(op) if is_str_op(op) && !s.gave_up => {}
+            _ => {
+                s.gave_up = true;
+                return Err(give_up());
+            }
+        }
+        let at = s.pos;
+        let key = seed.deserialize(StreamDe { s: &mut *s });
+        let key = StreamDe::watch(s, key)?;
+        // The key's visitor must have read the key (a seed may not read at all).
+        let name = match s.last_str.take() {
+            Some((read_at, name)) if read_at == at => name,
+            _ => {
+                s.gave_up = true;
+                return Err(give_up());
+            }
+        };
+        let mine = &s.keys[self.start..];
+        let first_magic = mine.is_empty() && name.starts_with(MAGIC_PREFIX);
+        if first_magic || mine.len() == MAX_KEYS || mine.contains(&name) {
+            s.gave_up = true;
+            return Err(give_up());
+        }
+        s.keys.push(name);
+        Ok(Some(key))
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'a>>(&mut self, seed: S) -> Result<S::Value> {
+        let s = &mut *self.s;
+        let value = seed.deserialize(StreamDe { s: &mut *s });
+        let value = StreamDe::watch(s, value)?;
+        if s.eat(op::SETITEM).is_none() {
+            s.gave_up = true;
+            return Err(give_up());
+        }
+        Ok(value)
+    }
+}
+
+macro_rules! as_any {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+            self.any(v)
+        }
+    )*};
+}
+
+/// Each method does what [`TreeDe`](super::TreeDe)'s does with the same node, or gives
+/// up.
+impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
+    type Error = Error;
+
+    as_any! {
+        deserialize_any deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32
+        deserialize_i64 deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32
+        deserialize_u64 deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char
+        deserialize_str deserialize_string deserialize_identifier deserialize_unit
+        deserialize_map
+    }
+
+    fn deserialize_bytes<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+        match self.s.peek() {
+            Some(op) if is_str_op(op) && !self.s.gave_up => {
+                self.s.pos += 1;
+                match self.s.str_of(op) {
+                    Some(s) => {
+                        let r = v.visit_borrowed_bytes(s.as_bytes());
+                        Self::watch(self.s, r)
+                    }
+                    None => self.stop(),
+                }
+            }
+            _ => self.any(v),
+        }
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+        self.deserialize_bytes(v)
+    }
+
+    fn deserialize_option<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+        if self.s.peek() == Some(op::NONE) && !self.s.gave_up {
+            self.s.pos += 1;
+            let r = v.visit_none();
+            return Self::watch(self.s, r);
+        }
+        v.visit_some(self)
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'a>>(self, _name: &'static str, v: V) -> Result<V::Value> {
+        self.any(v)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'a>>(self, name: &'static str, v: V) -> Result<V::Value> {
+        // A whole payload loaded as a `Value` is built by the stack machine directly
+        // (as `PayloadDe` does), so `loads::<Value>` pays nothing for this path.
+        if name == VALUE_TOKEN && self.s.pos == 0 && !self.s.gave_up {
+            let r = super::direct::load_value(self.s.buf).and_then(|value| crate::wire::value::hand_over(value, v));
+            self.s.pos = self.s.buf.len().saturating_sub(1);
+            return Self::watch(self.s, r);
+        }
+        if name == CHANNEL_TOKEN || name == VALUE_TOKEN {
+            return self.stop();
+        }
+        v.visit_newtype_struct(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+        match self.s.peek() {
+            Some(op::BYTES) if !self.s.gave_up => {
+                self.s.pos += 1;
+                match self.s.len().and_then(|n| self.s.take(n)) {
+                    Some(b) => {
+                        let r = de::value::SeqDeserializer::<_, Error>::new(b.iter().copied()).deserialize_any(v);
+                        Self::watch(self.s, r)
+                    }
+                    None => self.stop(),
+                }
+            }
+            _ => self.any(v),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'a>>(self, _len: usize, v: V) -> Result<V::Value> {
+        self.deserialize_seq(v)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'a>>(self, _name: &'static str, _len: usize, v: V) -> Result<V::Value> {
+        self.deserialize_seq(v)
+    }
+
+    fn deserialize_struct<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value> {
+        self.any(v)
+    }
+
+    fn deserialize_enum<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value> {
+        match self.s.peek() {
+            Some(op) if is_str_op(op) && !self.s.gave_up => {
+                self.s.pos += 1;
+                match self.s.str_of(op) {
+                    Some(s) => {
+                        let r = v.visit_enum(BorrowedStrDeserializer::<Error>::new(s));
+                        Self::watch(self.s, r)
+                    }
+                    None => self.stop(),
+                }
+            }
+            _ => self.stop(),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'a>>(self, _v: V) -> Result<V::Value> {
+        self.stop()
+    }
+
+    fn is_human_readable(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::load;
+    use crate::wire::de::{from_payload, from_payload_borrowed, from_payload_tape};
+    use crate::wire::opcode as op;
+    use crate::wire::ser::to_payload_vec;
+    use crate::wire::MAGIC_PREFIX;
+    use crate::Value;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Kind {
+        Plain,
+        Sized(u32),
+        Named { a: String },
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Rec {
+        name: String,
+        size: i64,
+        ratio: f64,
+        tags: Vec<String>,
+        ok: bool,
+        #[serde(with = "serde_bytes")]
+        blob: Vec<u8>,
+        counts: BTreeMap<String, u32>,
+        kind: Kind,
+        note: Option<String>,
+        next: Option<Box<Rec>>,
+    }
+
+    fn arb_kind(plain_only: bool) -> BoxedStrategy<Kind> {
+        if plain_only {
+            Just(Kind::Plain).boxed()
+        } else {
+            prop_oneof![Just(Kind::Plain), any::<u32>().prop_map(Kind::Sized), ".{0,3}".prop_map(|a| Kind::Named { a })]
+                .boxed()
+        }
+    }
+
+    /// Records; with `plain_only`, none holds an enum variant with data (a one-entry
+    /// dict `{variant: value}`, which the streaming path leaves to the tape).
+    fn arb_rec(plain_only: bool) -> impl Strategy<Value = Rec> {
+        let leaf = (
+            ".{0,6}",
+            any::<i64>(),
+            -1e9f64..1e9,
+            proptest::collection::vec("[a-z]{0,3}", 0..4),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..5),
+            proptest::collection::btree_map("[a-f]{1,2}", any::<u32>(), 0..4),
+            arb_kind(plain_only),
+            proptest::option::of("[a-z]{0,3}"),
+        )
+            .prop_map(|(name, size, ratio, tags, ok, blob, counts, kind, note)| Rec {
+                name,
+                size,
+                ratio,
+                tags,
+                ok,
+                blob,
+                counts,
+                kind,
+                note,
+                next: None,
+            });
+        leaf.prop_recursive(3, 8, 1, |inner| {
+            (inner.clone(), proptest::option::of(inner)).prop_map(|(mut r, next)| {
+                r.next = next.map(Box::new);
+                r
+            })
+        })
+    }
+
+    /// What a load made of a payload, comparable across the two paths.
+    fn outcome<T: std::fmt::Debug>(r: &crate::Result<T>) -> String {
+        match r {
+            Ok(v) => format!("ok {v:?}"),
+            Err(e) => format!("error {e}"),
+        }
+    }
+
+    /// Both paths load `payload` as a `T` alike (result or message).
+    fn same_both_ways<'a, T: Deserialize<'a> + std::fmt::Debug>(payload: &'a [u8]) -> std::result::Result<(), TestCaseError> {
+        let fast = from_payload_borrowed::<T>(payload);
+        let tape = from_payload_tape::<T>(payload);
+        prop_assert_eq!(outcome(&fast), outcome(&tape));
+        Ok(())
+    }
+
+    /// A map that compares alike whatever its hash order.
+    fn sorted<K: Ord, V>(m: HashMap<K, V>) -> BTreeMap<K, V> {
+        m.into_iter().collect()
+    }
+
+    proptest! {
+        /// Records as a dumper writes them load on the streaming path, as what was sent
+        /// and as the tape loads them.
+        #[test]
+        fn dumped_records_take_the_streaming_path(recs in proptest::collection::vec(arb_rec(true), 0..6)) {
+            let payload = to_payload_vec(&recs).unwrap();
+            let fast = load::<Vec<Rec>>(&payload);
+            prop_assert_eq!(fast.as_ref(), Some(&recs));
+            prop_assert_eq!(from_payload_tape::<Vec<Rec>>(&payload).unwrap(), recs);
+        }
+
+        /// Whatever path a load takes, it equals the tape's; an enum with data gives up.
+        #[test]
+        fn streaming_path_equals_the_tape(recs in proptest::collection::vec(arb_rec(false), 0..6)) {
+            let payload = to_payload_vec(&recs).unwrap();
+            prop_assert_eq!(from_payload::<Vec<Rec>>(&payload).unwrap(), recs.clone());
+            same_both_ways::<Vec<Rec>>(&payload)?;
+            same_both_ways::<serde_json::Value>(&payload)?;
+            same_both_ways::<Value>(&payload)?;
+            if recs.iter().any(|r| r.kind != Kind::Plain) {
+                prop_assert!(load::<Vec<Rec>>(&payload).is_none());
+            }
+        }
+
+        /// Damaged payloads (bytes overwritten, the end cut off) load or fail the same
+        /// on both paths, into several types.
+        #[test]
+        fn damaged_payloads_fail_alike(
+            recs in proptest::collection::vec(arb_rec(false), 1..4),
+            damage in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let mut payload = to_payload_vec(&recs).unwrap();
+            for (at, byte) in damage {
+                let at = at % payload.len();
+                payload[at] = byte;
+            }
+            if cut % 3 == 0 {
+                payload.truncate(cut % (payload.len() + 1));
+            }
+            same_both_ways::<Vec<Rec>>(&payload)?;
+            same_both_ways::<Rec>(&payload)?;
+            same_both_ways::<serde_json::Value>(&payload)?;
+            same_both_ways::<Vec<(String, i64)>>(&payload)?;
+            same_both_ways::<Option<Vec<Option<String>>>>(&payload)?;
+            let fast = from_payload::<HashMap<String, serde_json::Value>>(&payload).map(sorted);
+            let tape = from_payload_tape::<HashMap<String, serde_json::Value>>(&payload).map(sorted);
+            prop_assert_eq!(outcome(&fast), outcome(&tape));
+        }
+    }
+
+    fn s(t: &str) -> Vec<u8> {
+        let mut v = vec![op::PY3STRING];
+        v.extend((t.len() as i32).to_be_bytes());
+        v.extend(t.as_bytes());
+        v
+    }
+
+    fn int(i: i32) -> Vec<u8> {
+        let mut v = vec![op::INT];
+        v.extend(i.to_be_bytes());
+        v
+    }
+
+    /// A dict payload of these entries, in the dumper's layout.
+    fn dict(entries: &[(&str, i32)]) -> Vec<u8> {
+        let mut p = vec![op::NEWDICT];
+        for (k, v) in entries {
+            p.extend(s(k));
+            p.extend(int(*v));
+            p.push(op::SETITEM);
+        }
+        p.push(op::STOP);
+        p
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct AB {
+        a: i32,
+        b: i32,
+    }
+
+    #[test]
+    fn what_the_streaming_path_leaves_to_the_tape() {
+        // A key twice: Python keeps the last value; serde would see both.
+        let p = dict(&[("a", 1), ("b", 2), ("a", 3)]);
+        assert!(load::<HashMap<String, i32>>(&p).is_none());
+        assert_eq!(from_payload::<AB>(&p).unwrap(), AB { a: 3, b: 2 });
+        assert_eq!(from_payload::<HashMap<String, i32>>(&p).unwrap(), HashMap::from([("a".into(), 3), ("b".into(), 2)]));
+        // A field the struct does not have (IgnoredAny).
+        let p = dict(&[("a", 1), ("zz", 9), ("b", 2)]);
+        assert!(load::<AB>(&p).is_none());
+        assert_eq!(from_payload::<AB>(&p).unwrap(), AB { a: 1, b: 2 });
+        // More keys than the duplicate check takes.
+        let keys: Vec<String> = (0..=super::MAX_KEYS).map(|i| format!("k{i}")).collect();
+        let p = dict(&keys.iter().map(|k| (k.as_str(), 1)).collect::<Vec<_>>());
+        assert!(load::<HashMap<String, i32>>(&p).is_none());
+        assert_eq!(from_payload::<HashMap<String, i32>>(&p).unwrap().len(), keys.len());
+        let p = dict(&keys[1..].iter().map(|k| (k.as_str(), 1)).collect::<Vec<_>>());
+        assert_eq!(load::<HashMap<String, i32>>(&p).unwrap().len(), super::MAX_KEYS);
+        // A magic first key (the wrapped dict form of deserialize_any).
+        let magic = format!("{MAGIC_PREFIX}x");
+        let p = dict(&[(magic.as_str(), 1)]);
+        assert!(load::<serde_json::Value>(&p).is_none());
+        assert_eq!(outcome(&from_payload::<serde_json::Value>(&p)), outcome(&from_payload_tape::<serde_json::Value>(&p)));
+        // A list filled out of order, and one with an item left None.
+        let mut p = vec![op::NEWLIST, 0, 0, 0, 2];
+        p.extend(int(1));
+        p.extend(int(7));
+        p.push(op::SETITEM);
+        p.extend(int(0));
+        p.extend(int(6));
+        p.extend([op::SETITEM, op::STOP]);
+        assert!(load::<Vec<i32>>(&p).is_none());
+        assert_eq!(from_payload::<Vec<i32>>(&p).unwrap(), [6, 7]);
+        let p = [&[op::NEWLIST, 0, 0, 0, 1][..], &[op::STOP]].concat();
+        assert!(load::<Vec<Option<i32>>>(&p).is_none());
+        assert_eq!(from_payload::<Vec<Option<i32>>>(&p).unwrap(), [None]);
+        // A tuple (postfix): its first member looks like a plain value.
+        let p = to_payload_vec(&(1, "x")).unwrap();
+        assert!(load::<Vec<Value>>(&p).is_none());
+        assert_eq!(from_payload::<(i32, String)>(&p).unwrap(), (1, "x".to_string()));
+        // A visitor error: the tape's message, not the streaming path's.
+        let p = dict(&[("a", 1)]);
+        let e = from_payload::<AB>(&p).unwrap_err().to_string();
+        assert!(e.contains("missing field `b`"), "{e}");
+        assert_eq!(e, from_payload_tape::<AB>(&p).unwrap_err().to_string());
+    }
+
+    #[test]
+    fn a_visitor_that_swallows_an_error_does_not_hide_it() {
+        // `Lenient` turns any error of its field into a default, as serde_with's
+        // DefaultOnError does: the streaming path must not go on from a broken position.
+        #[derive(Debug, PartialEq, Default)]
+        struct Lenient(Option<AB>);
+        impl<'de> Deserialize<'de> for Lenient {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Ok(Lenient(AB::deserialize(d).ok()))
+            }
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Outer {
+            x: Lenient,
+            y: i32,
+        }
+        // x = {"a": 1, "c": 5} fails in the middle (unknown field c is fine for serde,
+        // but the streaming path gives up on it), y = 2.
+        let mut p = vec![op::NEWDICT];
+        p.extend(s("x"));
+        p.push(op::NEWDICT);
+        for (k, v) in [("a", 1), ("c", 5)] {
+            p.extend(s(k));
+            p.extend(int(v));
+            p.push(op::SETITEM);
+        }
+        p.push(op::SETITEM);
+        p.extend(s("y"));
+        p.extend(int(2));
+        p.extend([op::SETITEM, op::STOP]);
+        assert!(load::<Outer>(&p).is_none());
+        let got = from_payload::<Outer>(&p).unwrap();
+        assert_eq!(got, from_payload_tape::<Outer>(&p).unwrap());
+        assert_eq!(got, Outer { x: Lenient(None), y: 2 });
+        // The same with the visitor's own error: x = {"a": "oops", "b": 1}.
+        let mut p = vec![op::NEWDICT];
+        p.extend(s("x"));
+        p.push(op::NEWDICT);
+        p.extend(s("a"));
+        p.extend(s("oops"));
+        p.push(op::SETITEM);
+        p.extend(s("b"));
+        p.extend(int(1));
+        p.extend([op::SETITEM, op::SETITEM]);
+        p.extend(s("y"));
+        p.extend(int(2));
+        p.extend([op::SETITEM, op::STOP]);
+        assert!(load::<Outer>(&p).is_none());
+        assert_eq!(from_payload::<Outer>(&p).unwrap(), Outer { x: Lenient(None), y: 2 });
+    }
+
+    /// What execnet 2.1.2's `dumps` writes of a record (the worker's `dumps` writes the
+    /// same bytes after the version byte), taken from `execnet.dumps({"name": "f",
+    /// "size": 3000000000, "tags": ["a"], "ok": True})` (a LONGINT, a list, a bool),
+    /// loads on the streaming path.
+    #[test]
+    fn python_dumped_records_take_the_streaming_path() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct R {
+            name: String,
+            size: i64,
+            tags: Vec<String>,
+            ok: bool,
+        }
+        let hex = PYTHON_RECORD_HEX;
+        let p: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let want = R { name: "f".into(), size: 3_000_000_000, tags: vec!["a".into()], ok: true };
+        assert_eq!(load::<R>(&p[1..]), Some(want));
+    }
+
+    const PYTHON_RECORD_HEX: &str = "024a4e000000046e616d654e0000000166504e0000000473697a65480000000a333030\
+        30303030303030504e00000004746167734b0000000146000000004e000000016150504e000000026f6b525051";
+}
