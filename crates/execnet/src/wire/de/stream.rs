@@ -32,6 +32,15 @@ pub(crate) const MAX_KEYS: usize = 32;
 
 /// Loads `payload` as a `T` on the streaming path: `None` when it gives up.
 pub(crate) fn load<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Option<T> {
+    // An object that ends in BUILDTUPLE, SET or FROZENSET (and a count) is postfix at
+    // its top: this path would read its first member and give up, paying for a
+    // visitor's error message. The byte may also be an operand's; then the tape loads a
+    // payload this path could have, which is only slower.
+    if let [.., last, _, _, _, _, op::STOP] = payload {
+        if matches!(*last, op::BUILDTUPLE | op::SET | op::FROZENSET) {
+            return None;
+        }
+    }
     let mut s = Stream { buf: payload, pos: 0, budget: payload.len(), depth: 0, keys: Vec::new(), last_str: None, gave_up: false };
     let out = T::deserialize(StreamDe { s: &mut s });
     // The object must be all of the payload: STOP, and nothing after it.
@@ -50,8 +59,9 @@ struct Stream<'a> {
     budget: usize,
     /// Containers open around the position.
     depth: usize,
-    /// The keys of the dicts being read, each dict's after its parents'.
-    keys: Vec<&'a str>,
+    /// The keys of the dicts being read, each dict's after its parents', with their
+    /// [`fingerprint`]s.
+    keys: Vec<(u64, &'a str)>,
     /// The str read last and where its opcode was (a dict key's, for the checks after
     /// its visitor saw it).
     last_str: Option<(usize, &'a str)>,
@@ -115,6 +125,15 @@ impl<'a> Stream<'a> {
         self.last_str = Some((at, s));
         Some(s)
     }
+}
+
+/// A key's length and first seven bytes in one word: two keys of fewer than eight bytes
+/// are equal exactly when their fingerprints are (each length fills its own range of
+/// values), so the duplicate check of struct-like dicts compares words, not strs.
+#[inline(always)]
+fn fingerprint(key: &str) -> u64 {
+    let b = key.as_bytes();
+    b[..b.len().min(7)].iter().fold(b.len() as u64 & 0xff, |x, &c| x << 8 | c as u64)
 }
 
 fn is_str_op(op: u8) -> bool {
@@ -302,11 +321,13 @@ impl<'a> MapAccess<'a> for Entries<'_, 'a> {
         };
         let mine = &s.keys[self.start..];
         let first_magic = mine.is_empty() && name.starts_with(MAGIC_PREFIX);
-        if first_magic || mine.len() == MAX_KEYS || mine.contains(&name) {
+        let print = fingerprint(name);
+        let seen = mine.iter().any(|&(p, k)| p == print && (name.len() < 8 || k == name));
+        if first_magic || mine.len() == MAX_KEYS || seen {
             s.gave_up = true;
             return Err(give_up());
         }
-        s.keys.push(name);
+        s.keys.push((print, name));
         Ok(Some(key))
     }
 
