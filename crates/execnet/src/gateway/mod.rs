@@ -6,7 +6,10 @@
 //! themselves), dispatch.rs (handling each frame), table.rs (the channel table),
 //! exit.rs (ending it and its process, the loss report), stderr.rs (passing the
 //! worker's stderr on and keeping its tail for error reports) and remote_socket.rs
-//! (socket gateways to a server started inside another gateway).
+//! (socket gateways to a server started inside another gateway). What users hold and
+//! call has its own modules: channel/ (channels, their queues, callbacks and file
+//! adapters), source.rs (the code `remote_exec` sends), output.rs (capturing the
+//! worker's stdout and stderr) and imports/ (import forwarding).
 
 pub mod channel;
 mod dispatch;
