@@ -6,6 +6,7 @@
 #![no_main]
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::identity;
 
 use execnet::wire::{de, frame};
 use execnet::Value;
@@ -89,18 +90,14 @@ where
     assert_eq!(outcome(&fast), outcome(&tape), "the streaming path and the tape differ");
 }
 
-fn same<T>(t: T) -> T {
-    t
-}
-
 fn typed(payload: &[u8]) {
-    both::<Record, _>(payload, same);
-    both::<Vec<Record>, _>(payload, same);
-    both::<Kind, _>(payload, same);
-    both::<(String, Option<String>, Option<String>, Value), _>(payload, same);
-    both::<Vec<i64>, _>(payload, same);
+    both::<Record, _>(payload, identity);
+    both::<Vec<Record>, _>(payload, identity);
+    both::<Kind, _>(payload, identity);
+    both::<(String, Option<String>, Option<String>, Value), _>(payload, identity);
+    both::<Vec<i64>, _>(payload, identity);
     both::<HashMap<String, Vec<u8>>, _>(payload, |m| m.into_iter().collect::<BTreeMap<_, _>>());
-    both::<(&str, &[u8]), _>(payload, same);
+    both::<(&str, &[u8]), _>(payload, identity);
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -872,7 +872,7 @@ mod tests {
     }
 
     /// What a load made of a payload, comparable across the ways of loading.
-    fn outcome(r: &Result<Value>) -> String {
+    pub(super) fn outcome<T: std::fmt::Debug>(r: &Result<T>) -> String {
         match r {
             Ok(v) => format!("ok {v:?}"),
             Err(e) => format!("error {e}"),

@@ -72,11 +72,18 @@ struct Stream<'a> {
 
 /// The error that ends an attempt; its text is never shown (the tape's is).
 #[cold]
-fn give_up() -> Error {
+fn left_to_tape() -> Error {
     Error::data_format("left to the tape", None)
 }
 
 impl<'a> Stream<'a> {
+    /// Ends the attempt: nothing read from here on is trusted.
+    #[cold]
+    fn give_up<T>(&mut self) -> Result<T> {
+        self.gave_up = true;
+        Err(left_to_tape())
+    }
+
     #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.buf.get(self.pos).copied()
@@ -102,6 +109,29 @@ impl<'a> Stream<'a> {
         (n <= self.buf.len() - self.pos).then_some(n)
     }
 
+    /// The bytes of a counted operand (BYTES, a LONGINT's text).
+    #[inline(always)]
+    fn counted(&mut self) -> Option<&'a [u8]> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    /// The str at the position, consumed, when a str opcode comes next; `None` when
+    /// another node does.
+    #[inline(always)]
+    fn str_node(&mut self) -> Result<Option<&'a str>> {
+        match self.peek() {
+            Some(op) if is_str_op(op) && !self.gave_up => {
+                self.pos += 1;
+                match self.str_of(op) {
+                    Some(s) => Ok(Some(s)),
+                    None => self.give_up(),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Consumes `op` if it comes next.
     #[inline(always)]
     fn eat(&mut self, op: u8) -> Option<()> {
@@ -112,8 +142,7 @@ impl<'a> Stream<'a> {
     #[inline(always)]
     fn str_of(&mut self, op: u8) -> Option<&'a str> {
         let at = self.pos - 1;
-        let n = self.len()?;
-        let b = self.take(n)?;
+        let b = self.counted()?;
         let s = if op == op::PY2STRING {
             if !b.is_ascii() {
                 return None;
@@ -155,18 +184,12 @@ impl<'s, 'a> StreamDe<'s, 'a> {
         r
     }
 
-    #[cold]
-    fn stop<T>(self) -> Result<T> {
-        self.s.gave_up = true;
-        Err(give_up())
-    }
-
     /// The node as [`TreeDe`](super::TreeDe)'s `deserialize_any` presents it.
     fn any<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
         if self.s.gave_up {
-            return Err(give_up());
+            return Err(left_to_tape());
         }
-        let Some(op) = self.s.peek() else { return self.stop() };
+        let Some(op) = self.s.peek() else { return self.s.give_up() };
         self.s.pos += 1;
         let r = match op {
             op::NONE => v.visit_unit(),
@@ -174,34 +197,34 @@ impl<'s, 'a> StreamDe<'s, 'a> {
             op::FALSE => v.visit_bool(false),
             op::INT | op::LONG => match self.s.i32() {
                 Some(i) => v.visit_i64(i as i64),
-                None => return self.stop(),
+                None => return self.s.give_up(),
             },
             op::LONGINT | op::LONGLONG => {
                 let at = self.s.pos - 1;
-                let text = match self.s.len().and_then(|n| self.s.take(n)) {
+                let text = match self.s.counted() {
                     Some(t) => t,
-                    None => return self.stop(),
+                    None => return self.s.give_up(),
                 };
                 match parse_int_text(text, at) {
                     Ok(Ok(i)) => v.visit_i64(i),
-                    _ => return self.stop(),
+                    _ => return self.s.give_up(),
                 }
             }
             op::FLOAT => match self.s.take(8) {
                 Some(b) => v.visit_f64(f64::from_be_bytes(b.try_into().expect("8 bytes"))),
-                None => return self.stop(),
+                None => return self.s.give_up(),
             },
             op::PY3STRING | op::UNICODE | op::PY2STRING => match self.s.str_of(op) {
                 Some(s) => v.visit_borrowed_str(s),
-                None => return self.stop(),
+                None => return self.s.give_up(),
             },
-            op::BYTES => match self.s.len().and_then(|n| self.s.take(n)) {
+            op::BYTES => match self.s.counted() {
                 Some(b) => v.visit_borrowed_bytes(b),
-                None => return self.stop(),
+                None => return self.s.give_up(),
             },
             op::NEWLIST => return self.list(v),
             op::NEWDICT => return self.dict(v),
-            _ => return self.stop(),
+            _ => return self.s.give_up(),
         };
         Self::watch(self.s, r)
     }
@@ -212,8 +235,7 @@ impl<'s, 'a> StreamDe<'s, 'a> {
         let n = match s.i32().and_then(|n| usize::try_from(n).ok()) {
             Some(n) if n <= s.buf.len() - s.pos && n <= s.budget && s.depth < MAX_DEPTH => n,
             _ => {
-                s.gave_up = true;
-                return Err(give_up());
+                return s.give_up();
             }
         };
         s.budget -= n;
@@ -233,8 +255,7 @@ impl<'s, 'a> StreamDe<'s, 'a> {
     fn dict<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
         let s = self.s;
         if s.depth >= MAX_DEPTH {
-            s.gave_up = true;
-            return Err(give_up());
+            return s.give_up();
         }
         s.depth += 1;
         let start = s.keys.len();
@@ -269,14 +290,12 @@ impl<'a> SeqAccess<'a> for Items<'_, 'a> {
         let s = &mut *self.s;
         // `INT i` with `i` the next index, in order.
         if s.gave_up || s.eat(op::INT).is_none() || s.i32().and_then(|i| usize::try_from(i).ok()) != Some(self.next) {
-            s.gave_up = true;
-            return Err(give_up());
+            return s.give_up();
         }
         let item = seed.deserialize(StreamDe { s: &mut *s });
         let item = StreamDe::watch(s, item)?;
         if s.eat(op::SETITEM).is_none() {
-            s.gave_up = true;
-            return Err(give_up());
+            return s.give_up();
         }
         self.next += 1;
         Ok(Some(item))
@@ -304,8 +323,7 @@ impl<'a> MapAccess<'a> for Entries<'_, 'a> {
             Some(op::SETITEM | op::STOP) if !s.gave_up => return Ok(None),
             Some(op) if is_str_op(op) && !s.gave_up => {}
             _ => {
-                s.gave_up = true;
-                return Err(give_up());
+                return s.give_up();
             }
         }
         let at = s.pos;
@@ -315,8 +333,7 @@ impl<'a> MapAccess<'a> for Entries<'_, 'a> {
         let name = match s.last_str.take() {
             Some((read_at, name)) if read_at == at => name,
             _ => {
-                s.gave_up = true;
-                return Err(give_up());
+                return s.give_up();
             }
         };
         let mine = &s.keys[self.start..];
@@ -324,8 +341,7 @@ impl<'a> MapAccess<'a> for Entries<'_, 'a> {
         let print = fingerprint(name);
         let seen = mine.iter().any(|&(p, k)| p == print && (name.len() < 8 || k == name));
         if first_magic || mine.len() == MAX_KEYS || seen {
-            s.gave_up = true;
-            return Err(give_up());
+            return s.give_up();
         }
         s.keys.push((print, name));
         Ok(Some(key))
@@ -336,8 +352,7 @@ impl<'a> MapAccess<'a> for Entries<'_, 'a> {
         let value = seed.deserialize(StreamDe { s: &mut *s });
         let value = StreamDe::watch(s, value)?;
         if s.eat(op::SETITEM).is_none() {
-            s.gave_up = true;
-            return Err(give_up());
+            return s.give_up();
         }
         Ok(value)
     }
@@ -365,18 +380,12 @@ impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
     }
 
     fn deserialize_bytes<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
-        match self.s.peek() {
-            Some(op) if is_str_op(op) && !self.s.gave_up => {
-                self.s.pos += 1;
-                match self.s.str_of(op) {
-                    Some(s) => {
-                        let r = v.visit_borrowed_bytes(s.as_bytes());
-                        Self::watch(self.s, r)
-                    }
-                    None => self.stop(),
-                }
+        match self.s.str_node()? {
+            Some(s) => {
+                let r = v.visit_borrowed_bytes(s.as_bytes());
+                Self::watch(self.s, r)
             }
-            _ => self.any(v),
+            None => self.any(v),
         }
     }
 
@@ -406,7 +415,7 @@ impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
             return Self::watch(self.s, r);
         }
         if name == CHANNEL_TOKEN || name == VALUE_TOKEN {
-            return self.stop();
+            return self.s.give_up();
         }
         v.visit_newtype_struct(self)
     }
@@ -415,12 +424,12 @@ impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
         match self.s.peek() {
             Some(op::BYTES) if !self.s.gave_up => {
                 self.s.pos += 1;
-                match self.s.len().and_then(|n| self.s.take(n)) {
+                match self.s.counted() {
                     Some(b) => {
                         let r = de::value::SeqDeserializer::<_, Error>::new(b.iter().copied()).deserialize_any(v);
                         Self::watch(self.s, r)
                     }
-                    None => self.stop(),
+                    None => self.s.give_up(),
                 }
             }
             _ => self.any(v),
@@ -450,23 +459,17 @@ impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
         _variants: &'static [&'static str],
         v: V,
     ) -> Result<V::Value> {
-        match self.s.peek() {
-            Some(op) if is_str_op(op) && !self.s.gave_up => {
-                self.s.pos += 1;
-                match self.s.str_of(op) {
-                    Some(s) => {
-                        let r = v.visit_enum(BorrowedStrDeserializer::<Error>::new(s));
-                        Self::watch(self.s, r)
-                    }
-                    None => self.stop(),
-                }
+        match self.s.str_node()? {
+            Some(s) => {
+                let r = v.visit_enum(BorrowedStrDeserializer::<Error>::new(s));
+                Self::watch(self.s, r)
             }
-            _ => self.stop(),
+            None => self.s.give_up(),
         }
     }
 
     fn deserialize_ignored_any<V: Visitor<'a>>(self, _v: V) -> Result<V::Value> {
-        self.stop()
+        self.s.give_up()
     }
 
     fn is_human_readable(&self) -> bool {
@@ -482,6 +485,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::load;
+    use crate::wire::de::tests::outcome;
     use crate::wire::de::{from_payload, from_payload_borrowed, from_payload_tape};
     use crate::wire::opcode as op;
     use crate::wire::ser::to_payload_vec;
@@ -551,14 +555,6 @@ mod tests {
                 r
             })
         })
-    }
-
-    /// What a load made of a payload, comparable across the two paths.
-    fn outcome<T: std::fmt::Debug>(r: &crate::Result<T>) -> String {
-        match r {
-            Ok(v) => format!("ok {v:?}"),
-            Err(e) => format!("error {e}"),
-        }
     }
 
     /// Both paths load `payload` as a `T` alike (result or message).
