@@ -145,6 +145,48 @@ fn refusals_misses_and_concurrent_imports() {
     assert!(stats.refused == 1 && stats.misses >= 1, "{stats:?}");
 }
 
+/// A finder runs with the global import lock held, and its answer is delivered by the
+/// worker's receiving thread. On PyPy a garbage collection there runs importlib's
+/// weakref callbacks, which take that lock; the finder must not keep it while it waits
+/// (it did, and the concurrent imports above hung about one run in three on PyPy).
+/// Here a channel callback on the receiving thread takes the lock the same way, while
+/// the importing thread holds it as importlib does.
+#[test]
+fn a_receiving_thread_that_needs_the_import_lock_does_not_stall_an_import() {
+    let t = tree();
+    let gw = execnet::makegateway(common::popen("").as_str()).unwrap();
+    gw.forward_imports(ImportForwarding::new([&t.root])).unwrap();
+    let ch = gw
+        .remote_exec(
+            r#"
+import _imp, threading, time
+other = channel.gateway.newchannel()
+entered = threading.Event()
+def on_item(item):
+    entered.set()
+    _imp.acquire_lock()
+    _imp.release_lock()
+other.setcallback(on_item)
+channel.send(other)
+_imp.acquire_lock()
+try:
+    channel.send("holding the import lock")
+    entered.wait(10)
+    time.sleep(0.1)
+    import userpkg.t3
+finally:
+    _imp.release_lock()
+channel.send((userpkg.t3.N, _imp.lock_held()))
+"#,
+        )
+        .unwrap();
+    let other: execnet::Channel = ch.receive().unwrap();
+    assert_eq!(ch.receive::<String>().unwrap(), "holding the import lock");
+    other.send(&"take the import lock").unwrap();
+    let (n, held): (i64, bool) = ch.receive_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!((n, held), (3, false), "the import finished and the lock was given back as it was held");
+}
+
 #[test]
 fn nothing_outside_the_roots_or_the_names_is_readable() {
     let t = tree();

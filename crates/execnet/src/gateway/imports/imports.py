@@ -19,6 +19,7 @@
 # host's distributions (entry points included).  Only the standard library is
 # used, so this runs on any execnet-compatible worker.
 
+import _imp
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -71,7 +72,7 @@ class _Host:
             slot = self.waiting[request_id] = [threading.Event(), None]
         try:
             self.channel.send((request_id, kind, argument))
-            if not slot[0].wait(_ANSWER_SECONDS):
+            if not _wait_without_import_lock(slot[0]):
                 raise ImportError("import forwarding: no answer from the host for %s %r" % (kind, argument))
         finally:
             with self.lock:
@@ -90,6 +91,30 @@ class _Host:
             self.found.setdefault(name, entry)
         self.found[fullname] = found
         return found
+
+
+def _wait_without_import_lock(event):
+    """Wait for an answer with the global import lock released, if this thread holds it.
+
+    Finders run with that lock held (importlib takes it around each find_spec), and
+    the answer is delivered by the worker's receiving thread, which may need the lock
+    itself: on PyPy, a garbage collection there runs importlib's weakref callbacks for
+    dead module locks, and those take the import lock.  Waiting with it held would
+    leave both threads waiting for each other until the timeout.  The lock is taken
+    again, as many times as it was held, before the finder goes on.
+    """
+    depth = 0
+    while True:
+        try:
+            _imp.release_lock()
+        except RuntimeError:  # not held (any more) by this thread
+            break
+        depth += 1
+    try:
+        return event.wait(_ANSWER_SECONDS)
+    finally:
+        for _ in range(depth):
+            _imp.acquire_lock()
 
 
 class _Finder(importlib.abc.MetaPathFinder):
