@@ -22,7 +22,6 @@ use serde::de::{self, value::BorrowedStrDeserializer, DeserializeSeed, Deseriali
 use serde::Deserialize;
 
 use super::machine::parse_int_text;
-use crate::error::{Error, Result};
 use crate::wire::opcode as op;
 use crate::wire::{CHANNEL_TOKEN, MAGIC_PREFIX, MAX_DEPTH, VALUE_TOKEN};
 
@@ -70,10 +69,32 @@ struct Stream<'a> {
     gave_up: bool,
 }
 
-/// The error that ends an attempt; its text is never shown (the tape's is).
+/// The error of this path: the attempt ends and the tape loads the payload (and words
+/// any error). It carries nothing, so results stay small and visitors' messages are
+/// never formatted.
+#[derive(Debug)]
+struct LeftToTape;
+
+impl std::fmt::Display for LeftToTape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("left to the tape")
+    }
+}
+
+impl std::error::Error for LeftToTape {}
+
+impl de::Error for LeftToTape {
+    #[cold]
+    fn custom<M: std::fmt::Display>(_message: M) -> Self {
+        LeftToTape
+    }
+}
+
+type Result<T> = std::result::Result<T, LeftToTape>;
+
 #[cold]
-fn left_to_tape() -> Error {
-    Error::data_format("left to the tape", None)
+fn left_to_tape() -> LeftToTape {
+    LeftToTape
 }
 
 impl<'a> Stream<'a> {
@@ -281,7 +302,7 @@ struct Items<'s, 'a> {
 }
 
 impl<'a> SeqAccess<'a> for Items<'_, 'a> {
-    type Error = Error;
+    type Error = LeftToTape;
 
     fn next_element_seed<S: DeserializeSeed<'a>>(&mut self, seed: S) -> Result<Option<S::Value>> {
         if self.next == self.len {
@@ -314,7 +335,7 @@ struct Entries<'s, 'a> {
 }
 
 impl<'a> MapAccess<'a> for Entries<'_, 'a> {
-    type Error = Error;
+    type Error = LeftToTape;
 
     fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         let s = &mut *self.s;
@@ -369,7 +390,7 @@ macro_rules! as_any {
 /// Each method does what [`TreeDe`](super::TreeDe)'s does with the same node, or gives
 /// up.
 impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
-    type Error = Error;
+    type Error = LeftToTape;
 
     as_any! {
         deserialize_any deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32
@@ -410,7 +431,9 @@ impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
         // A whole payload loaded as a `Value` is built by the stack machine directly
         // (as `PayloadDe` does), so `loads::<Value>` pays nothing for this path.
         if name == VALUE_TOKEN && self.s.pos == 0 && !self.s.gave_up {
-            let r = super::direct::load_value(self.s.buf).and_then(|value| crate::wire::value::hand_over(value, v));
+            let r = super::direct::load_value(self.s.buf)
+                .and_then(|value| crate::wire::value::hand_over(value, v))
+                .map_err(|_| left_to_tape());
             self.s.pos = self.s.buf.len().saturating_sub(1);
             return Self::watch(self.s, r);
         }
@@ -426,7 +449,7 @@ impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
                 self.s.pos += 1;
                 match self.s.counted() {
                     Some(b) => {
-                        let r = de::value::SeqDeserializer::<_, Error>::new(b.iter().copied()).deserialize_any(v);
+                        let r = de::value::SeqDeserializer::<_, LeftToTape>::new(b.iter().copied()).deserialize_any(v);
                         Self::watch(self.s, r)
                     }
                     None => self.s.give_up(),
@@ -461,7 +484,7 @@ impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
     ) -> Result<V::Value> {
         match self.s.str_node()? {
             Some(s) => {
-                let r = v.visit_enum(BorrowedStrDeserializer::<Error>::new(s));
+                let r = v.visit_enum(BorrowedStrDeserializer::<LeftToTape>::new(s));
                 Self::watch(self.s, r)
             }
             None => self.s.give_up(),
