@@ -357,6 +357,24 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// A row of both sides' figures as multiples of a reference (no target).
+fn reference_row(id: String, label: String, rs: f64, py: f64, reference: f64) -> Row {
+    Row {
+        id,
+        label,
+        unit: "x that".into(),
+        better: Better::Lower,
+        rs: opt(rs / reference),
+        py: opt(py / reference),
+        ratio: None,
+        target: None,
+        target_text: "(reference)".into(),
+        met: None,
+        verdict: "-".into(),
+        skipped: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,23 +413,5 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("|--"));
         assert!(lines[2].contains(" 0.50 |"), "{t}");
-    }
-}
-
-/// A row of both sides' figures as multiples of a reference (no target).
-fn reference_row(id: String, label: String, rs: f64, py: f64, reference: f64) -> Row {
-    Row {
-        id,
-        label,
-        unit: "x that".into(),
-        better: Better::Lower,
-        rs: opt(rs / reference),
-        py: opt(py / reference),
-        ratio: None,
-        target: None,
-        target_text: "(reference)".into(),
-        met: None,
-        verdict: "-".into(),
-        skipped: None,
     }
 }

@@ -359,7 +359,7 @@ impl FromStr for XSpec {
             if items.iter().any(|(k, _)| k == key) {
                 return Err(invalid(format!("duplicate key {key:?}")));
             }
-            if VALUED_KEYS.contains(&key) && value.map_or(true, |v| v.trim().is_empty()) {
+            if VALUED_KEYS.contains(&key) && value.unwrap_or_default().trim().is_empty() {
                 return Err(invalid(format!("{key} needs a value, as in {}", example_of(key))));
             }
             items.push((key.to_string(), value.map(str::to_string)));

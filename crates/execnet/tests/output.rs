@@ -46,7 +46,7 @@ fn popen_output_of_code_and_subprocesses_comes_back_and_stop_restores() {
             "#,
         )
         .unwrap();
-    assert_eq!(ch.receive::<bool>().unwrap(), false);
+    assert!(!ch.receive::<bool>().unwrap());
     ch.waitclose(Some(WAIT)).unwrap();
     output.stop().unwrap();
     let (out, err) = collect(&output);
