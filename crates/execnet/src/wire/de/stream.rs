@@ -92,17 +92,12 @@ impl de::Error for LeftToTape {
 
 type Result<T> = std::result::Result<T, LeftToTape>;
 
-#[cold]
-fn left_to_tape() -> LeftToTape {
-    LeftToTape
-}
-
 impl<'a> Stream<'a> {
     /// Ends the attempt: nothing read from here on is trusted.
     #[cold]
     fn give_up<T>(&mut self) -> Result<T> {
         self.gave_up = true;
-        Err(left_to_tape())
+        Err(LeftToTape)
     }
 
     #[inline(always)]
@@ -208,7 +203,7 @@ impl<'s, 'a> StreamDe<'s, 'a> {
     /// The node as [`TreeDe`](super::TreeDe)'s `deserialize_any` presents it.
     fn any<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
         if self.s.gave_up {
-            return Err(left_to_tape());
+            return Err(LeftToTape);
         }
         let Some(op) = self.s.peek() else { return self.s.give_up() };
         self.s.pos += 1;
@@ -433,7 +428,7 @@ impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
         if name == VALUE_TOKEN && self.s.pos == 0 && !self.s.gave_up {
             let r = super::direct::load_value(self.s.buf)
                 .and_then(|value| crate::wire::value::hand_over(value, v))
-                .map_err(|_| left_to_tape());
+                .map_err(|_| LeftToTape);
             self.s.pos = self.s.buf.len().saturating_sub(1);
             return Self::watch(self.s, r);
         }
