@@ -12,7 +12,8 @@
 //! gateways, when stderr is a terminal, or when the run was interrupted.
 //!
 //! Ctrl-C (or SIGTERM) stops starting gateways and ends those running: the remote code
-//! gets KeyboardInterrupt, so its `finally` blocks run; a second Ctrl-C exits at once. A
+//! gets KeyboardInterrupt, so its `finally` blocks run, and its end is awaited for the
+//! grace period (code that ends normally then is ok); a second Ctrl-C exits at once. A
 //! stdout that goes away (`execnet run ... | head`) ends the run the same way.
 
 mod input;
@@ -471,10 +472,18 @@ fn run_code(ctx: &Ctx, host: &Host, gw: &Gateway, capture: &OutputCapture) -> Ou
     let mut outcome: Option<Outcome> = None;
     let mut output_open = true;
     let mut drain_until: Option<Instant> = None;
+    // Set at Ctrl-C: the code's end is still awaited until then, since the end may be on
+    // its way (the code finished as the key was pressed) or come from KeyboardInterrupt.
+    let mut interrupt_deadline: Option<Instant> = None;
     let result = loop {
         if ctx.aborted() {
-            let _ = printer.finish_lines(id, &mut lines);
-            return Outcome::Interrupted("interrupted while running");
+            if outcome.is_some() {
+                break outcome.take(); // it ended before Ctrl-C; only output was awaited
+            }
+            let deadline = *interrupt_deadline.get_or_insert_with(|| Instant::now() + INTERRUPT_GRACE + TICK * 5);
+            if Instant::now() >= deadline {
+                break Some(Outcome::Interrupted("interrupted while running"));
+            }
         }
         if let (Some(done), false) = (&outcome, output_open) {
             let _ = done;
@@ -497,6 +506,7 @@ fn run_code(ctx: &Ctx, host: &Host, gw: &Gateway, capture: &OutputCapture) -> Ou
                 // the delivery of the end marker, which is still running).
                 let ended = match channel.end_error() {
                     None => Outcome::Ok,
+                    Some(_) if interrupt_deadline.is_some() => Outcome::Interrupted("interrupted while running"),
                     Some(Error::Remote { traceback }) => {
                         let _ = printer.finish_lines(id, &mut lines);
                         let _ = printer.remote_error(id, &traceback);
