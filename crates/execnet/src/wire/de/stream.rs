@@ -11,9 +11,9 @@
 //! It gives up (and the load starts again on the tape, which is the authority) at the
 //! first thing outside that layout or that needs more than a glance: tuples, sets and
 //! other postfix forms, channels, complex numbers, big ints, Latin-1 strs, non-str dict
-//! keys, a dict key seen twice in one dict or more than [`MAX_KEYS`] keys, a magic key,
-//! a list filled out of order, `IgnoredAny`, a nested `Value`, and every error at all,
-//! the visitor's included. So a typed load returns from here only when every check of
+//! keys, a dict key seen twice in one dict or more than [`MAX_KEYS`] keys that are not
+//! the fields of the struct being read, a magic first key, a list filled out of order,
+//! `IgnoredAny`, a nested `Value`, and every error at all, the visitor's included. So a typed load returns from here only when every check of
 //! the stack machine would pass and the tape would give the same result, and every
 //! error and every message still comes from the tape. A failed attempt costs the part
 //! of the payload read until then.
@@ -25,8 +25,9 @@ use super::machine::parse_int_text;
 use crate::wire::opcode as op;
 use crate::wire::{CHANNEL_TOKEN, MAGIC_PREFIX, MAX_DEPTH, VALUE_TOKEN};
 
-/// The most keys a dict may have on this path; a bigger one goes to the tape (its keys
-/// are checked for duplicates one against another here).
+/// The most keys a dict may have on this path besides the fields of the struct it is
+/// read as; a bigger one goes to the tape (such keys are checked for duplicates one
+/// against another here, a struct's fields by a bit each).
 pub(crate) const MAX_KEYS: usize = 32;
 
 /// Loads `payload` as a `T` on the streaming path: `None` when it gives up.
@@ -239,7 +240,7 @@ impl<'s, 'a> StreamDe<'s, 'a> {
                 None => return self.s.give_up(),
             },
             op::NEWLIST => return self.list(v),
-            op::NEWDICT => return self.dict(v),
+            op::NEWDICT => return self.dict(v, &[]),
             _ => return self.s.give_up(),
         };
         Self::watch(self.s, r)
@@ -267,15 +268,16 @@ impl<'s, 'a> StreamDe<'s, 'a> {
         Self::watch(s, r)
     }
 
-    /// A dict, NEWDICT consumed.
-    fn dict<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+    /// A dict, NEWDICT consumed; `fields` are the names of the struct it becomes (empty
+    /// for any other type).
+    fn dict<V: Visitor<'a>>(self, v: V, fields: &'static [&'static str]) -> Result<V::Value> {
         let s = self.s;
         if s.depth >= MAX_DEPTH {
             return s.give_up();
         }
         s.depth += 1;
         let start = s.keys.len();
-        let mut entries = Entries { s, start };
+        let mut entries = Entries { s, start, fields, seen: 0, next_field: 0 };
         let r = v.visit_map(&mut entries);
         let s = entries.s;
         s.depth -= 1;
@@ -325,8 +327,24 @@ impl<'a> SeqAccess<'a> for Items<'_, 'a> {
 /// The entries of a dict being read.
 struct Entries<'s, 'a> {
     s: &'s mut Stream<'a>,
-    /// Where this dict's keys begin in [`Stream::keys`].
+    /// Where this dict's keys begin in [`Stream::keys`] (the keys that are not fields).
     start: usize,
+    /// The field names of the struct being read (at most 64; else empty).
+    fields: &'static [&'static str],
+    /// The fields seen so far, one bit each: a key that is a field is checked for
+    /// duplicates here instead of in [`Stream::keys`].
+    seen: u64,
+    /// The field expected next: dumpers write a struct's fields in their order.
+    next_field: usize,
+}
+
+/// The index of the field named by `key`'s bytes, trying `next` first.
+#[inline(always)]
+fn field(fields: &[&str], next: usize, key: &[u8]) -> Option<usize> {
+    match fields.get(next) {
+        Some(f) if f.as_bytes() == key => Some(next),
+        _ => fields.iter().position(|f| f.as_bytes() == key),
+    }
 }
 
 impl<'a> MapAccess<'a> for Entries<'_, 'a> {
@@ -343,6 +361,27 @@ impl<'a> MapAccess<'a> for Entries<'_, 'a> {
             }
         }
         let at = s.pos;
+        // A key that is one of the struct's fields: its bytes equal a valid str, so it
+        // needs no UTF-8 check, and a bit tells whether it came before.
+        if !self.fields.is_empty() && s.buf[at] != op::PY2STRING {
+            let b = &s.buf[at + 1..];
+            let key = b.get(..4).and_then(|n| {
+                let n = usize::try_from(i32::from_be_bytes([n[0], n[1], n[2], n[3]])).ok()?;
+                b.get(4..4usize.checked_add(n)?)
+            });
+            if let Some(i) = key.and_then(|k| field(self.fields, self.next_field, k)) {
+                let name = self.fields[i];
+                let bit = 1u64 << i;
+                if self.seen & bit != 0 || (self.seen == 0 && s.keys.len() == self.start && name.starts_with(MAGIC_PREFIX)) {
+                    return s.give_up();
+                }
+                self.seen |= bit;
+                self.next_field = i + 1;
+                s.pos = at + 5 + name.len();
+                let key = seed.deserialize(BorrowedStrDeserializer::<LeftToTape>::new(name));
+                return StreamDe::watch(s, key).map(Some);
+            }
+        }
         let key = seed.deserialize(StreamDe { s: &mut *s });
         let key = StreamDe::watch(s, key)?;
         // The key's visitor must have read the key (a seed may not read at all).
@@ -353,7 +392,7 @@ impl<'a> MapAccess<'a> for Entries<'_, 'a> {
             }
         };
         let mine = &s.keys[self.start..];
-        let first_magic = mine.is_empty() && name.starts_with(MAGIC_PREFIX);
+        let first_magic = mine.is_empty() && self.seen == 0 && name.starts_with(MAGIC_PREFIX);
         let print = fingerprint(name);
         let seen = mine.iter().any(|&(p, k)| p == print && (name.len() < 8 || k == name));
         if first_magic || mine.len() == MAX_KEYS || seen {
@@ -465,9 +504,13 @@ impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
     fn deserialize_struct<V: Visitor<'a>>(
         self,
         _name: &'static str,
-        _fields: &'static [&'static str],
+        fields: &'static [&'static str],
         v: V,
     ) -> Result<V::Value> {
+        if self.s.peek() == Some(op::NEWDICT) && !self.s.gave_up {
+            self.s.pos += 1;
+            return self.dict(v, if fields.len() <= 64 { fields } else { &[] });
+        }
         self.any(v)
     }
 
@@ -675,6 +718,8 @@ mod tests {
         // A key twice: Python keeps the last value; serde would see both.
         let p = dict(&[("a", 1), ("b", 2), ("a", 3)]);
         assert!(load::<HashMap<String, i32>>(&p).is_none());
+        assert!(load::<AB>(&p).is_none(), "a struct's field twice");
+        assert_eq!(load::<AB>(&dict(&[("b", 2), ("a", 1)])), Some(AB { a: 1, b: 2 }), "fields in another order");
         assert_eq!(from_payload::<AB>(&p).unwrap(), AB { a: 3, b: 2 });
         assert_eq!(from_payload::<HashMap<String, i32>>(&p).unwrap(), HashMap::from([("a".into(), 3), ("b".into(), 2)]));
         // A field the struct does not have (IgnoredAny).
@@ -693,6 +738,19 @@ mod tests {
         let p = dict(&[(magic.as_str(), 1)]);
         assert!(load::<serde_json::Value>(&p).is_none());
         assert_eq!(outcome(&from_payload::<serde_json::Value>(&p)), outcome(&from_payload_tape::<serde_json::Value>(&p)));
+        // ... also when it is the name of a struct's field, first or not.
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Magic {
+            #[serde(rename = "$execnet::private::x")]
+            x: i32,
+            y: i32,
+        }
+        let p = dict(&[(magic.as_str(), 1), ("y", 2)]);
+        assert!(load::<Magic>(&p).is_none());
+        assert_eq!(outcome(&from_payload::<Magic>(&p)), outcome(&from_payload_tape::<Magic>(&p)));
+        let p = dict(&[("y", 2), (magic.as_str(), 1)]);
+        assert_eq!(load::<Magic>(&p), Some(Magic { x: 1, y: 2 }));
+        assert_eq!(from_payload_tape::<Magic>(&p).unwrap(), Magic { x: 1, y: 2 });
         // A list filled out of order, and one with an item left None.
         let mut p = vec![op::NEWLIST, 0, 0, 0, 2];
         p.extend(int(1));
