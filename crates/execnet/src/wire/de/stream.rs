@@ -202,6 +202,7 @@ impl<'s, 'a> StreamDe<'s, 'a> {
     }
 
     /// The node as [`TreeDe`](super::TreeDe)'s `deserialize_any` presents it.
+    #[inline(always)]
     fn any<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
         if self.s.gave_up {
             return Err(LeftToTape);
@@ -247,6 +248,7 @@ impl<'s, 'a> StreamDe<'s, 'a> {
     }
 
     /// A list, NEWLIST (consumed) and its count first.
+    #[inline(always)]
     fn list<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
         let s = self.s;
         let n = match s.i32().and_then(|n| usize::try_from(n).ok()) {
@@ -270,6 +272,7 @@ impl<'s, 'a> StreamDe<'s, 'a> {
 
     /// A dict, NEWDICT consumed; `fields` are the names of the struct it becomes (empty
     /// for any other type).
+    #[inline(always)]
     fn dict<V: Visitor<'a>>(self, v: V, fields: &'static [&'static str]) -> Result<V::Value> {
         let s = self.s;
         if s.depth >= MAX_DEPTH {
@@ -301,6 +304,7 @@ struct Items<'s, 'a> {
 impl<'a> SeqAccess<'a> for Items<'_, 'a> {
     type Error = LeftToTape;
 
+    #[inline(always)]
     fn next_element_seed<S: DeserializeSeed<'a>>(&mut self, seed: S) -> Result<Option<S::Value>> {
         if self.next == self.len {
             return Ok(None);
@@ -350,6 +354,7 @@ fn field(fields: &[&str], next: usize, key: &[u8]) -> Option<usize> {
 impl<'a> MapAccess<'a> for Entries<'_, 'a> {
     type Error = LeftToTape;
 
+    #[inline(always)]
     fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         let s = &mut *self.s;
         match s.peek() {
@@ -402,6 +407,7 @@ impl<'a> MapAccess<'a> for Entries<'_, 'a> {
         Ok(Some(key))
     }
 
+    #[inline(always)]
     fn next_value_seed<S: DeserializeSeed<'a>>(&mut self, seed: S) -> Result<S::Value> {
         let s = &mut *self.s;
         let value = seed.deserialize(StreamDe { s: &mut *s });
