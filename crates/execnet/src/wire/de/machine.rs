@@ -112,7 +112,23 @@ fn err<T>(msg: String, offset: usize) -> Step<T> {
 
 /// The opcodes of scalars (see [`Machine::scalar`]).
 fn is_scalar_op(op: u8) -> bool {
-    matches!(op, op::BYTES | op::CHANNEL | op::FALSE | op::FLOAT | op::INT | op::LONG | op::LONGINT | op::LONGLONG | op::NONE | op::PY2STRING | op::PY3STRING | op::TRUE | op::UNICODE | op::COMPLEX)
+    matches!(
+        op,
+        op::BYTES
+            | op::CHANNEL
+            | op::FALSE
+            | op::FLOAT
+            | op::INT
+            | op::LONG
+            | op::LONGINT
+            | op::LONGLONG
+            | op::NONE
+            | op::PY2STRING
+            | op::PY3STRING
+            | op::TRUE
+            | op::UNICODE
+            | op::COMPLEX
+    )
 }
 
 fn check_depth(depth: u32, at: usize) -> Step<()> {
@@ -412,70 +428,82 @@ where
     /// shortcut does not apply (including every case SETITEM would fail on), the
     /// scalars are pushed as the general loop would push them, and [`Machine::setitem`]
     /// does the work (or finds the error). The target's depth stays as it is: it is at
-    /// least 1, what a container of scalars has.
+    /// least 1, what a container of scalars has. After a list item placed so, the next
+    /// index (an INT) is read here and its item placed the same way, so a list of
+    /// scalars fills in one loop.
     #[inline(always)]
-    fn place_scalar(&mut self, item: Item<'a>) -> Step<()> {
-        let next = self.buf.get(self.pos).copied();
-        if next == Some(op::SETITEM) {
-            if let [.., target, key] = &self.stack[..] {
-                if key.depth == 0 {
-                    let place = match target.shape {
-                        Shape::List(n) => match self.b.index(&key.obj) {
-                            Index::Small(i) => list_slot(i, n).map(Place::List),
-                            _ => None,
-                        },
-                        // A scalar key is hashable.
-                        Shape::Dict => Some(Place::Dict),
-                        Shape::Channel | Shape::Other => None,
-                    };
-                    if let Some(place) = place {
-                        let key = self.stack.pop().expect("a key").obj;
-                        let value = self.b.scalar(item);
-                        self.put(place, key, value);
-                        self.pos += 1;
-                        return Ok(());
-                    }
-                }
-            }
-        } else if let (Some(op), Some(target)) = (next, self.stack.last()) {
-            let shape = target.shape;
-            if is_scalar_op(op) && matches!(shape, Shape::List(_) | Shape::Dict) {
-                let at = self.pos;
-                self.pos += 1;
-                let value = self.scalar(op, at)?;
-                if self.buf.get(self.pos) == Some(&op::SETITEM) {
-                    match shape {
-                        Shape::List(n) => {
-                            let slot = match item {
-                                Item::Int(i) => list_slot(i, n),
-                                Item::True => list_slot(1, n),
-                                Item::False => list_slot(0, n),
+    fn place_scalar(&mut self, mut item: Item<'a>) -> Step<()> {
+        loop {
+            let next = self.buf.get(self.pos).copied();
+            if next == Some(op::SETITEM) {
+                if let [.., target, key] = &self.stack[..] {
+                    if key.depth == 0 {
+                        let place = match target.shape {
+                            Shape::List(n) => match self.b.index(&key.obj) {
+                                Index::Small(i) => list_slot(i, n).map(Place::List),
                                 _ => None,
-                            };
-                            if let Some(i) = slot {
-                                let list = &mut self.stack.last_mut().expect("a list").obj;
-                                self.b.set_list_scalar(list, i, value);
-                                self.pos += 1;
-                                return Ok(());
-                            }
-                        }
-                        _ => {
-                            let entry = (self.b.scalar(item), self.b.scalar(value));
-                            self.open.push(entry);
+                            },
+                            // A scalar key is hashable.
+                            Shape::Dict => Some(Place::Dict),
+                            Shape::Channel | Shape::Other => None,
+                        };
+                        if let Some(place) = place {
+                            let key = self.stack.pop().expect("a key").obj;
+                            let value = self.b.scalar(item);
+                            self.put(place, key, value);
                             self.pos += 1;
                             return Ok(());
                         }
                     }
                 }
-                let (key_obj, value_obj) = (self.b.scalar(item), self.b.scalar(value));
-                self.stack.push(Slot::scalar(key_obj, &item));
-                self.stack.push(Slot::scalar(value_obj, &value));
-                return Ok(());
+            } else if let (Some(op), Some(target)) = (next, self.stack.last()) {
+                let shape = target.shape;
+                if is_scalar_op(op) && matches!(shape, Shape::List(_) | Shape::Dict) {
+                    let at = self.pos;
+                    self.pos += 1;
+                    let value = self.scalar(op, at)?;
+                    if self.buf.get(self.pos) == Some(&op::SETITEM) {
+                        match shape {
+                            Shape::List(n) => {
+                                let slot = match item {
+                                    Item::Int(i) => list_slot(i, n),
+                                    Item::True => list_slot(1, n),
+                                    Item::False => list_slot(0, n),
+                                    _ => None,
+                                };
+                                if let Some(i) = slot {
+                                    let list = &mut self.stack.last_mut().expect("a list").obj;
+                                    self.b.set_list_scalar(list, i, value);
+                                    self.pos += 1;
+                                    // The list's next index: read it here, as the general
+                                    // loop would, and place the item that follows it.
+                                    if self.buf.get(self.pos) == Some(&op::INT) {
+                                        let at = self.pos;
+                                        self.pos += 1;
+                                        item = self.scalar(op::INT, at)?;
+                                        continue;
+                                    }
+                                    return Ok(());
+                                }
+                            }
+                            _ => {
+                                let entry = (self.b.scalar(item), self.b.scalar(value));
+                                self.open.push(entry);
+                                self.pos += 1;
+                                return Ok(());
+                            }
+                        }
+                    }
+                    let (key_obj, value_obj) = (self.b.scalar(item), self.b.scalar(value));
+                    self.stack.push(Slot::scalar(key_obj, &item));
+                    self.stack.push(Slot::scalar(value_obj, &value));
+                    return Ok(());
+                }
             }
+            let obj = self.b.scalar(item);
+            self.stack.push(Slot::scalar(obj, &item));
+            return Ok(());
         }
-        let obj = self.b.scalar(item);
-        self.stack.push(Slot::scalar(obj, &item));
-        Ok(())
     }
 
     /// `target[key] = value` into the container on top of the stack, at a place found
@@ -568,10 +596,7 @@ where
             }
             Shape::Channel | Shape::Other => {
                 return err(
-                    format!(
-                        "SETITEM at byte {at} on a {}: only a list or a dict takes items",
-                        Self::type_name(target)
-                    ),
+                    format!("SETITEM at byte {at} on a {}: only a list or a dict takes items", Self::type_name(target)),
                     at,
                 )
             }
