@@ -218,7 +218,7 @@ where
             buf,
             pos: 0,
             b,
-            stack: Vec::new(),
+            stack: Vec::with_capacity(8),
             open: Vec::new(),
             open_starts: Vec::new(),
             dedup: Dedup::default(),
