@@ -358,8 +358,14 @@ where
                     return Ok((self.b, root));
                 }
                 _ => {
-                    let item = self.scalar(op, at)?;
-                    self.place_scalar(item)?;
+                    let mut item = self.scalar(op, at)?;
+                    // A list of scalars fills here: after an item, its list's next index
+                    // is read as this loop would read it, and its item placed.
+                    while self.place_scalar(item)? && self.buf.get(self.pos) == Some(&op::INT) {
+                        let at = self.pos;
+                        self.pos += 1;
+                        item = self.scalar(op::INT, at)?;
+                    }
                 }
             }
         }
@@ -428,82 +434,71 @@ where
     /// shortcut does not apply (including every case SETITEM would fail on), the
     /// scalars are pushed as the general loop would push them, and [`Machine::setitem`]
     /// does the work (or finds the error). The target's depth stays as it is: it is at
-    /// least 1, what a container of scalars has. After a list item placed so, the next
-    /// index (an INT) is read here and its item placed the same way, so a list of
-    /// scalars fills in one loop.
+    /// least 1, what a container of scalars has. True when the scalar was a list index
+    /// and its item went into the list (the list's next index may follow).
     #[inline(always)]
-    fn place_scalar(&mut self, mut item: Item<'a>) -> Step<()> {
-        loop {
-            let next = self.buf.get(self.pos).copied();
-            if next == Some(op::SETITEM) {
-                if let [.., target, key] = &self.stack[..] {
-                    if key.depth == 0 {
-                        let place = match target.shape {
-                            Shape::List(n) => match self.b.index(&key.obj) {
-                                Index::Small(i) => list_slot(i, n).map(Place::List),
-                                _ => None,
-                            },
-                            // A scalar key is hashable.
-                            Shape::Dict => Some(Place::Dict),
-                            Shape::Channel | Shape::Other => None,
-                        };
-                        if let Some(place) = place {
-                            let key = self.stack.pop().expect("a key").obj;
-                            let value = self.b.scalar(item);
-                            self.put(place, key, value);
-                            self.pos += 1;
-                            return Ok(());
-                        }
+    fn place_scalar(&mut self, item: Item<'a>) -> Step<bool> {
+        let next = self.buf.get(self.pos).copied();
+        if next == Some(op::SETITEM) {
+            if let [.., target, key] = &self.stack[..] {
+                if key.depth == 0 {
+                    let place = match target.shape {
+                        Shape::List(n) => match self.b.index(&key.obj) {
+                            Index::Small(i) => list_slot(i, n).map(Place::List),
+                            _ => None,
+                        },
+                        // A scalar key is hashable.
+                        Shape::Dict => Some(Place::Dict),
+                        Shape::Channel | Shape::Other => None,
+                    };
+                    if let Some(place) = place {
+                        let key = self.stack.pop().expect("a key").obj;
+                        let value = self.b.scalar(item);
+                        self.put(place, key, value);
+                        self.pos += 1;
+                        return Ok(false);
                     }
-                }
-            } else if let (Some(op), Some(target)) = (next, self.stack.last()) {
-                let shape = target.shape;
-                if is_scalar_op(op) && matches!(shape, Shape::List(_) | Shape::Dict) {
-                    let at = self.pos;
-                    self.pos += 1;
-                    let value = self.scalar(op, at)?;
-                    if self.buf.get(self.pos) == Some(&op::SETITEM) {
-                        match shape {
-                            Shape::List(n) => {
-                                let slot = match item {
-                                    Item::Int(i) => list_slot(i, n),
-                                    Item::True => list_slot(1, n),
-                                    Item::False => list_slot(0, n),
-                                    _ => None,
-                                };
-                                if let Some(i) = slot {
-                                    let list = &mut self.stack.last_mut().expect("a list").obj;
-                                    self.b.set_list_scalar(list, i, value);
-                                    self.pos += 1;
-                                    // The list's next index: read it here, as the general
-                                    // loop would, and place the item that follows it.
-                                    if self.buf.get(self.pos) == Some(&op::INT) {
-                                        let at = self.pos;
-                                        self.pos += 1;
-                                        item = self.scalar(op::INT, at)?;
-                                        continue;
-                                    }
-                                    return Ok(());
-                                }
-                            }
-                            _ => {
-                                let entry = (self.b.scalar(item), self.b.scalar(value));
-                                self.open.push(entry);
-                                self.pos += 1;
-                                return Ok(());
-                            }
-                        }
-                    }
-                    let (key_obj, value_obj) = (self.b.scalar(item), self.b.scalar(value));
-                    self.stack.push(Slot::scalar(key_obj, &item));
-                    self.stack.push(Slot::scalar(value_obj, &value));
-                    return Ok(());
                 }
             }
-            let obj = self.b.scalar(item);
-            self.stack.push(Slot::scalar(obj, &item));
-            return Ok(());
+        } else if let (Some(op), Some(target)) = (next, self.stack.last()) {
+            let shape = target.shape;
+            if is_scalar_op(op) && matches!(shape, Shape::List(_) | Shape::Dict) {
+                let at = self.pos;
+                self.pos += 1;
+                let value = self.scalar(op, at)?;
+                if self.buf.get(self.pos) == Some(&op::SETITEM) {
+                    match shape {
+                        Shape::List(n) => {
+                            let slot = match item {
+                                Item::Int(i) => list_slot(i, n),
+                                Item::True => list_slot(1, n),
+                                Item::False => list_slot(0, n),
+                                _ => None,
+                            };
+                            if let Some(i) = slot {
+                                let list = &mut self.stack.last_mut().expect("a list").obj;
+                                self.b.set_list_scalar(list, i, value);
+                                self.pos += 1;
+                                return Ok(true);
+                            }
+                        }
+                        _ => {
+                            let entry = (self.b.scalar(item), self.b.scalar(value));
+                            self.open.push(entry);
+                            self.pos += 1;
+                            return Ok(false);
+                        }
+                    }
+                }
+                let (key_obj, value_obj) = (self.b.scalar(item), self.b.scalar(value));
+                self.stack.push(Slot::scalar(key_obj, &item));
+                self.stack.push(Slot::scalar(value_obj, &value));
+                return Ok(false);
+            }
         }
+        let obj = self.b.scalar(item);
+        self.stack.push(Slot::scalar(obj, &item));
+        Ok(false)
     }
 
     /// `target[key] = value` into the container on top of the stack, at a place found

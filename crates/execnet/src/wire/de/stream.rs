@@ -369,22 +369,21 @@ impl<'a> MapAccess<'a> for Entries<'_, 'a> {
         // A key that is one of the struct's fields: its bytes equal a valid str, so it
         // needs no UTF-8 check, and a bit tells whether it came before.
         if !self.fields.is_empty() && s.buf[at] != op::PY2STRING {
-            let b = &s.buf[at + 1..];
-            let key = b.get(..4).and_then(|n| {
-                let n = usize::try_from(i32::from_be_bytes([n[0], n[1], n[2], n[3]])).ok()?;
-                b.get(4..4usize.checked_add(n)?)
-            });
-            if let Some(i) = key.and_then(|k| field(self.fields, self.next_field, k)) {
-                let name = self.fields[i];
-                let bit = 1u64 << i;
-                if self.seen & bit != 0 || (self.seen == 0 && s.keys.len() == self.start && name.starts_with(MAGIC_PREFIX)) {
-                    return s.give_up();
+            s.pos += 1;
+            match s.counted().and_then(|k| field(self.fields, self.next_field, k)) {
+                Some(i) => {
+                    let name = self.fields[i];
+                    let bit = 1u64 << i;
+                    let first = self.seen == 0 && s.keys.len() == self.start;
+                    if self.seen & bit != 0 || (first && name.starts_with(MAGIC_PREFIX)) {
+                        return s.give_up();
+                    }
+                    self.seen |= bit;
+                    self.next_field = i + 1;
+                    let key = seed.deserialize(BorrowedStrDeserializer::<LeftToTape>::new(name));
+                    return StreamDe::watch(s, key).map(Some);
                 }
-                self.seen |= bit;
-                self.next_field = i + 1;
-                s.pos = at + 5 + name.len();
-                let key = seed.deserialize(BorrowedStrDeserializer::<LeftToTape>::new(name));
-                return StreamDe::watch(s, key).map(Some);
+                None => s.pos = at,
             }
         }
         let key = seed.deserialize(StreamDe { s: &mut *s });
