@@ -208,6 +208,23 @@ impl<'s, 'a> StreamDe<'s, 'a> {
             return Err(LeftToTape);
         }
         let Some(op) = self.s.peek() else { return self.s.give_up() };
+        self.node(op, v)
+    }
+
+    /// [`any`](Self::any), testing first for `LIKELY`, the opcode the visitor's type is
+    /// sent as: that node is read with one compare instead of a jump through the table
+    /// of every opcode.
+    #[inline(always)]
+    fn likely<const LIKELY: u8, V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+        match self.s.peek() {
+            Some(op) if op == LIKELY && !self.s.gave_up => self.node(LIKELY, v),
+            _ => self.any(v),
+        }
+    }
+
+    /// The node of `op`, the opcode at the position (not yet consumed), for `any`.
+    #[inline(always)]
+    fn node<V: Visitor<'a>>(self, op: u8, v: V) -> Result<V::Value> {
         self.s.pos += 1;
         let r = match op {
             op::NONE => v.visit_unit(),
@@ -346,9 +363,33 @@ struct Entries<'s, 'a> {
 #[inline(always)]
 fn field(fields: &[&str], next: usize, key: &[u8]) -> Option<usize> {
     match fields.get(next) {
-        Some(f) if f.as_bytes() == key => Some(next),
-        _ => fields.iter().position(|f| f.as_bytes() == key),
+        Some(f) if same_bytes(f.as_bytes(), key) => Some(next),
+        _ => fields.iter().position(|f| same_bytes(f.as_bytes(), key)),
     }
+}
+
+/// `a == b`, comparing up to 16 bytes inline: field names are short, and the call to
+/// the C library's `bcmp` that `==` makes costs more than such a compare.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Two words, one at each end, cover every byte (they overlap when n is short of 2 words).
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        _ => a == b,
+    }
+}
+
+/// The `N` bytes of `x` from `at` on.
+#[inline(always)]
+fn word<const N: usize>(x: &[u8], at: usize) -> [u8; N] {
+    x[at..at + N].try_into().expect("N bytes")
 }
 
 impl<'a> MapAccess<'a> for Entries<'_, 'a> {
@@ -426,17 +467,38 @@ macro_rules! as_any {
     )*};
 }
 
+macro_rules! as_likely {
+    ($($op:path => $($method:ident)*;)*) => {$($(
+        fn $method<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+            self.likely::<{ $op }, V>(v)
+        }
+    )*)*};
+}
+
 /// Each method does what [`TreeDe`](super::TreeDe)'s does with the same node, or gives
 /// up.
 impl<'a> Deserializer<'a> for StreamDe<'_, 'a> {
     type Error = LeftToTape;
 
-    as_any! {
-        deserialize_any deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32
-        deserialize_i64 deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32
-        deserialize_u64 deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char
-        deserialize_str deserialize_string deserialize_identifier deserialize_unit
-        deserialize_map
+    as_any! { deserialize_any deserialize_i128 deserialize_u128 deserialize_unit deserialize_map }
+
+    as_likely! {
+        op::INT => deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+                   deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64;
+        op::FLOAT => deserialize_f32 deserialize_f64;
+        op::PY3STRING => deserialize_char deserialize_str deserialize_string deserialize_identifier;
+    }
+
+    fn deserialize_bool<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
+        match self.s.peek() {
+            // Either opcode, without a branch on which.
+            Some(b @ (op::TRUE | op::FALSE)) if !self.s.gave_up => {
+                self.s.pos += 1;
+                let r = v.visit_bool(b == op::TRUE);
+                Self::watch(self.s, r)
+            }
+            _ => self.any(v),
+        }
     }
 
     fn deserialize_bytes<V: Visitor<'a>>(self, v: V) -> Result<V::Value> {
@@ -637,6 +699,24 @@ mod tests {
     }
 
     proptest! {
+        /// The inline compare of field names is `==`: strs of every length it takes
+        /// apart and past them, equal or one byte or one length away.
+        #[test]
+        fn same_bytes_is_equality(
+            a in proptest::collection::vec(0u8..3, 0..20),
+            flip in proptest::option::of(any::<usize>()),
+            cut in 0usize..2,
+        ) {
+            let mut b = a.clone();
+            if let (Some(i), false) = (flip, b.is_empty()) {
+                let i = i % b.len();
+                b[i] ^= 1;
+            }
+            b.truncate(b.len().saturating_sub(cut));
+            prop_assert_eq!(super::same_bytes(&a, &b), a == b);
+            prop_assert_eq!(super::same_bytes(&b, &a), a == b);
+        }
+
         /// Records as a dumper writes them load on the streaming path, as what was sent
         /// and as the tape loads them.
         #[test]
