@@ -15,9 +15,8 @@
 //! the fields of the struct being read, a magic first key, a list filled out of order,
 //! `IgnoredAny`, a nested `Value`, and every error at all, the visitor's included. So a
 //! typed load returns from here only when every check of the stack machine would pass
-//! and the tape would give the same result, and every
-//! error and every message still comes from the tape. A failed attempt costs the part
-//! of the payload read until then.
+//! and the tape would give the same result, and every error and every message still
+//! comes from the tape. A failed attempt costs the part of the payload read until then.
 
 use serde::de::{self, value::BorrowedStrDeserializer, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -165,30 +164,11 @@ impl<'a> Stream<'a> {
             }
             std::str::from_utf8(b).ok()?
         } else {
-            utf8_at(self.buf, self.pos - b.len(), b.len())?
+            super::machine::utf8_at(self.buf, self.pos - b.len(), b.len())?
         };
         self.last_str = Some((at, s));
         Some(s)
     }
-}
-
-/// [`utf8`](super::machine::utf8) of the `n` bytes of `buf` at `start` (in range), for
-/// a str read from a payload. One of up to 16 bytes is tested for ASCII in one 16-byte
-/// window, read inline: the payload goes on after a str (its STOP at least), so the
-/// window is in `buf` unless the str ends within 16 bytes of the payload's end.
-#[inline(always)]
-fn utf8_at(buf: &[u8], start: usize, n: usize) -> Option<&str> {
-    let b = &buf[start..start + n];
-    if let (true, Some(window)) = (n <= 16, buf.get(start..start + 16)) {
-        let word = u128::from_le_bytes(window.try_into().expect("16 bytes"));
-        // The str's bytes are the window's low `n` bytes.
-        let mine = if n == 16 { word } else { word & ((1u128 << (8 * n)) - 1) };
-        if mine & u128::from_ne_bytes([0x80; 16]) == 0 {
-            // SAFETY: every byte of `b` is below 0x80, and ASCII is valid UTF-8.
-            return Some(unsafe { std::str::from_utf8_unchecked(b) });
-        }
-    }
-    super::machine::utf8(b)
 }
 
 /// A key's length and first seven bytes in one word: two keys of fewer than eight bytes
@@ -733,19 +713,6 @@ mod tests {
             b.truncate(b.len().saturating_sub(cut));
             prop_assert_eq!(super::same_bytes(&a, &b), a == b);
             prop_assert_eq!(super::same_bytes(&b, &a), a == b);
-        }
-
-        /// The windowed ASCII test gives what `from_utf8` gives, for strs anywhere in
-        /// the buffer (the window past its end or not), of every length around 16.
-        #[test]
-        fn utf8_at_is_from_utf8(
-            buf in proptest::collection::vec(prop_oneof![8 => 0x20u8..0x7f, 1 => 0x80u8..=0xff, 1 => Just(0xc3)], 0..40),
-            start in any::<usize>(),
-            len in any::<usize>(),
-        ) {
-            let start = start % (buf.len() + 1);
-            let n = len % (buf.len() - start + 1);
-            prop_assert_eq!(super::utf8_at(&buf, start, n), std::str::from_utf8(&buf[start..start + n]).ok());
         }
 
         /// Records as a dumper writes them load on the streaming path, as what was sent
