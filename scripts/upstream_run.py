@@ -44,9 +44,16 @@ def wait_listening(port, proc, what, seconds=20):
             sys.exit(f"upstream_run: {what} exited with status {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
+                pass
         except OSError:
             time.sleep(0.05)
+            continue
+        # something accepts; if it is another listener that took the port first, the
+        # server fails to bind and exits: give it a moment to show that
+        time.sleep(0.3)
+        if proc.poll() is None:
+            return
+        sys.exit(f"upstream_run: {what} exited with status {proc.returncode}")
     sys.exit(f"upstream_run: {what} did not listen on 127.0.0.1:{port} within {seconds} s")
 
 

@@ -34,10 +34,20 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _listening(port):
+def _speaks_ssh(port, timeout=5):
+    """Whether 127.0.0.1:port answers with the SSH banner: a port picked free may be
+    taken by another listener before sshd binds it (sshd then exits), so "something
+    accepts" does not say that sshd is up."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            banner = b""
+            while len(banner) < 4:
+                more = conn.recv(4 - len(banner))
+                if not more:
+                    break
+                banner += more
+            return banner == b"SSH-"
     except OSError:
         return False
 
@@ -102,7 +112,7 @@ def start(directory):
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
-            if _listening(port):
+            if _speaks_ssh(port):
                 break
             time.sleep(0.02)
         else:

@@ -95,7 +95,9 @@ pub fn start() -> Result<TestSshd, String> {
     let log = dir.join("sshd.log");
     let server = TestSshd { target, child, dir: dir.clone() };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    // Up when sshd's banner answers, not when something accepts: the port picked free may
+    // have been taken meanwhile by another listener (sshd then exits unable to bind).
+    while !speaks_ssh(port) {
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             return Err(format!("the test sshd did not listen on port {port}: {log}"));
@@ -103,4 +105,13 @@ pub fn start() -> Result<TestSshd, String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(server)
+}
+
+/// Whether 127.0.0.1:`port` accepts and sends the SSH protocol banner within a second.
+fn speaks_ssh(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut banner = [0u8; 4];
+    stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-"
 }

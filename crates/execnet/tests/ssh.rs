@@ -349,3 +349,30 @@ fn group_mixes_ssh_and_popen() {
     assert_eq!(ids, ["local", "remote"]);
     assert!(group.get("remote").unwrap().spec().as_str().starts_with("ssh="));
 }
+
+// ---- the harness itself ----------------------------------------------------------------
+
+/// The harness waits for sshd by its banner, not by "something accepts": a port picked
+/// free can be taken by another test's listener before sshd binds it (sshd then exits
+/// with "Address already in use" while the other listener answers), which once made an
+/// ssh test fail with "connection refused" in CI.
+#[test]
+fn the_harness_tells_sshd_from_another_listener() {
+    use std::io::Write;
+    let Some(s) = server() else { return };
+    assert!(common::sshd::speaks_ssh(s.port, LONG), "the test sshd's port does not answer with a banner");
+
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    let answer = std::thread::spawn(move || {
+        let (mut conn, _) = other.accept().unwrap();
+        conn.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").unwrap();
+    });
+    assert!(!common::sshd::speaks_ssh(port, LONG), "a listener that is not sshd was taken for it");
+    answer.join().unwrap();
+
+    // A listener that accepts and stays silent is not sshd either (after the timeout).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    assert!(!common::sshd::speaks_ssh(port, Duration::from_millis(200)));
+}

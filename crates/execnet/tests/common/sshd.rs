@@ -10,7 +10,7 @@
 //! where that is a failure (scripts/test.sh installs openssh-server).
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -145,6 +145,17 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Whether what listens on 127.0.0.1:`port` is an SSH server: it accepts and its first
+/// bytes, within `timeout`, are the protocol banner `SSH-`.
+pub fn speaks_ssh(port: u16, timeout: Duration) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let mut banner = [0u8; 4];
+    stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-"
+}
+
 fn write(path: &Path, text: &str) {
     let mut f = std::fs::File::create(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
@@ -212,7 +223,10 @@ fn start() -> Sshd {
             if let Ok(Some(_)) = child.try_wait() {
                 break;
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Not only "something accepts": a port picked free may have been taken by
+            // another listener meanwhile (sshd then fails to bind and exits), and a
+            // probe may even connect to itself. Only sshd's banner says it is up.
+            if speaks_ssh(port, Duration::from_secs(5)) {
                 up = true;
                 break;
             }
