@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{eventually, popen, process_alive};
@@ -14,22 +15,43 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
+/// This process's threads by id. Counting them is not enough: the thread of the test
+/// that ran before can still be ending when the next one takes its first count.
+fn thread_ids() -> BTreeSet<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The threads running now that were not in `before`, with their names, e.g.
+/// `["4711 execnet-gw0-st"]`: what a gateway left behind.
+fn new_threads(before: &BTreeSet<u32>) -> Vec<String> {
+    thread_ids()
+        .difference(before)
+        .map(|tid| {
+            let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+            format!("{tid} {}", name.trim_end())
+        })
+        .collect()
 }
 
 #[test]
 fn create_use_and_drop_cycles_leak_nothing() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // warm up lazily created process-wide state
-    let threads_before = threads();
+    let threads_before = thread_ids();
     let gw = execnet::makegateway(popen("")).unwrap();
     gw.remote_exec("channel.send(1)").unwrap().receive::<i32>().unwrap();
     gw.exit().unwrap();
     drop(gw);
-    assert!(eventually(Duration::from_secs(5), || threads() == threads_before), "threads: {}", threads());
+    assert!(
+        eventually(Duration::from_secs(5), || new_threads(&threads_before).is_empty()),
+        "threads left by the first gateway: {:?}",
+        new_threads(&threads_before)
+    );
 
-    let (fds0, threads0) = (open_fds(), threads());
+    let (fds0, threads0) = (open_fds(), thread_ids());
     let mut pids = Vec::new();
     for i in 0..40 {
         let gw = execnet::makegateway(popen("")).unwrap();
@@ -44,12 +66,11 @@ fn create_use_and_drop_cycles_leak_nothing() {
         }
     }
     assert!(
-        eventually(Duration::from_secs(5), || open_fds() == fds0 && threads() == threads0),
-        "fds {} -> {}, threads {} -> {}",
+        eventually(Duration::from_secs(5), || open_fds() == fds0 && new_threads(&threads0).is_empty()),
+        "fds {} -> {}, threads left: {:?}",
         fds0,
         open_fds(),
-        threads0,
-        threads()
+        new_threads(&threads0)
     );
     for pid in pids {
         assert!(!process_alive(pid), "worker {pid} was not reaped");
@@ -68,7 +89,7 @@ fn cycles(n: usize) {
     gw.exit().unwrap();
     drop(gw);
     std::thread::sleep(Duration::from_millis(100));
-    let (fds0, threads0) = (open_fds(), threads());
+    let (fds0, threads0) = (open_fds(), thread_ids());
     let t0 = std::time::Instant::now();
     for i in 0..n {
         let gw = execnet::Gateway::start(&spec.parse().unwrap(), "cycle").unwrap();
@@ -79,10 +100,10 @@ fn cycles(n: usize) {
     }
     eprintln!("{n} gateway cycles in {:?}", t0.elapsed());
     assert!(
-        eventually(Duration::from_secs(5), || open_fds() <= fds0 && threads() <= threads0),
-        "fds {fds0} -> {}, threads {threads0} -> {}",
+        eventually(Duration::from_secs(5), || open_fds() <= fds0 && new_threads(&threads0).is_empty()),
+        "fds {fds0} -> {}, threads left: {:?}",
         open_fds(),
-        threads()
+        new_threads(&threads0)
     );
 }
 
